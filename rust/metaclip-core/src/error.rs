@@ -1,0 +1,36 @@
+//! One error type for the core; the Python glue maps each variant to an exception.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {msg}")]
+    Parse { path: String, line: u64, msg: String },
+    #[error("duplicate metadata entries ({count} in all), first ones: {examples}")]
+    Duplicates { count: usize, examples: String },
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("interrupted")]
+    Interrupted,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn io(path: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::InvalidArgument(msg.into())
+    }
+}

@@ -1,0 +1,605 @@
+//! Substring matching of spec §2, done mostly at the word level.
+//!
+//! The spaced text is `" " + body + " "`, so it is a chain of tokens joined by single
+//! spaces (empty tokens kept). A padded pattern `" " + entry + " "` occurs in it iff the
+//! entry's `' '`-separated words occur as consecutive interior tokens. That turns the
+//! search into a walk of a word trie from each token: one hash probe per token instead of
+//! one automaton step per byte. Patterns that lack a pad (MC2 entries that start or end
+//! with a CJK-like character) need real substring search; they go to a (small)
+//! Aho-Corasick automaton over the spaced bytes.
+
+use std::hash::BuildHasher;
+use std::ops::Range;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use foldhash::fast::FixedState;
+use hashbrown::{HashMap, HashTable};
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::pool;
+use crate::spacing::spaced_into;
+
+const NONE: u32 = u32::MAX;
+const HAS_CHILDREN: u32 = 1 << 31;
+const NO_ENTRY: u32 = HAS_CHILDREN - 1;
+/// Largest number of entries one matcher holds (ids are stored in 31 bits).
+pub const MAX_ENTRIES: usize = NO_ENTRY as usize;
+const HASH_SEED: u64 = 0x6d65_7461_636c_6970; // "metaclip"
+
+/// Which pattern rule to use (spec §2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// MetaCLIP 1: every pattern is `" " + entry + " "`.
+    Mc1,
+    /// MetaCLIP 2: pads only next to characters that are not CJK-or-similar.
+    Mc2,
+    /// Ours, opt-in: MC2 with kana and Hangul treated as CJK-like, and every Unicode
+    /// whitespace character in a text treated as a space.
+    Fixed,
+}
+
+impl Mode {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "mc1" => Ok(Mode::Mc1),
+            "mc2" => Ok(Mode::Mc2),
+            "fixed" => Ok(Mode::Fixed),
+            _ => Err(Error::invalid(format!(
+                "unknown match mode {s:?} (expected mc1, mc2 or fixed)"
+            ))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Mc1 => "mc1",
+            Mode::Mc2 => "mc2",
+            Mode::Fixed => "fixed",
+        }
+    }
+
+    /// Whether a pad goes next to this edge character of an entry.
+    fn pads(self, c: Option<char>) -> bool {
+        match (self, c) {
+            (Mode::Mc1, _) | (_, None) => true,
+            (Mode::Mc2, Some(c)) => !is_cjk_like(c),
+            (Mode::Fixed, Some(c)) => !(is_cjk_like(c) || is_kana_or_hangul(c)),
+        }
+    }
+}
+
+/// The MC2 reference's "CJK-or-similar" set (spec §2). Kana and Hangul are not in it.
+pub fn is_cjk_like(c: char) -> bool {
+    matches!(c as u32,
+        0x4E00..=0x9FFF | 0x3400..=0x4DBF | 0x20000..=0x2A6DF | 0x2A700..=0x2B73F
+        | 0x2B740..=0x2B81F | 0x2B820..=0x2CEAF | 0x2CEB0..=0x2EBEF | 0xF900..=0xFAFF
+        | 0x2E80..=0x2EFF | 0x2F00..=0x2FDF | 0x2FF0..=0x2FFF
+        | 0x0E00..=0x0E7F | 0x0E80..=0x0EFF | 0x1000..=0x109F | 0x1780..=0x17FF
+        | 0x0F00..=0x0FFF
+        | 0xFF0C | 0x3002 | 0x3001 | 0xFF1B | 0xFF1A | 0xFF1F | 0xFF01 | 0x201C | 0x201D
+        | 0x2018 | 0x2019 | 0xFF08 | 0xFF09 | 0x3010 | 0x3011 | 0x300A | 0x300B | 0x3008
+        | 0x3009 | 0x300C | 0x300D | 0x300E | 0x300F | 0xFF5E | 0x2014)
+        || c.is_ascii_punctuation()
+}
+
+/// Added by fixed mode: Hiragana, Katakana (with extensions and half-width forms) and
+/// Hangul (syllables and jamo).
+pub fn is_kana_or_hangul(c: char) -> bool {
+    matches!(c as u32,
+        0x3040..=0x309F | 0x30A0..=0x30FF | 0x31F0..=0x31FF | 0xFF65..=0xFF9F
+        | 0xAC00..=0xD7AF | 0x1100..=0x11FF | 0x3130..=0x318F | 0xA960..=0xA97F
+        | 0xD7B0..=0xD7FF)
+}
+
+/// Interned words of the padded entries.
+struct Vocab {
+    table: HashTable<u32>,
+    starts: Vec<u32>,
+    bytes: Vec<u8>,
+    hasher: FixedState,
+}
+
+impl Vocab {
+    fn new() -> Self {
+        Vocab {
+            table: HashTable::new(),
+            starts: vec![0],
+            bytes: Vec::new(),
+            hasher: FixedState::with_seed(HASH_SEED),
+        }
+    }
+
+    #[inline]
+    fn token(&self, id: u32) -> &[u8] {
+        let i = id as usize;
+        &self.bytes[self.starts[i] as usize..self.starts[i + 1] as usize]
+    }
+
+    #[inline]
+    fn get(&self, tok: &[u8]) -> u32 {
+        let h = self.hasher.hash_one(tok);
+        match self.table.find(h, |&id| self.token(id) == tok) {
+            Some(&id) => id,
+            None => NONE,
+        }
+    }
+
+    fn intern(&mut self, tok: &[u8]) -> Result<u32> {
+        let found = self.get(tok);
+        if found != NONE {
+            return Ok(found);
+        }
+        let id = (self.starts.len() - 1) as u32;
+        self.bytes.extend_from_slice(tok);
+        let end = u32::try_from(self.bytes.len())
+            .map_err(|_| Error::invalid("metadata words exceed 4 GiB"))?;
+        self.starts.push(end);
+        let h = self.hasher.hash_one(tok);
+        let (table, bytes, starts, hasher) = (&mut self.table, &self.bytes, &self.starts, &self.hasher);
+        table.insert_unique(h, id, |&other| {
+            let o = other as usize;
+            hasher.hash_one(&bytes[starts[o] as usize..starts[o + 1] as usize])
+        });
+        Ok(id)
+    }
+
+    fn len(&self) -> usize {
+        self.starts.len() - 1
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.table.capacity() * (4 + 1) + self.starts.capacity() * 4 + self.bytes.capacity()
+    }
+}
+
+/// Trie over word ids; node ids index `node_info` (entry id in the low 31 bits,
+/// `HAS_CHILDREN` in the top bit). Root children are a flat per-word array.
+struct WordTrie {
+    vocab: Vocab,
+    first: Vec<u32>,
+    node_info: Vec<u32>,
+    edges: HashMap<u64, u32, FixedState>,
+}
+
+impl WordTrie {
+    fn new() -> Self {
+        WordTrie {
+            vocab: Vocab::new(),
+            first: Vec::new(),
+            node_info: Vec::new(),
+            edges: HashMap::with_hasher(FixedState::with_seed(HASH_SEED)),
+        }
+    }
+
+    fn new_node(&mut self) -> u32 {
+        self.node_info.push(NO_ENTRY);
+        (self.node_info.len() - 1) as u32
+    }
+
+    /// Insert; returns the entry already stored at this node, if any (a duplicate).
+    fn insert(&mut self, entry: &str, id: u32) -> Result<Option<u32>> {
+        let mut words = entry.as_bytes().split(|&b| b == b' ');
+        let w0 = words.next().unwrap_or_default();
+        let t0 = self.vocab.intern(w0)? as usize;
+        if self.first.len() <= t0 {
+            self.first.resize(t0 + 1, NONE);
+        }
+        let mut node = self.first[t0];
+        if node == NONE {
+            node = self.new_node();
+            self.first[t0] = node;
+        }
+        for w in words {
+            let t = self.vocab.intern(w)?;
+            self.node_info[node as usize] |= HAS_CHILDREN;
+            let key = ((node as u64) << 32) | t as u64;
+            node = match self.edges.get(&key) {
+                Some(&child) => child,
+                None => {
+                    let child = self.new_node();
+                    self.edges.insert(key, child);
+                    child
+                }
+            };
+        }
+        let info = &mut self.node_info[node as usize];
+        let old = *info & NO_ENTRY;
+        if old != NO_ENTRY {
+            return Ok(Some(old));
+        }
+        *info = (*info & HAS_CHILDREN) | id;
+        Ok(None)
+    }
+
+    /// Push the entry ids whose words occur as consecutive tokens of `toks`.
+    #[inline]
+    fn walk(&self, toks: &[u32], out: &mut Vec<u32>) {
+        for start in 0..toks.len() {
+            let t = toks[start];
+            if t == NONE {
+                continue;
+            }
+            let mut node = self.first[t as usize];
+            if node == NONE {
+                continue;
+            }
+            let mut next = start + 1;
+            loop {
+                let info = self.node_info[node as usize];
+                let entry = info & NO_ENTRY;
+                if entry != NO_ENTRY {
+                    out.push(entry);
+                }
+                if info & HAS_CHILDREN == 0 || next >= toks.len() || toks[next] == NONE {
+                    break;
+                }
+                let key = ((node as u64) << 32) | toks[next] as u64;
+                match self.edges.get(&key) {
+                    Some(&child) => node = child,
+                    None => break,
+                }
+                next += 1;
+            }
+        }
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.vocab.memory_bytes()
+            + self.first.capacity() * 4
+            + self.node_info.capacity() * 4
+            + self.edges.capacity() * (8 + 4 + 1)
+    }
+}
+
+/// Per-thread buffers reused across texts.
+#[derive(Default)]
+pub struct Scratch {
+    spaced: Vec<u8>,
+    toks: Vec<u32>,
+}
+
+/// Matched entry ids of many texts in CSR form.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Csr {
+    /// `offsets[i]..offsets[i+1]` indexes `ids` for text i; `offsets[0] == 0`.
+    pub offsets: Vec<i64>,
+    /// Sorted, unique entry ids per text.
+    pub ids: Vec<u32>,
+    /// Indices (within the batch) of texts that were not valid UTF-8; they match nothing.
+    pub invalid: Vec<u64>,
+}
+
+/// A random-access batch of texts as raw bytes (UTF-8 is checked while matching).
+pub trait Texts: Sync {
+    fn len(&self) -> usize;
+    fn get(&self, i: usize) -> &[u8];
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<S: AsRef<str> + Sync> Texts for [S] {
+    fn len(&self) -> usize {
+        <[S]>::len(self)
+    }
+    fn get(&self, i: usize) -> &[u8] {
+        self[i].as_ref().as_bytes()
+    }
+}
+
+/// Texts laid out as in an Arrow string column: one byte buffer and `n + 1` offsets.
+pub struct Packed<'a> {
+    pub data: &'a [u8],
+    pub offsets: &'a [i64],
+}
+
+impl<'a> Packed<'a> {
+    pub fn new(data: &'a [u8], offsets: &'a [i64]) -> Result<Self> {
+        if offsets.is_empty() {
+            return Err(Error::invalid("offsets must have n + 1 elements"));
+        }
+        let mut prev = offsets[0];
+        for &o in offsets {
+            if o < prev || o as u64 > data.len() as u64 {
+                return Err(Error::invalid(
+                    "offsets must be non-decreasing and within the data buffer",
+                ));
+            }
+            prev = o;
+        }
+        Ok(Packed { data, offsets })
+    }
+}
+
+impl Texts for Packed<'_> {
+    fn len(&self) -> usize {
+        self.offsets.len() - 1
+    }
+    fn get(&self, i: usize) -> &[u8] {
+        &self.data[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+    }
+}
+
+/// Texts per parallel work item: large enough to amortise scheduling, small enough to balance.
+const CHUNK: usize = 2048;
+
+/// A built matcher over one metadata list.
+pub struct Matcher {
+    mode: Mode,
+    n_entries: usize,
+    words: WordTrie,
+    n_word_entries: usize,
+    substr: Option<(AhoCorasick, Vec<u32>)>,
+}
+
+impl Matcher {
+    /// Build from entries (id = position). Duplicate entries are an error naming them.
+    pub fn new<S: AsRef<str>>(entries: &[S], mode: Mode) -> Result<Self> {
+        if entries.len() > MAX_ENTRIES {
+            return Err(Error::invalid(format!("at most {MAX_ENTRIES} entries per matcher")));
+        }
+        let mut words = WordTrie::new();
+        let mut n_word_entries = 0;
+        let mut patterns: Vec<Vec<u8>> = Vec::new();
+        let mut pattern_entry: Vec<u32> = Vec::new();
+        let mut duplicates: Vec<String> = Vec::new();
+        for (id, entry) in entries.iter().enumerate() {
+            let entry = entry.as_ref();
+            let left = mode.pads(entry.chars().next());
+            let right = mode.pads(entry.chars().next_back());
+            if left && right {
+                n_word_entries += 1;
+                if let Some(first) = words.insert(entry, id as u32)? {
+                    duplicates.push(format!("{entry:?} (ids {first} and {id})"));
+                }
+            } else {
+                let mut p = Vec::with_capacity(entry.len() + 2);
+                if left {
+                    p.push(b' ');
+                }
+                p.extend_from_slice(entry.as_bytes());
+                if right {
+                    p.push(b' ');
+                }
+                patterns.push(p);
+                pattern_entry.push(id as u32);
+            }
+        }
+        if !patterns.is_empty() {
+            let mut seen: std::collections::HashMap<&[u8], u32> = Default::default();
+            for (p, &id) in patterns.iter().zip(&pattern_entry) {
+                if let Some(first) = seen.insert(p.as_slice(), id) {
+                    let e = entries[id as usize].as_ref();
+                    duplicates.push(format!("{e:?} (ids {first} and {id})"));
+                }
+            }
+        }
+        if !duplicates.is_empty() {
+            return Err(Error::Duplicates {
+                count: duplicates.len(),
+                examples: duplicates.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
+            });
+        }
+        let substr = if patterns.is_empty() {
+            None
+        } else {
+            let ac = AhoCorasickBuilder::new()
+                .match_kind(MatchKind::Standard)
+                .build(&patterns)
+                .map_err(|e| Error::invalid(format!("cannot build automaton: {e}")))?;
+            Some((ac, pattern_entry))
+        };
+        Ok(Matcher {
+            mode,
+            n_entries: entries.len(),
+            words,
+            n_word_entries,
+            substr,
+        })
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    pub fn n_entries(&self) -> usize {
+        self.n_entries
+    }
+
+    /// Entries matched at the word level (both pads present).
+    pub fn n_word_entries(&self) -> usize {
+        self.n_word_entries
+    }
+
+    /// Entries that need substring search (a pad is missing).
+    pub fn n_substring_entries(&self) -> usize {
+        self.n_entries - self.n_word_entries
+    }
+
+    pub fn n_words(&self) -> usize {
+        self.words.vocab.len()
+    }
+
+    /// Heap bytes held by the matcher (automaton memory included).
+    pub fn memory_bytes(&self) -> usize {
+        self.words.memory_bytes()
+            + self
+                .substr
+                .as_ref()
+                .map_or(0, |(ac, ids)| ac.memory_usage() + ids.capacity() * 4)
+    }
+
+    /// Append the sorted, unique ids matched by `text` to `out`.
+    pub fn match_into(&self, text: &str, scratch: &mut Scratch, out: &mut Vec<u32>) {
+        let start = out.len();
+        spaced_into(text, self.mode == Mode::Fixed, &mut scratch.spaced);
+        let spaced = &scratch.spaced;
+        if self.n_word_entries > 0 {
+            scratch.toks.clear();
+            // Interior tokens: skip the empty ones before the first and after the last space.
+            let inner = &spaced[1..spaced.len() - 1];
+            let vocab = &self.words.vocab;
+            scratch
+                .toks
+                .extend(inner.split(|&b| b == b' ').map(|tok| vocab.get(tok)));
+            self.words.walk(&scratch.toks, out);
+        }
+        if let Some((ac, pattern_entry)) = &self.substr {
+            for m in ac.find_overlapping_iter(spaced.as_slice()) {
+                out.push(pattern_entry[m.pattern().as_usize()]);
+            }
+        }
+        let found = &mut out[start..];
+        if found.len() > 1 {
+            found.sort_unstable();
+            let mut keep = 1;
+            for i in 1..found.len() {
+                if found[i] != found[keep - 1] {
+                    found[keep] = found[i];
+                    keep += 1;
+                }
+            }
+            out.truncate(start + keep);
+        }
+    }
+
+    /// Sorted, unique ids matched by one text.
+    pub fn match_text(&self, text: &str) -> Vec<u32> {
+        let mut out = Vec::new();
+        self.match_into(text, &mut Scratch::default(), &mut out);
+        out
+    }
+
+    /// Match `texts[range]` with `threads` workers (0 = all cores). The result is the same
+    /// whatever the thread count.
+    pub fn match_batch<T: Texts + ?Sized>(
+        &self,
+        texts: &T,
+        range: Range<usize>,
+        threads: usize,
+    ) -> Csr {
+        let chunks: Vec<Range<usize>> = range
+            .clone()
+            .step_by(CHUNK)
+            .map(|s| s..(s + CHUNK).min(range.end))
+            .collect();
+        let run = |r: &Range<usize>| self.match_chunk(texts, r.clone(), range.start);
+        let parts: Vec<Csr> = if threads == 1 || chunks.len() <= 1 {
+            chunks.iter().map(run).collect()
+        } else {
+            pool::install(threads, || chunks.par_iter().map(run).collect())
+        };
+        concat(parts, range.len())
+    }
+
+    fn match_chunk<T: Texts + ?Sized>(&self, texts: &T, r: Range<usize>, base: usize) -> Csr {
+        let mut scratch = Scratch::default();
+        let mut csr = Csr {
+            offsets: Vec::with_capacity(r.len() + 1),
+            ids: Vec::with_capacity(r.len() * 4),
+            invalid: Vec::new(),
+        };
+        csr.offsets.push(0);
+        for i in r {
+            match std::str::from_utf8(texts.get(i)) {
+                Ok(text) => self.match_into(text, &mut scratch, &mut csr.ids),
+                Err(_) => csr.invalid.push((i - base) as u64),
+            }
+            csr.offsets.push(csr.ids.len() as i64);
+        }
+        csr
+    }
+}
+
+/// Concatenate CSR parts in order.
+pub fn concat(parts: Vec<Csr>, n: usize) -> Csr {
+    if parts.len() == 1 {
+        if let Some(only) = parts.into_iter().next() {
+            return only;
+        }
+        return Csr::default();
+    }
+    let nnz: usize = parts.iter().map(|p| p.ids.len()).sum();
+    let mut out = Csr {
+        offsets: Vec::with_capacity(n + 1),
+        ids: Vec::with_capacity(nnz),
+        invalid: Vec::new(),
+    };
+    out.offsets.push(0);
+    let mut rows = 0u64;
+    for p in parts {
+        let base = out.ids.len() as i64;
+        out.offsets.extend(p.offsets[1..].iter().map(|o| o + base));
+        out.ids.extend_from_slice(&p.ids);
+        out.invalid.extend(p.invalid.iter().map(|i| i + rows));
+        rows += (p.offsets.len() - 1) as u64;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(m: &Matcher, text: &str) -> Vec<u32> {
+        m.match_text(text)
+    }
+
+    #[test]
+    fn mc1_consequences() {
+        let entries = ["dog", "hot dog", "a", "St. Louis", "a , b", "Jr."];
+        let m = Matcher::new(&entries, Mode::Mc1).unwrap();
+        assert_eq!(ids(&m, "hot-dog (dog) dog's"), Vec::<u32>::new());
+        assert_eq!(ids(&m, "Hot dog\tstand"), vec![0]);
+        assert_eq!(ids(&m, "a hot dog"), vec![0, 1, 2]);
+        assert_eq!(ids(&m, "St. Louis Jr."), Vec::<u32>::new());
+        assert_eq!(ids(&m, "a,b"), vec![2, 4]);
+        assert_eq!(ids(&m, "dog dog dog"), vec![0]);
+    }
+
+    #[test]
+    fn mc2_pad_rule_and_kana_quirk() {
+        let entries = ["カメラ", "相机", "dog"];
+        let m = Matcher::new(&entries, Mode::Mc2).unwrap();
+        assert_eq!(m.n_substring_entries(), 1);
+        assert_eq!(ids(&m, "新しいカメラを買った"), Vec::<u32>::new());
+        assert_eq!(ids(&m, "我的新相机很好"), vec![1]);
+        let f = Matcher::new(&entries, Mode::Fixed).unwrap();
+        assert_eq!(ids(&f, "新しいカメラを買った"), vec![0]);
+        assert_eq!(ids(&f, "a\u{3000}dog\u{a0}"), vec![2]);
+    }
+
+    #[test]
+    fn duplicates_are_named() {
+        let err = Matcher::new(&["a", "b", "a"], Mode::Mc1).err().unwrap();
+        assert!(err.to_string().contains("\"a\" (ids 0 and 2)"), "{err}");
+    }
+
+    #[test]
+    fn batch_is_thread_independent() {
+        let entries: Vec<String> = (0..500).map(|i| format!("w{i}")).collect();
+        let m = Matcher::new(&entries, Mode::Mc1).unwrap();
+        let texts: Vec<String> = (0..10_000)
+            .map(|i| format!("w{} w{} x, w{}", i % 500, (i * 7) % 600, (i * 13) % 500))
+            .collect();
+        let one = m.match_batch(texts.as_slice(), 0..texts.len(), 1);
+        let many = m.match_batch(texts.as_slice(), 0..texts.len(), 4);
+        assert_eq!(one, many);
+        assert_eq!(one.offsets.len(), texts.len() + 1);
+        let part = m.match_batch(texts.as_slice(), 100..200, 2);
+        let expect: Vec<u32> = one.ids[one.offsets[100] as usize..one.offsets[200] as usize].to_vec();
+        assert_eq!(part.ids, expect);
+    }
+
+    #[test]
+    fn packed_texts_report_invalid_utf8() {
+        let data = b"dog\xffcat dog";
+        let offsets = [0i64, 3, 4, 11];
+        let packed = Packed::new(data, &offsets).unwrap();
+        let m = Matcher::new(&["dog"], Mode::Mc1).unwrap();
+        let csr = m.match_batch(&packed, 0..3, 1);
+        assert_eq!(csr.offsets, vec![0, 1, 1, 2]);
+        assert_eq!(csr.invalid, vec![1]);
+    }
+}
