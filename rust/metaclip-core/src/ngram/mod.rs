@@ -70,6 +70,19 @@ impl NgramError {
     }
 }
 
+impl From<NgramError> for crate::Error {
+    fn from(e: NgramError) -> Self {
+        match e {
+            NgramError::Io { path, source } => crate::Error::Io { path, source },
+            NgramError::Parse { path, line, msg } => crate::Error::Parse { path, line, msg },
+            NgramError::Interrupted => crate::Error::Interrupted,
+            e @ (NgramError::VocabFull | NgramError::Invalid(_)) => {
+                crate::Error::InvalidArgument(e.to_string())
+            }
+        }
+    }
+}
+
 /// Result type of this module.
 pub type Result<T, E = NgramError> = std::result::Result<T, E>;
 
