@@ -136,7 +136,8 @@ impl Vocab {
             .map_err(|_| Error::invalid("metadata words exceed 4 GiB"))?;
         self.starts.push(end);
         let h = self.hasher.hash_one(tok);
-        let (table, bytes, starts, hasher) = (&mut self.table, &self.bytes, &self.starts, &self.hasher);
+        let (table, bytes, starts, hasher) =
+            (&mut self.table, &self.bytes, &self.starts, &self.hasher);
         table.insert_unique(h, id, |&other| {
             let o = other as usize;
             hasher.hash_one(&bytes[starts[o] as usize..starts[o + 1] as usize])
@@ -337,7 +338,9 @@ impl Matcher {
     /// Build from entries (id = position). Duplicate entries are an error naming them.
     pub fn new<S: AsRef<str>>(entries: &[S], mode: Mode) -> Result<Self> {
         if entries.len() > MAX_ENTRIES {
-            return Err(Error::invalid(format!("at most {MAX_ENTRIES} entries per matcher")));
+            return Err(Error::invalid(format!(
+                "at most {MAX_ENTRIES} entries per matcher"
+            )));
         }
         let mut words = WordTrie::new();
         let mut n_word_entries = 0;
@@ -366,6 +369,9 @@ impl Matcher {
                 pattern_entry.push(id as u32);
             }
         }
+        // Words that only occur after the first position still need a (NONE) root slot.
+        let n_words = words.vocab.len();
+        words.first.resize(n_words, NONE);
         if !patterns.is_empty() {
             let mut seen: std::collections::HashMap<&[u8], u32> = Default::default();
             for (p, &id) in patterns.iter().zip(&pattern_entry) {
@@ -378,7 +384,12 @@ impl Matcher {
         if !duplicates.is_empty() {
             return Err(Error::Duplicates {
                 count: duplicates.len(),
-                examples: duplicates.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
+                examples: duplicates
+                    .iter()
+                    .take(5)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         }
         let substr = if patterns.is_empty() {
@@ -588,7 +599,8 @@ mod tests {
         assert_eq!(one, many);
         assert_eq!(one.offsets.len(), texts.len() + 1);
         let part = m.match_batch(texts.as_slice(), 100..200, 2);
-        let expect: Vec<u32> = one.ids[one.offsets[100] as usize..one.offsets[200] as usize].to_vec();
+        let expect: Vec<u32> =
+            one.ids[one.offsets[100] as usize..one.offsets[200] as usize].to_vec();
         assert_eq!(part.ids, expect);
     }
 

@@ -44,10 +44,10 @@ pub fn spaced_into(text: &str, all_whitespace: bool, out: &mut Vec<u8>) {
     out.push(b' ');
     if all_whitespace {
         for c in text.chars() {
-            if c.is_ascii() {
-                push_ascii(c as u8, out);
-            } else if is_py_space(c) || c.is_whitespace() {
+            if is_py_space(c) || c.is_whitespace() {
                 out.push(b' ');
+            } else if c.is_ascii() {
+                push_ascii(c as u8, out);
             } else {
                 let mut buf = [0u8; 4];
                 out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());

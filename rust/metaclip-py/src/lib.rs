@@ -1,10 +1,395 @@
 //! `metaclip._core`: thin PyO3 glue over metaclip-core.
+//!
+//! Inputs are extracted into owned data or borrowed buffers while attached, the work runs
+//! detached from the interpreter, and results come back as `bytearray`s that the Python
+//! wrapper (`metaclip.core`) views as numpy arrays without copying.
+
+use std::path::PathBuf;
+
+use metaclip_core::matcher::{self, Mode, Packed};
+use metaclip_core::{count, metadata, sample, spacing, threshold, Error};
+use pyo3::buffer::{Element, PyBuffer};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyList, PyString};
 
 mod ngram;
 
+/// Texts per detached call: between calls we check for Ctrl-C.
+const MACRO_CHUNK: usize = 1 << 17;
+
+fn py_exception(py: Python<'_>, class: &str, msg: String) -> PyErr {
+    let made = py
+        .import("metaclip.exceptions")
+        .and_then(|m| m.getattr(class))
+        .and_then(|cls| cls.call1((msg.clone(),)));
+    match made {
+        Ok(exc) => PyErr::from_value(exc),
+        Err(_) => PyValueError::new_err(msg),
+    }
+}
+
+/// The one place core errors become Python exceptions.
+pub(crate) fn to_py(py: Python<'_>, err: Error) -> PyErr {
+    let msg = err.to_string();
+    match err {
+        Error::Io { source, .. } => PyOSError::new_err((source.raw_os_error().unwrap_or(0), msg)),
+        Error::Parse { .. } | Error::Duplicates { .. } => py_exception(py, "MetadataError", msg),
+        Error::InvalidArgument(_) => PyValueError::new_err(msg),
+        Error::Interrupted => PyKeyboardInterrupt::new_err(msg),
+    }
+}
+
+/// Borrow a C-contiguous buffer of `T` as a slice.
+///
+/// SAFETY of the result: the exporter keeps the memory alive and in place while `buf` is
+/// held; callers keep `buf` alive for the slice's lifetime. Concurrent mutation from
+/// another Python thread would be a data race, as it is for numpy's own C loops.
+fn as_slice<T: Element>(buf: &PyBuffer<T>) -> PyResult<&[T]> {
+    if !buf.is_c_contiguous() {
+        return Err(PyValueError::new_err("array must be C-contiguous"));
+    }
+    let n = buf.item_count();
+    if n == 0 {
+        return Ok(&[]);
+    }
+    // SAFETY: PyBuffer::get checked format, item size and alignment for T; see above.
+    Ok(unsafe { std::slice::from_raw_parts(buf.buf_ptr() as *const T, n) })
+}
+
+fn bytes_of<'py, T: Copy>(py: Python<'py>, v: &[T]) -> Bound<'py, PyByteArray> {
+    // SAFETY: T is a plain numeric type (u8/u32/u64/i64/f64) with no padding.
+    let raw =
+        unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) };
+    PyByteArray::new(py, raw)
+}
+
+/// Copy Python strings into one packed buffer (so the work can run detached).
+fn pack_strings(list: &Bound<'_, PyList>) -> PyResult<(Vec<u8>, Vec<i64>)> {
+    let mut data = Vec::new();
+    let mut offsets = Vec::with_capacity(list.len() + 1);
+    offsets.push(0i64);
+    for (i, item) in list.iter().enumerate() {
+        let s = item.cast::<PyString>().map_err(|_| {
+            PyValueError::new_err(format!("text {i} is not a str (got {})", item.get_type()))
+        })?;
+        data.extend_from_slice(s.to_str()?.as_bytes());
+        offsets.push(data.len() as i64);
+    }
+    Ok((data, offsets))
+}
+
+/// A matcher built once over a metadata list (entry id = position).
+#[pyclass(frozen, module = "metaclip._core")]
+struct Matcher {
+    inner: matcher::Matcher,
+}
+
+type CsrBytes<'py> = (
+    Bound<'py, PyByteArray>,
+    Bound<'py, PyByteArray>,
+    Bound<'py, PyByteArray>,
+);
+
+impl Matcher {
+    fn run<'py>(
+        &self,
+        py: Python<'py>,
+        data: &[u8],
+        offsets: &[i64],
+        threads: usize,
+    ) -> PyResult<CsrBytes<'py>> {
+        let packed = Packed::new(data, offsets).map_err(|e| to_py(py, e))?;
+        let n = offsets.len() - 1;
+        let mut parts = Vec::new();
+        for start in (0..n).step_by(MACRO_CHUNK) {
+            let range = start..(start + MACRO_CHUNK).min(n);
+            parts.push(py.detach(|| self.inner.match_batch(&packed, range, threads)));
+            py.check_signals()?;
+        }
+        let csr = matcher::concat(parts, n);
+        let csr = if n == 0 {
+            matcher::Csr {
+                offsets: vec![0],
+                ..csr
+            }
+        } else {
+            csr
+        };
+        Ok((
+            bytes_of(py, &csr.offsets),
+            bytes_of(py, &csr.ids),
+            bytes_of(py, &csr.invalid),
+        ))
+    }
+}
+
+#[pymethods]
+impl Matcher {
+    #[new]
+    #[pyo3(signature = (entries, mode = "mc1"))]
+    fn new(py: Python<'_>, entries: Vec<String>, mode: &str) -> PyResult<Self> {
+        let mode = Mode::parse(mode).map_err(|e| to_py(py, e))?;
+        let inner = py
+            .detach(|| matcher::Matcher::new(&entries, mode))
+            .map_err(|e| to_py(py, e))?;
+        Ok(Matcher { inner })
+    }
+
+    #[getter]
+    fn mode(&self) -> &'static str {
+        self.inner.mode().name()
+    }
+
+    #[getter]
+    fn n_entries(&self) -> usize {
+        self.inner.n_entries()
+    }
+
+    #[getter]
+    fn n_word_entries(&self) -> usize {
+        self.inner.n_word_entries()
+    }
+
+    #[getter]
+    fn n_substring_entries(&self) -> usize {
+        self.inner.n_substring_entries()
+    }
+
+    #[getter]
+    fn n_words(&self) -> usize {
+        self.inner.n_words()
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.inner.memory_bytes()
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.n_entries()
+    }
+
+    /// Match one text; sorted unique entry ids.
+    fn match_text(&self, text: &str) -> Vec<u32> {
+        self.inner.match_text(text)
+    }
+
+    /// Match a list of str. Returns (offsets int64, ids uint32, invalid uint64) as bytes.
+    #[pyo3(signature = (texts, threads = 0))]
+    fn match_list<'py>(
+        &self,
+        py: Python<'py>,
+        texts: &Bound<'py, PyList>,
+        threads: usize,
+    ) -> PyResult<CsrBytes<'py>> {
+        let (data, offsets) = pack_strings(texts)?;
+        self.run(py, &data, &offsets, threads)
+    }
+
+    /// Match texts packed as UTF-8 bytes plus int64 offsets (an Arrow string column).
+    #[pyo3(signature = (data, offsets, threads = 0))]
+    fn match_packed<'py>(
+        &self,
+        py: Python<'py>,
+        data: PyBuffer<u8>,
+        offsets: PyBuffer<i64>,
+        threads: usize,
+    ) -> PyResult<CsrBytes<'py>> {
+        self.run(py, as_slice(&data)?, as_slice(&offsets)?, threads)
+    }
+}
+
+/// `spacing(text.strip())` of spec §2 (fixed=True: every Unicode space becomes " ").
+#[pyfunction]
+#[pyo3(signature = (text, fixed = false))]
+fn spaced(text: &str, fixed: bool) -> String {
+    let mut out = Vec::new();
+    spacing::spaced_into(text, fixed, &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[pyfunction]
+fn is_cjk_like(c: char) -> bool {
+    matcher::is_cjk_like(c)
+}
+
+/// Per-entry counts (uint64 bytes) of CSR ids.
+#[pyfunction]
+fn count_ids<'py>(
+    py: Python<'py>,
+    ids: PyBuffer<u32>,
+    n_entries: usize,
+) -> PyResult<Bound<'py, PyByteArray>> {
+    let ids = as_slice(&ids)?;
+    let counts = py
+        .detach(|| count::count_ids(ids, n_entries))
+        .map_err(|e| to_py(py, e))?;
+    Ok(bytes_of(py, &counts))
+}
+
+/// MC1 probabilities `min(1, t / count)`, 0 for count 0 (float64 bytes).
+#[pyfunction]
+fn probabilities<'py>(
+    py: Python<'py>,
+    counts: PyBuffer<u64>,
+    t: f64,
+) -> PyResult<Bound<'py, PyByteArray>> {
+    if !(t.is_finite() && t > 0.0) {
+        return Err(PyValueError::new_err(format!(
+            "t must be a positive number, got {t}"
+        )));
+    }
+    let counts = as_slice(&counts)?;
+    let p = py.detach(|| threshold::probabilities(counts, t));
+    Ok(bytes_of(py, &p))
+}
+
+#[pyfunction]
+fn tail_mass(counts: PyBuffer<u64>, t: f64) -> PyResult<f64> {
+    Ok(threshold::tail_mass(as_slice(&counts)?, t))
+}
+
+#[pyfunction]
+fn threshold_for_tail(counts: PyBuffer<u64>, tail: f64) -> PyResult<u64> {
+    if !(0.0..=1.0).contains(&tail) {
+        return Err(PyValueError::new_err(format!(
+            "tail must be in [0, 1], got {tail}"
+        )));
+    }
+    Ok(threshold::threshold_for_tail(as_slice(&counts)?, tail))
+}
+
+/// xxh3 hashes (uint64 bytes) of str keys under a seed.
+#[pyfunction]
+fn hash_keys<'py>(
+    py: Python<'py>,
+    keys: &Bound<'py, PyList>,
+    seed: u64,
+) -> PyResult<Bound<'py, PyByteArray>> {
+    let (data, offsets) = pack_strings(keys)?;
+    hash_offsets(py, &data, &offsets, seed)
+}
+
+/// xxh3 hashes of keys packed as bytes plus int64 offsets.
+#[pyfunction]
+fn hash_keys_packed<'py>(
+    py: Python<'py>,
+    data: PyBuffer<u8>,
+    offsets: PyBuffer<i64>,
+    seed: u64,
+) -> PyResult<Bound<'py, PyByteArray>> {
+    hash_offsets(py, as_slice(&data)?, as_slice(&offsets)?, seed)
+}
+
+fn hash_offsets<'py>(
+    py: Python<'py>,
+    data: &[u8],
+    offsets: &[i64],
+    seed: u64,
+) -> PyResult<Bound<'py, PyByteArray>> {
+    let packed = Packed::new(data, offsets).map_err(|e| to_py(py, e))?;
+    let hashes: Vec<u64> = py.detach(|| {
+        (0..offsets.len() - 1)
+            .map(|i| sample::key_hash(seed, metaclip_core::matcher::Texts::get(&packed, i)))
+            .collect()
+    });
+    Ok(bytes_of(py, &hashes))
+}
+
+/// The coin in [0, 1) for (seed, key, entry, epoch) — spec §6.
+#[pyfunction]
+#[pyo3(signature = (seed, key, entry, epoch = 0))]
+fn coin(seed: u64, key: &str, entry: u32, epoch: u32) -> f64 {
+    sample::coin(sample::key_hash(seed, key.as_bytes()), entry, epoch)
+}
+
+/// MC1 keep flags (uint8 bytes) per text.
+#[pyfunction]
+#[pyo3(signature = (key_hashes, offsets, ids, probs, epoch = 0, threads = 0))]
+fn sample_pairs<'py>(
+    py: Python<'py>,
+    key_hashes: PyBuffer<u64>,
+    offsets: PyBuffer<i64>,
+    ids: PyBuffer<u32>,
+    probs: PyBuffer<f64>,
+    epoch: u32,
+    threads: usize,
+) -> PyResult<Bound<'py, PyByteArray>> {
+    let (k, o, i, p) = (
+        as_slice(&key_hashes)?,
+        as_slice(&offsets)?,
+        as_slice(&ids)?,
+        as_slice(&probs)?,
+    );
+    let keep = py
+        .detach(|| sample::sample_pairs(k, o, i, p, epoch, threads))
+        .map_err(|e| to_py(py, e))?;
+    let keep: Vec<u8> = keep.into_iter().map(u8::from).collect();
+    Ok(PyByteArray::new(py, &keep))
+}
+
+/// MC2 image-level sampling: (keep uint8 bytes, picked text row int64 bytes) per image.
+#[pyfunction]
+#[pyo3(signature = (key_hashes, image_offsets, offsets, ids, probs, epoch = 0, threads = 0))]
+#[allow(clippy::too_many_arguments)]
+fn sample_images<'py>(
+    py: Python<'py>,
+    key_hashes: PyBuffer<u64>,
+    image_offsets: PyBuffer<i64>,
+    offsets: PyBuffer<i64>,
+    ids: PyBuffer<u32>,
+    probs: PyBuffer<f64>,
+    epoch: u32,
+    threads: usize,
+) -> PyResult<(Bound<'py, PyByteArray>, Bound<'py, PyByteArray>)> {
+    let k = as_slice(&key_hashes)?;
+    let io = as_slice(&image_offsets)?;
+    let (o, i, p) = (as_slice(&offsets)?, as_slice(&ids)?, as_slice(&probs)?);
+    let (keep, picked) = py
+        .detach(|| sample::sample_images(k, io, o, i, p, epoch, threads))
+        .map_err(|e| to_py(py, e))?;
+    let keep: Vec<u8> = keep.into_iter().map(u8::from).collect();
+    Ok((PyByteArray::new(py, &keep), bytes_of(py, &picked)))
+}
+
+/// Load a JSON list of strings (MC1 `metadata.json`); duplicates raise MetadataError.
+#[pyfunction]
+fn load_metadata_json(py: Python<'_>, path: PathBuf) -> PyResult<Vec<String>> {
+    py.detach(|| metadata::load_json_list(&path))
+        .map_err(|e| to_py(py, e))
+}
+
+/// Load a UTF-8 file with one entry per line; duplicates raise MetadataError.
+#[pyfunction]
+fn load_metadata_lines(py: Python<'_>, path: PathBuf) -> PyResult<Vec<String>> {
+    py.detach(|| metadata::load_lines(&path))
+        .map_err(|e| to_py(py, e))
+}
+
+/// Raise MetadataError naming duplicate entries, if any.
+#[pyfunction]
+fn check_unique(py: Python<'_>, entries: Vec<String>) -> PyResult<()> {
+    metadata::check_unique(&entries).map_err(|e| to_py(py, e))
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Matcher>()?;
+    m.add_function(wrap_pyfunction!(spaced, m)?)?;
+    m.add_function(wrap_pyfunction!(is_cjk_like, m)?)?;
+    m.add_function(wrap_pyfunction!(count_ids, m)?)?;
+    m.add_function(wrap_pyfunction!(probabilities, m)?)?;
+    m.add_function(wrap_pyfunction!(tail_mass, m)?)?;
+    m.add_function(wrap_pyfunction!(threshold_for_tail, m)?)?;
+    m.add_function(wrap_pyfunction!(hash_keys, m)?)?;
+    m.add_function(wrap_pyfunction!(hash_keys_packed, m)?)?;
+    m.add_function(wrap_pyfunction!(coin, m)?)?;
+    m.add_function(wrap_pyfunction!(sample_pairs, m)?)?;
+    m.add_function(wrap_pyfunction!(sample_images, m)?)?;
+    m.add_function(wrap_pyfunction!(load_metadata_json, m)?)?;
+    m.add_function(wrap_pyfunction!(load_metadata_lines, m)?)?;
+    m.add_function(wrap_pyfunction!(check_unique, m)?)?;
+    m.add("MAX_ENTRIES", matcher::MAX_ENTRIES)?;
     ngram::register(m)?;
     Ok(())
 }

@@ -1,0 +1,296 @@
+"""Typed Python API over the Rust curation core (spec §2–§6).
+
+Texts can be a ``list[str]``, a pyarrow string array (or chunked array) or a polars
+``Series``; results are numpy arrays. Every heavy call runs in Rust with the GIL released.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metaclip import _core
+
+MODES = ("mc1", "mc2", "fixed")
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    """Matched entry ids per text in CSR form.
+
+    ``ids[offsets[i]:offsets[i + 1]]`` are the sorted, unique entry ids of text ``i``.
+    ``invalid`` lists texts that were not valid UTF-8 (they match nothing) and ``null``
+    the texts that were null; both are counted skips, never silent losses.
+    """
+
+    offsets: np.ndarray  # int64[n + 1]
+    ids: np.ndarray  # uint32[nnz]
+    invalid: np.ndarray  # int64[k]
+    null: np.ndarray  # int64[m]
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def row(self, i: int) -> np.ndarray:
+        return self.ids[self.offsets[i] : self.offsets[i + 1]]
+
+    def lists(self) -> list[list[int]]:
+        """Ids per text as Python lists (for small results and tests)."""
+        return [self.row(i).tolist() for i in range(len(self))]
+
+    @property
+    def matched(self) -> np.ndarray:
+        """Boolean mask of texts with at least one match."""
+        return np.diff(self.offsets) > 0
+
+
+def _view(buf: bytearray, dtype: Any) -> np.ndarray:
+    return np.frombuffer(buf, dtype=dtype)
+
+
+def _to_arrow(texts: Any) -> Any | None:
+    """Return a pyarrow (chunked) array for Arrow-like inputs, else None."""
+    mod = type(texts).__module__
+    if mod.startswith("polars"):
+        texts = texts.to_arrow()
+        mod = type(texts).__module__
+    if mod.startswith("pyarrow"):
+        return texts
+    return None
+
+
+def packed_strings(arr: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(data uint8, offsets int64[n+1], null indices) of a pyarrow string array.
+
+    Works without copying the text bytes for ``large_string``; other string types are cast.
+    """
+    import pyarrow as pa
+
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if not (pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)):
+        if pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type):
+            arr = arr.cast(pa.large_binary())
+        elif pa.types.is_null(arr.type):
+            arr = pa.array([None] * len(arr), type=pa.large_string())
+        else:
+            arr = arr.cast(pa.large_string())
+    nulls = np.zeros(0, dtype=np.int64)
+    if arr.null_count:
+        import pyarrow.compute as pc
+
+        nulls = np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False)).astype(np.int64)
+        arr = pc.fill_null(arr, "")  # a null matches nothing; it is reported in `null`
+    n = len(arr)
+    _, off_buf, data_buf = arr.buffers()
+    offsets = np.frombuffer(off_buf, dtype=np.int64, count=n + 1, offset=arr.offset * 8)
+    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    return data, np.ascontiguousarray(offsets), nulls
+
+
+class Matcher:
+    """A MetaCLIP substring matcher over one metadata list (entry id = list position).
+
+    ``mode``: ``"mc1"`` (every pattern padded), ``"mc2"`` (the MetaCLIP 2 pad rule) or
+    ``"fixed"`` (ours: kana/Hangul count as CJK, every Unicode space is a boundary).
+    Duplicate entries raise :class:`metaclip.exceptions.MetadataError`.
+    """
+
+    def __init__(self, entries: Sequence[str], mode: str = "mc1") -> None:
+        self._m = _core.Matcher(list(entries), mode)
+
+    @property
+    def mode(self) -> str:
+        return self._m.mode
+
+    @property
+    def n_entries(self) -> int:
+        return self._m.n_entries
+
+    @property
+    def n_word_entries(self) -> int:
+        return self._m.n_word_entries
+
+    @property
+    def n_substring_entries(self) -> int:
+        return self._m.n_substring_entries
+
+    def __len__(self) -> int:
+        return self._m.n_entries
+
+    def memory_bytes(self) -> int:
+        """Heap bytes held by the built matcher."""
+        return self._m.memory_bytes()
+
+    def match_text(self, text: str) -> list[int]:
+        """Sorted unique ids matched by one text."""
+        return self._m.match_text(text)
+
+    def match(self, texts: Any, threads: int = 0) -> MatchResult:
+        """Match many texts with ``threads`` workers (0 = all cores)."""
+        arrow = _to_arrow(texts)
+        if arrow is not None:
+            data, offsets, nulls = packed_strings(arrow)
+            o, i, bad = self._m.match_packed(data, offsets, threads)
+        else:
+            if not isinstance(texts, list):
+                texts = list(texts)
+            nulls = np.zeros(0, dtype=np.int64)
+            o, i, bad = self._m.match_list(texts, threads)
+        return MatchResult(
+            offsets=_view(o, np.int64),
+            ids=_view(i, np.uint32),
+            invalid=_view(bad, np.uint64).astype(np.int64),
+            null=nulls,
+        )
+
+
+def spaced(text: str, fixed: bool = False) -> str:
+    """``spacing(text.strip())`` exactly as the reference prepares a text."""
+    return _core.spaced(text, fixed)
+
+
+def count_entries(ids: np.ndarray, n_entries: int) -> np.ndarray:
+    """uint64 count per entry of CSR ids (a text counts once per entry)."""
+    ids = np.ascontiguousarray(ids, dtype=np.uint32)
+    return _view(_core.count_ids(ids, n_entries), np.uint64)
+
+
+def probabilities(counts: np.ndarray, t: float) -> np.ndarray:
+    """MC1 ``min(1, t / count)`` per entry; count 0 gives 0 (never NaN)."""
+    counts = np.ascontiguousarray(counts, dtype=np.uint64)
+    return _view(_core.probabilities(counts, float(t)), np.float64)
+
+
+def tail_mass(counts: np.ndarray, t: float) -> float:
+    """Share of matches on entries with ``count < t``."""
+    return _core.tail_mass(np.ascontiguousarray(counts, dtype=np.uint64), float(t))
+
+
+def threshold_for_tail(counts: np.ndarray, tail: float) -> int:
+    """The count whose ascending cumulative share is closest to ``tail`` (≥ 1)."""
+    return _core.threshold_for_tail(np.ascontiguousarray(counts, dtype=np.uint64), float(tail))
+
+
+@dataclass(frozen=True)
+class LanguageThreshold:
+    lang: str
+    t: int
+    tail: float
+    total: int
+
+
+def mc2_thresholds(
+    counts: Mapping[str, np.ndarray], t_en: float, en: str = "en"
+) -> dict[str, LanguageThreshold]:
+    """MC2 per-language ``t`` (spec §5): English keeps ``t_en``; every other language gets
+    the count whose cumulative share is closest to English's tail mass."""
+    if en not in counts:
+        raise ValueError(f"the English counts ({en!r}) are needed to compute the tail mass")
+    tail = tail_mass(counts[en], t_en)
+    out = {}
+    for lang in sorted(counts):
+        c = np.ascontiguousarray(counts[lang], dtype=np.uint64)
+        t = int(t_en) if lang == en else threshold_for_tail(c, tail)
+        out[lang] = LanguageThreshold(lang, t, tail_mass(c, t), int(c.sum()))
+    return out
+
+
+def hash_keys(keys: Any, seed: int) -> np.ndarray:
+    """uint64 xxh3 hash of each sample key (str) under ``seed``."""
+    arrow = _to_arrow(keys)
+    if arrow is not None:
+        data, offsets, _ = packed_strings(arrow)
+        return _view(_core.hash_keys_packed(data, offsets, seed), np.uint64)
+    return _view(_core.hash_keys(list(keys), seed), np.uint64)
+
+
+def coin(seed: int, key: str, entry: int, epoch: int = 0) -> float:
+    """The coin in [0, 1) of (seed, key, entry, epoch); entry passes iff coin < p."""
+    return _core.coin(seed, key, entry, epoch)
+
+
+def sample_pairs(
+    keys: Any,
+    matches: MatchResult,
+    probs: np.ndarray,
+    seed: int,
+    epoch: int = 0,
+    threads: int = 0,
+) -> np.ndarray:
+    """MC1: boolean keep mask per text; kept iff any matched entry's coin < p."""
+    hashes = hash_keys(keys, seed)
+    probs = np.ascontiguousarray(probs, dtype=np.float64)
+    keep = _core.sample_pairs(hashes, matches.offsets, matches.ids, probs, epoch, threads)
+    return _view(keep, np.uint8).astype(bool)
+
+
+def sample_images(
+    image_keys: Any,
+    image_offsets: np.ndarray,
+    matches: MatchResult,
+    probs: np.ndarray,
+    seed: int,
+    epoch: int = 0,
+    threads: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """MC2: per image pick one matched text uniformly, then apply the keep rule.
+
+    Image ``j`` owns text rows ``image_offsets[j]:image_offsets[j+1]`` of ``matches``.
+    Returns (keep mask, picked text row or -1).
+    """
+    hashes = hash_keys(image_keys, seed)
+    io = np.ascontiguousarray(image_offsets, dtype=np.int64)
+    probs = np.ascontiguousarray(probs, dtype=np.float64)
+    keep, picked = _core.sample_images(
+        hashes, io, matches.offsets, matches.ids, probs, epoch, threads
+    )
+    return _view(keep, np.uint8).astype(bool), _view(picked, np.int64)
+
+
+def load_metadata(path: str | Path) -> list[str]:
+    """Load a metadata list: ``.json`` (a JSON list of strings) or text (one per line).
+
+    Ids are list positions; duplicates raise :class:`metaclip.exceptions.MetadataError`.
+    """
+    p = Path(path)
+    if p.suffix.lower() == ".json":
+        return _core.load_metadata_json(p)
+    return _core.load_metadata_lines(p)
+
+
+def load_metadata_by_language(
+    path: str | Path, lang_column: str = "lang", entry_column: str = "entry"
+) -> dict[str, list[str]]:
+    """Load a table of (language, entry) rows from parquet or JSON lines.
+
+    Entry order within a language is row order; duplicates within a language raise
+    :class:`metaclip.exceptions.MetadataError`.
+    """
+    import pyarrow.json as pj
+    import pyarrow.parquet as pq
+
+    from metaclip.exceptions import MetadataError
+
+    p = Path(path)
+    table = pq.read_table(p) if p.suffix.lower() == ".parquet" else pj.read_json(p)
+    missing = [c for c in (lang_column, entry_column) if c not in table.column_names]
+    if missing:
+        raise MetadataError(f"{p}: missing column(s) {missing}; found {table.column_names}")
+    langs = table.column(lang_column).to_pylist()
+    entries = table.column(entry_column).to_pylist()
+    out: dict[str, list[str]] = {}
+    for row, (lang, entry) in enumerate(zip(langs, entries, strict=True)):
+        if not isinstance(lang, str) or not isinstance(entry, str):
+            raise MetadataError(f"{p}: row {row}: language and entry must be strings")
+        out.setdefault(lang, []).append(entry)
+    for lang, items in out.items():
+        try:
+            _core.check_unique(items)
+        except MetadataError as e:
+            raise MetadataError(f"{p}: language {lang!r}: {e}") from None
+    return out
