@@ -88,7 +88,10 @@ def packed_strings(arr: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n = len(arr)
     _, off_buf, data_buf = arr.buffers()
     offsets = np.frombuffer(off_buf, dtype=np.int64, count=n + 1, offset=arr.offset * 8)
-    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    if data_buf is None:
+        data = np.zeros(0, np.uint8)
+    else:
+        data = np.frombuffer(data_buf, dtype=np.uint8)
     return data, np.ascontiguousarray(offsets), nulls
 
 

@@ -6,10 +6,11 @@ import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reference import naive_match, prepare
 
 from metaclip.core import Matcher, spaced
 from metaclip.exceptions import MetadataError
+
+from reference import naive_match, prepare
 
 # Pieces that exercise every rule: the seven wrapped marks, tabs/newlines, CJK, kana,
 # Hangul, Thai, Khmer, emoji, combining marks, RTL scripts, ASCII punctuation, spaces.
@@ -38,9 +39,10 @@ text_st = st.one_of(
 def test_matches_naive_reference(mode, entries, data):
     m = Matcher(entries, mode)
     # Texts built from entries so that matches are common, plus free texts.
-    from_entries = st.lists(
-        st.one_of(st.sampled_from(entries), piece), max_size=10
-    ).flatmap(lambda parts: st.sampled_from(["", " ", ",", "\t", "。"]).map(lambda s: s.join(parts)))
+    seps = st.sampled_from(["", " ", ",", "\t", "。"])
+    from_entries = st.lists(st.one_of(st.sampled_from(entries), piece), max_size=10).flatmap(
+        lambda parts: seps.map(lambda s: s.join(parts))
+    )
     texts = data.draw(st.lists(st.one_of(text_st, from_entries), min_size=1, max_size=20))
     got = m.match(texts, threads=1).lists()
     want = [naive_match(t, entries, mode) for t in texts]

@@ -6,11 +6,12 @@ import math
 
 import numpy as np
 import pytest
-from reference import coin as ref_coin
-from reference import keep_pair
 
 from metaclip import core
 from metaclip.core import Matcher, MatchResult
+
+from reference import coin as ref_coin
+from reference import keep_pair
 
 
 def csr(rows: list[list[int]]) -> MatchResult:
@@ -64,7 +65,8 @@ def test_tiny_language_never_gets_zero_or_nan():
 
 
 def test_coin_matches_reference_definition():
-    for seed, key, entry, epoch in [(0, "a", 0, 0), (7, "sample-42", 123_456, 3), (2**63, "é", 1, 9)]:
+    cases = [(0, "a", 0, 0), (7, "sample-42", 123_456, 3), (2**63, "é", 1, 9)]
+    for seed, key, entry, epoch in cases:
         assert core.coin(seed, key, entry, epoch) == ref_coin(seed, key, entry, epoch)
 
 
