@@ -1,0 +1,118 @@
+"""torchrun environment, device mesh and FSDP2 wrapping.
+
+Order (as observed to work on CPU/gloo and CUDA/NCCL): activation checkpointing ->
+``torch.compile`` per block -> ``fully_shard`` per block -> ``fully_shard`` at the root.
+A plain ``python -m metaclip.train`` run is a world of one, on the same code path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+    mesh: DeviceMesh
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pick_device(requested: str = "auto") -> str:
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device = 'cuda' was requested but CUDA is not available")
+    return requested
+
+
+def init_distributed(requested_device: str = "auto", timeout_s: float = 600) -> DistInfo:
+    """Join the torchrun group (or make a world of one); NCCL on CUDA, gloo on CPU."""
+    device_type = pick_device(requested_device)
+    if "RANK" not in os.environ:  # not launched by torchrun: a single-process world
+        os.environ.update(
+            RANK="0",
+            WORLD_SIZE="1",
+            LOCAL_RANK="0",
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=os.environ.get("MASTER_PORT", str(_free_port())),
+        )
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device_type == "cuda":
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if not dist.is_initialized():
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+    mesh = init_device_mesh(device_type, (world,), mesh_dim_names=("dp",))
+    log.info("rank %d/%d on %s (%s)", rank, world, device, dist.get_backend())
+    return DistInfo(rank, world, local_rank, device, mesh)
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def parallelize(
+    model: torch.nn.Module,
+    mesh: DeviceMesh,
+    *,
+    precision: str = "bf16",
+    activation_checkpointing: bool = False,
+    compile: bool = False,
+    reshard_after_forward: bool = True,
+) -> torch.nn.Module:
+    """Apply AC, compile and FSDP2 (per transformer block, then the root) in place."""
+    if activation_checkpointing:
+        model.set_grad_checkpointing(True)
+    if compile:
+        for block in model.blocks():
+            block.compile()
+    param_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
+    for block in model.blocks():
+        fully_shard(block, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard_after_forward)
+    fully_shard(model, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard_after_forward)
+    register_fsdp_forward_method(model, "encode_image")
+    register_fsdp_forward_method(model, "encode_text")
+    return model
+
+
+def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean of a tensor over ranks (a copy)."""
+    x = x.detach().clone()
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(x)
+        x /= dist.get_world_size()
+    return x
+
+
+def full_tensor(x: torch.Tensor) -> torch.Tensor:
+    """The unsharded value of a (possibly DTensor) tensor, on every rank."""
+    return x.full_tensor() if hasattr(x, "full_tensor") else x

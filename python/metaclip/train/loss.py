@@ -1,0 +1,90 @@
+"""Contrastive (CLIP) and sigmoid (SigLIP) losses with "local loss + gather with grad".
+
+Each rank all-gathers the features of every rank *with* gradient, scores only its own rows
+against all columns, and takes the mean over its rows. Averaging the ranks' gradients (as
+FSDP does) then gives exactly the gradient of the loss over the global batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+MAX_LOGIT_SCALE = math.log(100.0)
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather along dim 0 whose backward sums every rank's gradient for the local slice."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, group) -> torch.Tensor:
+        ctx.group = group
+        world = dist.get_world_size(group)
+        out = x.new_empty((world * x.shape[0], *x.shape[1:]))
+        dist.all_gather_into_tensor(out, x.contiguous(), group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        group = ctx.group
+        world, rank = dist.get_world_size(group), dist.get_rank(group)
+        grad = grad.contiguous()
+        n = grad.shape[0] // world
+        if dist.get_backend(group) == "nccl":
+            out = grad.new_empty((n, *grad.shape[1:]))
+            dist.reduce_scatter_tensor(out, grad, group=group)
+            return out, None
+        dist.all_reduce(grad, group=group)  # gloo has no reduce_scatter
+        return grad[rank * n : (rank + 1) * n].clone(), None
+
+
+def gather_with_grad(x: torch.Tensor, group=None) -> torch.Tensor:
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
+        return x
+    return _GatherWithGrad.apply(x, group)
+
+
+def _rank(group) -> int:
+    return dist.get_rank(group) if dist.is_available() and dist.is_initialized() else 0
+
+
+def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, group=None):
+    """Symmetric InfoNCE over the global batch; ``scale`` is ``exp(logit_scale)``, shape [1]."""
+    all_img, all_txt = gather_with_grad(img, group), gather_with_grad(txt, group)
+    n = img.shape[0]
+    labels = torch.arange(n, device=img.device) + _rank(group) * n
+    logits_per_image = scale * img @ all_txt.T
+    logits_per_text = scale * txt @ all_img.T
+    loss = F.cross_entropy(logits_per_image.float(), labels)
+    return (loss + F.cross_entropy(logits_per_text.float(), labels)) / 2
+
+
+def sigmoid_loss(
+    img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, group=None
+):
+    """SigLIP: every (image, text) pair is a binary problem; mean over local images."""
+    all_txt = gather_with_grad(txt, group)
+    n = img.shape[0]
+    logits = (scale * img @ all_txt.T + bias).float()
+    signs = -torch.ones_like(logits)
+    cols = torch.arange(n, device=img.device) + _rank(group) * n
+    signs[torch.arange(n, device=img.device), cols] = 1.0
+    return -F.logsigmoid(signs * logits).sum() / n
+
+
+def clip_loss(outputs, kind: str, group=None) -> torch.Tensor:
+    img, txt, scale, bias = outputs
+    if kind == "sigmoid":
+        return sigmoid_loss(img, txt, scale, bias, group)
+    return contrastive_loss(img, txt, scale, group)
+
+
+@torch.no_grad()
+def clamp_logit_scale(model: torch.nn.Module) -> None:
+    """Clamp ``logit_scale`` to [0, ln 100] in place (works on FSDP2 DTensor shards)."""
+    p = model.logit_scale
+    local = p.to_local() if hasattr(p, "to_local") else p
+    local.clamp_(0.0, MAX_LOGIT_SCALE)

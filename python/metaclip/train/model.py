@@ -1,0 +1,257 @@
+"""OpenAI-CLIP-style vision and text transformers (pre-LN blocks, causal text mask).
+
+Parameter names follow the OpenAI CLIP layout (as open_clip's ``CLIP`` class does) so a
+consolidated state dict exchanges with open_clip with only ``logit_scale``/``logit_bias``
+reshaped: here they are shape-[1] parameters, because FSDP2 cannot shard 0-D tensors.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from metaclip.train.attention import attend, resolve_backend
+from metaclip.train.config import ModelConfig, TextConfig, VisionConfig
+
+
+class QuickGELU(nn.Module):
+    """Sigmoid approximation of GELU; the OpenAI and MetaCLIP checkpoints use it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+class Attention(nn.Module):
+    def __init__(self, width: int, heads: int, causal: bool) -> None:
+        super().__init__()
+        self.heads, self.causal, self.backend = heads, causal, "sdpa"
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
+        self.out_proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c = x.shape
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias).view(b, t, 3, self.heads, -1)
+        q, k, v = qkv.unbind(2)
+        out = attend(q, k, v, causal=self.causal, backend=self.backend)
+        return self.out_proj(out.reshape(b, t, c))
+
+
+class MLP(nn.Module):
+    def __init__(self, width: int, hidden: int, quick_gelu: bool) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(width, hidden)
+        self.gelu = QuickGELU() if quick_gelu else nn.GELU()
+        self.c_proj = nn.Linear(hidden, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(self.gelu(self.c_fc(x)))
+
+
+class Block(nn.Module):
+    """Pre-LN residual block: ``x + attn(ln_1(x))`` then ``x + mlp(ln_2(x))``."""
+
+    def __init__(
+        self, width: int, heads: int, mlp_ratio: float, quick_gelu: bool, causal: bool
+    ) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(width)
+        self.attn = Attention(width, heads, causal)
+        self.ln_2 = nn.LayerNorm(width)
+        self.mlp = MLP(width, int(width * mlp_ratio), quick_gelu)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class Transformer(nn.Module):
+    def __init__(
+        self, width: int, layers: int, heads: int, mlp_ratio: float, quick_gelu: bool, causal: bool
+    ) -> None:
+        super().__init__()
+        self.width, self.layers = width, layers
+        self.grad_checkpointing = False
+        self.resblocks = nn.ModuleList(
+            Block(width, heads, mlp_ratio, quick_gelu, causal) for _ in range(layers)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.resblocks:
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return x
+
+    def init_weights(self) -> None:
+        attn_std = self.width**-0.5
+        proj_std = attn_std * (2 * self.layers) ** -0.5
+        fc_std = (2 * self.width) ** -0.5
+        for block in self.resblocks:
+            nn.init.normal_(block.attn.in_proj_weight, std=attn_std)
+            nn.init.zeros_(block.attn.in_proj_bias)
+            nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
+            nn.init.zeros_(block.attn.out_proj.bias)
+            nn.init.normal_(block.mlp.c_fc.weight, std=fc_std)
+            nn.init.zeros_(block.mlp.c_fc.bias)
+            nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
+            nn.init.zeros_(block.mlp.c_proj.bias)
+            for ln in (block.ln_1, block.ln_2):
+                nn.init.ones_(ln.weight)
+                nn.init.zeros_(ln.bias)
+
+
+class VisionTransformer(nn.Module):
+    def __init__(self, cfg: VisionConfig, embed_dim: int, quick_gelu: bool) -> None:
+        super().__init__()
+        w = cfg.width
+        self.conv1 = nn.Conv2d(3, w, kernel_size=cfg.patch_size, stride=cfg.patch_size, bias=False)
+        self.class_embedding = nn.Parameter(torch.empty(w))
+        self.positional_embedding = nn.Parameter(torch.empty(cfg.num_tokens, w))
+        self.ln_pre = nn.LayerNorm(w)
+        self.transformer = Transformer(w, cfg.layers, cfg.heads, cfg.mlp_ratio, quick_gelu, False)
+        self.ln_post = nn.LayerNorm(w)
+        self.proj = nn.Parameter(torch.empty(w, embed_dim))
+
+    def init_weights(self) -> None:
+        scale = self.class_embedding.shape[0] ** -0.5
+        nn.init.normal_(self.conv1.weight, std=scale)
+        nn.init.normal_(self.class_embedding, std=scale)
+        nn.init.normal_(self.positional_embedding, std=scale)
+        nn.init.normal_(self.proj, std=scale)
+        for ln in (self.ln_pre, self.ln_post):
+            nn.init.ones_(ln.weight)
+            nn.init.zeros_(ln.bias)
+        self.transformer.init_weights()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x).flatten(2).transpose(1, 2)  # [B, patches, width]
+        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
+        x = self.transformer(self.ln_pre(x))
+        return self.ln_post(x[:, 0]) @ self.proj
+
+
+class CLIP(nn.Module):
+    """Two towers; ``forward`` returns normalized features, ``exp(logit_scale)`` and the bias."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        t: TextConfig = cfg.text
+        self.cfg = cfg
+        self.visual = VisionTransformer(cfg.vision, cfg.embed_dim, cfg.quick_gelu)
+        self.token_embedding = nn.Embedding(t.vocab_size, t.width)
+        self.positional_embedding = nn.Parameter(torch.empty(t.context_length, t.width))
+        self.transformer = Transformer(
+            t.width, t.layers, t.heads, t.mlp_ratio, cfg.quick_gelu, True
+        )
+        self.ln_final = nn.LayerNorm(t.width)
+        self.text_projection = nn.Parameter(torch.empty(t.width, cfg.embed_dim))
+        sigmoid = cfg.loss == "sigmoid"
+        self.logit_scale = nn.Parameter(torch.empty(1))
+        self.logit_bias = nn.Parameter(torch.empty(1)) if sigmoid else None
+        if t.pool == "eos" and t.eos_id is None:
+            raise ValueError("text.pool = 'eos' needs text.eos_id (set it or use a tokenizer)")
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        t = self.cfg.text
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+        nn.init.normal_(self.text_projection, std=t.width**-0.5)
+        nn.init.ones_(self.ln_final.weight)
+        nn.init.zeros_(self.ln_final.bias)
+        self.visual.init_weights()
+        self.transformer.init_weights()
+        if self.logit_bias is None:
+            self.logit_scale.fill_(math.log(1 / 0.07))
+        else:
+            self.logit_scale.fill_(math.log(10.0))
+            self.logit_bias.fill_(-10.0)
+
+    def set_attention_backend(
+        self, requested: str, device: torch.device | str, dtype: torch.dtype
+    ) -> str:
+        backend = resolve_backend(requested, device, dtype)
+        for m in self.modules():
+            if isinstance(m, Attention):
+                m.backend = backend
+        return backend
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.visual.transformer.grad_checkpointing = enable
+        self.transformer.grad_checkpointing = enable
+
+    def blocks(self) -> list[nn.Module]:
+        return [*self.visual.transformer.resblocks, *self.transformer.resblocks]
+
+    # encode_image / encode_text are registered as FSDP forward methods (they unshard and
+    # reshard the root); forward() calls the private versions so it is one FSDP forward.
+    def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        return self._encode_image(images, normalize)
+
+    def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        return self._encode_text(tokens, normalize)
+
+    def _encode_image(self, images: torch.Tensor, normalize: bool) -> torch.Tensor:
+        x = self.visual(images)
+        return F.normalize(x, dim=-1) if normalize else x
+
+    def _encode_text(self, tokens: torch.Tensor, normalize: bool) -> torch.Tensor:
+        x = self.token_embedding(tokens) + self.positional_embedding
+        x = self.ln_final(self.transformer(x))
+        t = self.cfg.text
+        if t.pool == "argmax":
+            idx = tokens.argmax(dim=-1)
+        else:  # first EOS; a sequence without one pools at position 0
+            idx = (tokens == t.eos_id).int().argmax(dim=-1)
+        x = x[torch.arange(x.shape[0], device=x.device), idx] @ self.text_projection
+        return F.normalize(x, dim=-1) if normalize else x
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor):
+        img = self._encode_image(images, normalize=True)
+        txt = self._encode_text(tokens, normalize=True)
+        return img, txt, self.logit_scale.exp(), self.logit_bias
+
+
+def build_model(cfg: ModelConfig, device: torch.device | str = "cpu") -> CLIP:
+    """Build and initialize a CLIP model (on ``device``; ``"meta"`` allocates nothing)."""
+    with torch.device(device):
+        return CLIP(cfg)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: no weight decay for params with ndim < 2 (norms, biases, logit scale)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def _tower_flops(tokens: int, width: int, layers: int, mlp_ratio: float) -> float:
+    hidden = int(width * mlp_ratio)
+    matmul = 2 * tokens * (4 * width * width + 2 * width * hidden)
+    attn = 4 * tokens * tokens * width
+    return layers * (matmul + attn)
+
+
+def forward_flops_per_pair(cfg: ModelConfig) -> tuple[float, float]:
+    """Forward FLOPs (vision, text) for one image-text pair (matmuls + attention)."""
+    v, t = cfg.vision, cfg.text
+    patches = (v.image_size // v.patch_size) ** 2
+    patch_embed = 2 * patches * 3 * v.patch_size**2 * v.width
+    vision = patch_embed + _tower_flops(v.num_tokens, v.width, v.layers, v.mlp_ratio)
+    vision += 2 * v.width * cfg.embed_dim
+    text = _tower_flops(t.context_length, t.width, t.layers, t.mlp_ratio)
+    text += 2 * t.width * cfg.embed_dim
+    return float(vision), float(text)

@@ -1,0 +1,228 @@
+"""The training loop: build everything from a :class:`TrainConfig`, train, evaluate, save.
+
+Launch with ``torchrun --nproc_per_node N -m metaclip.train train config.toml --set k=v``;
+a plain ``python -m metaclip.train ...`` is a world of one on the same code path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from metaclip.exceptions import MetaclipError
+from metaclip.train import checkpoint as ckpt
+from metaclip.train.config import ConfigError, TrainConfig, config_to_dict
+from metaclip.train.data import ResumableLoader, ShardStream, expand_shards
+from metaclip.train.distributed import (
+    all_reduce_mean,
+    full_tensor,
+    init_distributed,
+    parallelize,
+    shutdown,
+)
+from metaclip.train.evaluate import MetricsLogger, evaluate
+from metaclip.train.loss import clamp_logit_scale, clip_loss
+from metaclip.train.model import build_model, param_groups
+from metaclip.train.tokenizer import build_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(MetaclipError, FloatingPointError):
+    """The loss became NaN or infinite; the run stops instead of training on garbage."""
+
+
+def lr_lambda(warmup: int, total: int, min_ratio: float):
+    """Linear warmup to 1, then cosine decay to ``min_ratio`` at ``total``."""
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
+def reconcile_text_config(cfg: TrainConfig, tokenizer) -> TrainConfig:
+    """Make the text tower agree with the tokenizer (pooling, EOS and pad ids, vocab size)."""
+    text = cfg.model.text
+    if tokenizer.vocab_size > text.vocab_size:
+        raise ConfigError(
+            f"the tokenizer has {tokenizer.vocab_size} ids but model.text."
+            f"vocab_size is {text.vocab_size}"
+        )
+    if text.pool == "eos" and text.eos_id not in (None, tokenizer.eos_id):
+        log.warning(
+            "text.eos_id %s replaced by the tokenizer's EOS id %d", text.eos_id, tokenizer.eos_id
+        )
+    text = dataclasses.replace(
+        text, pool=tokenizer.pool, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id
+    )
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, text=text))
+
+
+def train_step(model, batch: dict, optimizer, scheduler, cfg: TrainConfig, device) -> float:
+    """One optimizer step; returns the loss averaged over ranks (raises if non-finite)."""
+    images = batch["images"].to(device, non_blocking=True)
+    tokens = batch["tokens"].to(device, non_blocking=True)
+    loss = clip_loss(model(images, tokens), cfg.model.loss)
+    value = all_reduce_mean(loss).item()
+    if not math.isfinite(value):
+        raise NonFiniteLossError(
+            f"loss is {value} at step {scheduler.last_epoch + 1}: stopping. Lower optim.lr, "
+            "raise optim.warmup_steps, set optim.grad_clip, or check the data."
+        )
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.optim.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+    optimizer.step()
+    scheduler.step()
+    clamp_logit_scale(model)
+    return value
+
+
+def run(cfg: TrainConfig) -> dict:
+    """Train as configured; returns a summary (final step, last loss, last eval metrics)."""
+    info = init_distributed(cfg.device)
+    try:
+        return _run(cfg, info)
+    finally:
+        shutdown()
+
+
+def _run(cfg: TrainConfig, info) -> dict:
+    out = Path(cfg.output_dir)
+    device = info.device
+    tokenizer = build_tokenizer(cfg.tokenizer, cfg.model.text.context_length)
+    cfg = reconcile_text_config(cfg, tokenizer)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2))
+
+    torch.manual_seed(cfg.seed)  # identical init on every rank before sharding
+    model = build_model(cfg.model, device)
+    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
+    model.set_attention_backend(cfg.model.attention, device, dtype)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("model %s: %.1fM parameters", cfg.model.preset, n_params / 1e6)
+    parallelize(
+        model,
+        info.mesh,
+        precision=cfg.precision,
+        activation_checkpointing=cfg.activation_checkpointing,
+        compile=cfg.compile,
+    )
+    o = cfg.optim
+    optimizer = torch.optim.AdamW(
+        param_groups(model, o.weight_decay), lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(o.warmup_steps, cfg.steps, o.min_lr_ratio)
+    )
+
+    step, data_state = 0, None
+    resume = (
+        ckpt.find_latest(out)
+        if cfg.resume == "auto"
+        else (None if cfg.resume == "none" else Path(cfg.resume))
+    )
+    if resume is not None:
+        step, data_state = ckpt.load(resume, model=model, optimizer=optimizer, scheduler=scheduler)
+        if (data_state["world"], data_state["num_streams"]) != (
+            info.world,
+            max(cfg.data.num_workers, 1),
+        ):
+            raise ConfigError(
+                f"{resume} was saved with {data_state['world']} ranks x "
+                f"{data_state['num_streams']} data workers; resume with the same"
+            )
+
+    d = cfg.data
+    probs = np.load(d.probabilities) if d.probabilities else None
+    dataset = ShardStream(
+        expand_shards(d.train_shards),
+        rank=info.rank,
+        world=info.world,
+        num_workers=d.num_workers,
+        batch_size=d.batch_size,
+        tokenizer=tokenizer,
+        image_size=cfg.model.vision.image_size,
+        seed=cfg.seed,
+        shuffle=d.shuffle,
+        augment=d.augment,
+        probs=probs,
+        curation_seed=d.curation_seed,
+        state=data_state,
+    )
+    loader = ResumableLoader(dataset, d.num_workers)
+    logger = MetricsLogger(out, enabled=info.is_main)
+    has_eval = bool(cfg.eval.zeroshot_shards or cfg.eval.retrieval_shards)
+    stop = cfg.stop_at or cfg.steps
+    summary: dict = {"start_step": step, "loss": None, "eval": {}}
+    saved_at, t0, pairs = step, time.time(), 0
+    model.train()
+    while step < stop:
+        batch = next(loader)
+        loss = train_step(model, batch, optimizer, scheduler, cfg, device)
+        step += 1
+        pairs += batch["images"].shape[0] * info.world
+        summary["loss"] = loss
+        if step % cfg.log_every == 0 or step == stop:
+            dt = time.time() - t0
+            logger.log(
+                step,
+                {
+                    "train/loss": loss,
+                    "train/lr": scheduler.get_last_lr()[0],
+                    "train/logit_scale": full_tensor(model.logit_scale).exp().item(),
+                    "train/pairs_per_s": pairs / max(dt, 1e-9),
+                },
+            )
+            log.info("step %d/%d loss %.4f (%.1f pairs/s)", step, cfg.steps, loss, pairs / dt)
+            t0, pairs = time.time(), 0
+        if (
+            has_eval
+            and cfg.eval.every_steps
+            and step % cfg.eval.every_steps == 0
+            and (step != cfg.steps)
+        ):
+            summary["eval"] = evaluate(model, tokenizer, cfg, device, dtype)
+            logger.log(step, summary["eval"])
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+            ckpt.save(
+                out,
+                model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                step=step,
+                data_state=loader.state_dict(),
+            )
+            saved_at = step
+    if saved_at != step:
+        ckpt.save(
+            out,
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            step=step,
+            data_state=loader.state_dict(),
+        )
+    if step == cfg.steps:
+        if has_eval:
+            summary["eval"] = evaluate(model, tokenizer, cfg, device, dtype)
+            logger.log(step, summary["eval"])
+            log.info("eval at step %d: %s", step, summary["eval"])
+        if cfg.export:
+            ckpt.export_consolidated(model, out / "open_clip_model.pt")
+    logger.close()
+    summary["step"] = step
+    return summary
