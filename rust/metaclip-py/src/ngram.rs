@@ -14,6 +14,9 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+/// `(first, second, count, pmi)`.
+type BigramRow = (String, String, u64, f64);
+
 fn err(py: Python<'_>, e: NgramError) -> PyErr {
     crate::to_py(py, e.into())
 }
@@ -105,7 +108,7 @@ impl NgramCounter {
         inclusive: bool,
         min_count: u64,
         top_k: Option<usize>,
-    ) -> PyResult<(Vec<(String, String, u64, f64)>, Bound<'py, PyDict>)> {
+    ) -> PyResult<(Vec<BigramRow>, Bound<'py, PyDict>)> {
         let inner = &mut self.inner;
         let sel = py
             .detach(|| {
