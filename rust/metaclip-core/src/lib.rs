@@ -6,6 +6,7 @@
 
 pub mod count;
 pub mod error;
+pub mod flat;
 pub mod matcher;
 pub mod metadata;
 pub mod ngram;

@@ -13,12 +13,12 @@ use std::ops::Range;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use foldhash::fast::FixedState;
-use hashbrown::{HashMap, HashTable};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::flat::FlatMap;
 use crate::pool;
-use crate::spacing::spaced_into;
+use crate::spacing::{for_each_token, py_strip, spaced_into};
 
 const NONE: u32 = u32::MAX;
 const HAS_CHILDREN: u32 = 1 << 31;
@@ -92,119 +92,199 @@ pub fn is_kana_or_hangul(c: char) -> bool {
         | 0xD7B0..=0xD7FF)
 }
 
-/// Interned words of the padded entries.
+const K1: u64 = 0x2d35_8dcc_aa6c_78a5;
+const K2: u64 = 0x8bb8_4b93_962e_acc9;
+
+#[inline(always)]
+fn folded_multiply(a: u64, b: u64) -> u64 {
+    let full = (a as u128).wrapping_mul(b as u128);
+    (full as u64) ^ ((full >> 64) as u64)
+}
+
+#[inline(always)]
+fn mix(key: u64) -> u64 {
+    folded_multiply(key ^ K1, K2)
+}
+
+/// Words of up to 7 bytes are their own key (bytes + length in the top byte); longer
+/// words keep their first 7 bytes and a length byte of 8, and are checked in full.
+const SHORT: usize = 7;
+
+/// (key, hash) of a word.
+#[inline(always)]
+fn word_key(tok: &[u8], long_hasher: &FixedState) -> (u64, u64) {
+    let mut buf = [0u8; 8];
+    let n = tok.len().min(SHORT);
+    buf[..n].copy_from_slice(&tok[..n]);
+    buf[7] = tok.len().min(SHORT + 1) as u8;
+    let key = u64::from_le_bytes(buf);
+    let h = if tok.len() <= SHORT {
+        mix(key)
+    } else {
+        long_hasher.hash_one(tok)
+    };
+    (key, h)
+}
+
+/// Interned words of the padded entries: key → (word id, root info). The root info holds
+/// the entry id of the one-word entry (low 31 bits) and `HAS_CHILDREN` (top bit).
 struct Vocab {
-    table: HashTable<u32>,
-    starts: Vec<u32>,
+    table: FlatMap<(u32, u32)>,
+    /// Bytes of every word, `spans[id]` = (start, len) in `bytes`.
     bytes: Vec<u8>,
+    spans: Vec<(u32, u32)>,
     hasher: FixedState,
 }
 
 impl Vocab {
     fn new() -> Self {
         Vocab {
-            table: HashTable::new(),
-            starts: vec![0],
+            table: FlatMap::new(),
             bytes: Vec::new(),
+            spans: Vec::new(),
             hasher: FixedState::with_seed(HASH_SEED),
         }
     }
 
-    #[inline]
-    fn token(&self, id: u32) -> &[u8] {
-        let i = id as usize;
-        &self.bytes[self.starts[i] as usize..self.starts[i + 1] as usize]
+    #[inline(always)]
+    fn word(&self, id: u32) -> &[u8] {
+        let (s, n) = self.spans[id as usize];
+        &self.bytes[s as usize..(s + n) as usize]
     }
 
-    #[inline]
-    fn get(&self, tok: &[u8]) -> u32 {
-        let h = self.hasher.hash_one(tok);
-        match self.table.find(h, |&id| self.token(id) == tok) {
-            Some(&id) => id,
-            None => NONE,
+    #[inline(always)]
+    fn get(&self, key: u64, hash: u64, tok: &[u8]) -> Option<(u32, u32)> {
+        if tok.len() <= SHORT {
+            self.table.find(hash, key, |_| true).copied()
+        } else {
+            self.table
+                .find(hash, key, |v| self.word(v.0) == tok)
+                .copied()
         }
     }
 
+    fn lookup(&self, tok: &[u8]) -> Option<(u32, u32)> {
+        let (key, hash) = word_key(tok, &self.hasher);
+        self.get(key, hash, tok)
+    }
+
+    fn info_mut(&mut self, tok: &[u8]) -> Option<&mut u32> {
+        let (key, hash) = word_key(tok, &self.hasher);
+        let (table, bytes, spans) = (&mut self.table, &self.bytes, &self.spans);
+        table
+            .find_mut(hash, key, |v| {
+                let (s, n) = spans[v.0 as usize];
+                &bytes[s as usize..(s + n) as usize] == tok
+            })
+            .map(|v| &mut v.1)
+    }
+
+    /// The word's id, inserting it if new.
     fn intern(&mut self, tok: &[u8]) -> Result<u32> {
-        let found = self.get(tok);
-        if found != NONE {
-            return Ok(found);
+        if let Some((id, _)) = self.lookup(tok) {
+            return Ok(id);
         }
-        let id = (self.starts.len() - 1) as u32;
+        let too_big = || Error::invalid("metadata words exceed 4 GiB");
+        let start = u32::try_from(self.bytes.len()).map_err(|_| too_big())?;
+        let len = u32::try_from(tok.len()).map_err(|_| too_big())?;
         self.bytes.extend_from_slice(tok);
-        let end = u32::try_from(self.bytes.len())
-            .map_err(|_| Error::invalid("metadata words exceed 4 GiB"))?;
-        self.starts.push(end);
-        let h = self.hasher.hash_one(tok);
-        let (table, bytes, starts, hasher) =
-            (&mut self.table, &self.bytes, &self.starts, &self.hasher);
-        table.insert_unique(h, id, |&other| {
-            let o = other as usize;
-            hasher.hash_one(&bytes[starts[o] as usize..starts[o + 1] as usize])
+        let id = u32::try_from(self.spans.len()).map_err(|_| too_big())?;
+        if id as u64 >= ROOT {
+            return Err(too_big());
+        }
+        self.spans.push((start, len));
+        let (key, hash) = word_key(tok, &self.hasher);
+        let (bytes, spans, hasher) = (&self.bytes, &self.spans, &self.hasher);
+        self.table.insert_new(hash, key, (id, NO_ENTRY), |key, v| {
+            let (s, n) = spans[v.0 as usize];
+            if n as usize <= SHORT {
+                mix(key)
+            } else {
+                hasher.hash_one(&bytes[s as usize..(s + n) as usize])
+            }
         });
         Ok(id)
     }
 
     fn len(&self) -> usize {
-        self.starts.len() - 1
+        self.spans.len()
     }
 
     fn memory_bytes(&self) -> usize {
-        self.table.capacity() * (4 + 1) + self.starts.capacity() * 4 + self.bytes.capacity()
+        self.table.memory_bytes() + self.bytes.capacity() + self.spans.capacity() * 8
     }
 }
 
-/// Trie over word ids; node ids index `node_info` (entry id in the low 31 bits,
-/// `HAS_CHILDREN` in the top bit). Root children are a flat per-word array.
+/// Root nodes are words (key `ROOT | word id`); deeper nodes are numbered from 0.
+const ROOT: u64 = 1 << 31;
+
+#[inline(always)]
+fn edge_key(parent: u64, word: u32) -> u64 {
+    (parent << 32) | word as u64
+}
+
+/// A word trie: `edges` maps (parent node, word id) to (child node, child info).
 struct WordTrie {
     vocab: Vocab,
-    first: Vec<u32>,
-    node_info: Vec<u32>,
-    edges: HashMap<u64, u32, FixedState>,
+    edges: FlatMap<(u32, u32)>,
+    n_nodes: u32,
 }
 
 impl WordTrie {
     fn new() -> Self {
         WordTrie {
             vocab: Vocab::new(),
-            first: Vec::new(),
-            node_info: Vec::new(),
-            edges: HashMap::with_hasher(FixedState::with_seed(HASH_SEED)),
+            edges: FlatMap::new(),
+            n_nodes: 0,
         }
-    }
-
-    fn new_node(&mut self) -> u32 {
-        self.node_info.push(NO_ENTRY);
-        (self.node_info.len() - 1) as u32
     }
 
     /// Insert; returns the entry already stored at this node, if any (a duplicate).
     fn insert(&mut self, entry: &str, id: u32) -> Result<Option<u32>> {
-        let mut words = entry.as_bytes().split(|&b| b == b' ');
-        let w0 = words.next().unwrap_or_default();
-        let t0 = self.vocab.intern(w0)? as usize;
-        if self.first.len() <= t0 {
-            self.first.resize(t0 + 1, NONE);
+        let words: Vec<&[u8]> = entry.as_bytes().split(|&b| b == b' ').collect();
+        let mut ids = Vec::with_capacity(words.len());
+        for w in &words {
+            ids.push(self.vocab.intern(w)?);
         }
-        let mut node = self.first[t0];
-        if node == NONE {
-            node = self.new_node();
-            self.first[t0] = node;
+        let last = ids.len() - 1;
+        if last > 0 {
+            if let Some(info) = self.vocab.info_mut(words[0]) {
+                *info |= HAS_CHILDREN;
+            }
         }
-        for w in words {
-            let t = self.vocab.intern(w)?;
-            self.node_info[node as usize] |= HAS_CHILDREN;
-            let key = ((node as u64) << 32) | t as u64;
-            node = match self.edges.get(&key) {
-                Some(&child) => child,
-                None => {
-                    let child = self.new_node();
-                    self.edges.insert(key, child);
-                    child
-                }
+        let mut parent = ROOT | ids[0] as u64;
+        let mut terminal = None;
+        for (depth, &wid) in ids.iter().enumerate().skip(1) {
+            let key = edge_key(parent, wid);
+            let hash = mix(key);
+            if self.edges.find(hash, key, |_| true).is_none() {
+                let node = self.n_nodes;
+                self.n_nodes = node
+                    .checked_add(1)
+                    .filter(|&n| (n as u64) < ROOT)
+                    .ok_or_else(|| Error::invalid("too many trie nodes"))?;
+                self.edges
+                    .insert_new(hash, key, (node, NO_ENTRY), |k, _| mix(k));
+            }
+            let Some(child) = self.edges.find_mut(hash, key, |_| true) else {
+                return Err(Error::invalid("internal: trie edge vanished"));
             };
+            if depth < last {
+                child.1 |= HAS_CHILDREN;
+            }
+            parent = child.0 as u64;
+            terminal = Some(key);
         }
-        let info = &mut self.node_info[node as usize];
+        let info = match terminal {
+            None => self.vocab.info_mut(words[0]),
+            Some(key) => self
+                .edges
+                .find_mut(mix(key), key, |_| true)
+                .map(|c| &mut c.1),
+        };
+        let Some(info) = info else {
+            return Err(Error::invalid("internal: trie node vanished"));
+        };
         let old = *info & NO_ENTRY;
         if old != NO_ENTRY {
             return Ok(Some(old));
@@ -213,31 +293,38 @@ impl WordTrie {
         Ok(None)
     }
 
-    /// Push the entry ids whose words occur as consecutive tokens of `toks`.
+    /// Push the entry ids whose words occur as consecutive tokens of `toks`
+    /// (each token: `(word id, root info)`, id `NONE` when not in the vocabulary).
     #[inline]
-    fn walk(&self, toks: &[u32], out: &mut Vec<u32>) {
+    fn walk(&self, toks: &[(u32, u32)], out: &mut Vec<u32>) {
+        // Prefetch the first edge of every token that starts a longer entry.
+        for w in toks.windows(2) {
+            if w[0].1 & HAS_CHILDREN != 0 && w[1].0 != NONE {
+                self.edges
+                    .prefetch(mix(edge_key(ROOT | w[0].0 as u64, w[1].0)));
+            }
+        }
         for start in 0..toks.len() {
-            let t = toks[start];
-            if t == NONE {
+            let (wid, mut info) = toks[start];
+            if wid == NONE {
                 continue;
             }
-            let mut node = self.first[t as usize];
-            if node == NONE {
-                continue;
-            }
+            let mut node = ROOT | wid as u64;
             let mut next = start + 1;
             loop {
-                let info = self.node_info[node as usize];
                 let entry = info & NO_ENTRY;
                 if entry != NO_ENTRY {
                     out.push(entry);
                 }
-                if info & HAS_CHILDREN == 0 || next >= toks.len() || toks[next] == NONE {
+                if info & HAS_CHILDREN == 0 || next >= toks.len() || toks[next].0 == NONE {
                     break;
                 }
-                let key = ((node as u64) << 32) | toks[next] as u64;
-                match self.edges.get(&key) {
-                    Some(&child) => node = child,
+                let key = edge_key(node, toks[next].0);
+                match self.edges.find(mix(key), key, |_| true) {
+                    Some(&(child, child_info)) => {
+                        node = child as u64;
+                        info = child_info;
+                    }
                     None => break,
                 }
                 next += 1;
@@ -246,18 +333,23 @@ impl WordTrie {
     }
 
     fn memory_bytes(&self) -> usize {
-        self.vocab.memory_bytes()
-            + self.first.capacity() * 4
-            + self.node_info.capacity() * 4
-            + self.edges.capacity() * (8 + 4 + 1)
+        self.vocab.memory_bytes() + self.edges.memory_bytes()
     }
+}
+
+#[inline(always)]
+fn push_key(vocab: &Vocab, tok: &[u8], at: usize, keys: &mut Vec<(u64, u64, u32, u32)>) {
+    let (key, hash) = word_key(tok, &vocab.hasher);
+    vocab.table.prefetch(hash);
+    keys.push((key, hash, at as u32, tok.len() as u32));
 }
 
 /// Per-thread buffers reused across texts.
 #[derive(Default)]
 pub struct Scratch {
     spaced: Vec<u8>,
-    toks: Vec<u32>,
+    toks: Vec<(u32, u32)>,
+    keys: Vec<(u64, u64, u32, u32)>,
 }
 
 /// Matched entry ids of many texts in CSR form.
@@ -369,9 +461,6 @@ impl Matcher {
                 pattern_entry.push(id as u32);
             }
         }
-        // Words that only occur after the first position still need a (NONE) root slot.
-        let n_words = words.vocab.len();
-        words.first.resize(n_words, NONE);
         if !patterns.is_empty() {
             let mut seen: std::collections::HashMap<&[u8], u32> = Default::default();
             for (p, &id) in patterns.iter().zip(&pattern_entry) {
@@ -444,20 +533,40 @@ impl Matcher {
     /// Append the sorted, unique ids matched by `text` to `out`.
     pub fn match_into(&self, text: &str, scratch: &mut Scratch, out: &mut Vec<u32>) {
         let start = out.len();
-        spaced_into(text, self.mode == Mode::Fixed, &mut scratch.spaced);
-        let spaced = &scratch.spaced;
+        let fixed = self.mode == Mode::Fixed;
         if self.n_word_entries > 0 {
-            scratch.toks.clear();
-            // Interior tokens: skip the empty ones before the first and after the last space.
-            let inner = &spaced[1..spaced.len() - 1];
             let vocab = &self.words.vocab;
-            scratch
-                .toks
-                .extend(inner.split(|&b| b == b' ').map(|tok| vocab.get(tok)));
-            self.words.walk(&scratch.toks, out);
+            let Scratch {
+                spaced, toks, keys, ..
+            } = scratch;
+            // Pass 1: key and hash of every token, prefetching its slot.
+            keys.clear();
+            let src: &[u8] = if fixed {
+                // Unicode spaces become boundaries: tokenise the spaced text itself.
+                spaced_into(text, true, spaced);
+                let inner = &spaced[1..spaced.len() - 1];
+                let mut at = 0;
+                for tok in inner.split(|&b| b == b' ') {
+                    push_key(vocab, tok, at, keys);
+                    at += tok.len() + 1;
+                }
+                inner
+            } else {
+                let src = py_strip(text).as_bytes();
+                for_each_token(src, |s, e| push_key(vocab, &src[s..e], s, keys));
+                src
+            };
+            // Pass 2: look them up; pass 3: walk the trie.
+            toks.clear();
+            toks.extend(keys.iter().map(|&(key, hash, s, n)| {
+                let tok = &src[s as usize..(s + n) as usize];
+                vocab.get(key, hash, tok).unwrap_or((NONE, NO_ENTRY))
+            }));
+            self.words.walk(toks, out);
         }
         if let Some((ac, pattern_entry)) = &self.substr {
-            for m in ac.find_overlapping_iter(spaced.as_slice()) {
+            spaced_into(text, fixed, &mut scratch.spaced);
+            for m in ac.find_overlapping_iter(scratch.spaced.as_slice()) {
                 out.push(pattern_entry[m.pattern().as_usize()]);
             }
         }

@@ -70,6 +70,45 @@ fn push_ascii(b: u8, out: &mut Vec<u8>) {
     }
 }
 
+/// Byte classes for [`for_each_token`]: 1 = becomes a space, 2 = wrapped in spaces.
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    t[b' ' as usize] = 1;
+    t[b'\t' as usize] = 1;
+    t[b'\n' as usize] = 1;
+    t[b'\r' as usize] = 1;
+    let mut i = 0;
+    while i < WRAPPED.len() {
+        t[WRAPPED[i] as usize] = 2;
+        i += 1;
+    }
+    t
+};
+
+/// Call `f(start, end)` on each interior token of `spacing(b)` split on `' '` (empty
+/// tokens included; `b` already stripped), without building the spaced text: a wrapped
+/// mark ends the current token and is a token of its own; a space, tab, newline or
+/// return ends the current token. Offsets index `b`.
+#[inline]
+pub fn for_each_token(b: &[u8], mut f: impl FnMut(usize, usize)) {
+    let mut start = 0;
+    for (i, &c) in b.iter().enumerate() {
+        match CLASS[c as usize] {
+            0 => {}
+            1 => {
+                f(start, i);
+                start = i + 1;
+            }
+            _ => {
+                f(start, i);
+                f(i, i + 1);
+                start = i + 1;
+            }
+        }
+    }
+    f(start, b.len());
+}
+
 /// `spacing(text.strip())` as a `String` (for tests and small callers).
 pub fn spaced(text: &str) -> String {
     let mut out = Vec::new();
@@ -88,6 +127,18 @@ mod tests {
         assert_eq!(spaced("Hot dog\tstand"), " Hot dog stand ");
         assert_eq!(spaced("  x.  "), " x .  ");
         assert_eq!(spaced(""), "  ");
+    }
+
+    #[test]
+    fn tokens_equal_split_of_spaced_text() {
+        for text in ["a.b", "a. b", "", ".", " x\t,y ", "a  b", "\u{3000}猫,\n"] {
+            let s = spaced(text);
+            let want: Vec<&[u8]> = s.as_bytes()[1..s.len() - 1].split(|&b| b == b' ').collect();
+            let mut got: Vec<Vec<u8>> = Vec::new();
+            let b = py_strip(text).as_bytes();
+            for_each_token(b, |s, e| got.push(b[s..e].to_vec()));
+            assert_eq!(got, want, "{text:?}");
+        }
     }
 
     #[test]
