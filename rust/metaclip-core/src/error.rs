@@ -11,7 +11,11 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error("{path}:{line}: {msg}")]
-    Parse { path: String, line: u64, msg: String },
+    Parse {
+        path: String,
+        line: u64,
+        msg: String,
+    },
     #[error("duplicate metadata entries ({count} in all), first ones: {examples}")]
     Duplicates { count: usize, examples: String },
     #[error("invalid argument: {0}")]

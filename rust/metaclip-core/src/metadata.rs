@@ -85,7 +85,10 @@ mod tests {
         assert!(load_lines(&p).unwrap_err().to_string().contains(":2:"));
         let j = dir.join("m.json");
         std::fs::write(&j, r#"["a", "b", "a"]"#).unwrap();
-        assert!(matches!(load_json_list(&j), Err(Error::Duplicates { count: 1, .. })));
+        assert!(matches!(
+            load_json_list(&j),
+            Err(Error::Duplicates { count: 1, .. })
+        ));
         std::fs::write(&j, r#"["a", 3]"#).unwrap();
         assert!(matches!(load_json_list(&j), Err(Error::Parse { .. })));
         std::fs::remove_dir_all(&dir).unwrap();

@@ -92,7 +92,11 @@ pub fn sample_pairs(
         keep(key_hashes[i], row, probs, epoch)
     };
     Ok(pool::install(threads, || {
-        (0..key_hashes.len()).into_par_iter().with_min_len(4096).map(one).collect()
+        (0..key_hashes.len())
+            .into_par_iter()
+            .with_min_len(4096)
+            .map(one)
+            .collect()
     }))
 }
 

@@ -49,7 +49,10 @@ mod tests {
 
     #[test]
     fn mc1_probabilities() {
-        assert_eq!(probabilities(&[0, 1, 10, 40], 20.0), vec![0.0, 1.0, 1.0, 0.5]);
+        assert_eq!(
+            probabilities(&[0, 1, 10, 40], 20.0),
+            vec![0.0, 1.0, 1.0, 0.5]
+        );
     }
 
     #[test]
