@@ -7,6 +7,7 @@
 pub mod count;
 pub mod error;
 pub mod flat;
+pub mod lid;
 pub mod matcher;
 pub mod metadata;
 pub mod ngram;

@@ -13,6 +13,7 @@ use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyList, PyString};
 
+mod lid;
 mod ngram;
 
 /// Texts per detached call: between calls we check for Ctrl-C.
@@ -390,6 +391,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(load_metadata_lines, m)?)?;
     m.add_function(wrap_pyfunction!(check_unique, m)?)?;
     m.add("MAX_ENTRIES", matcher::MAX_ENTRIES)?;
+    lid::register(m)?;
     ngram::register(m)?;
     Ok(())
 }

@@ -1,0 +1,1 @@
+//! Language identification (owned by the LID work).
