@@ -48,7 +48,8 @@ def splitmix64(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def _keep_mask_python(keys, offsets, entry_ids, probs, seed: int, epoch: int) -> np.ndarray:
+def keep_mask_python(keys, offsets, entry_ids, probs, seed: int, epoch: int) -> np.ndarray:
+    """The pure-Python (numpy + xxhash) statement of the keep rule; see :func:`keep_mask`."""
     try:
         import xxhash
     except ImportError:
@@ -72,7 +73,7 @@ def _keep_mask_python(keys, offsets, entry_ids, probs, seed: int, epoch: int) ->
     return keep
 
 
-_SAMPLER: list = []  # [name, function] once chosen
+_SAMPLER: list = []  # [description, metaclip.core or None], chosen on first use
 
 
 def _sampler():
@@ -80,7 +81,7 @@ def _sampler():
         try:
             from metaclip import core
 
-            _SAMPLER[:] = ["metaclip.core.sample_pairs", core.sample_pairs]
+            _SAMPLER[:] = ["metaclip.core.sample_pairs (Rust)", core]
         except ImportError:
             _SAMPLER[:] = ["pure-Python fallback", None]
         log.info("online curation sampler: %s", _SAMPLER[0])
@@ -106,12 +107,14 @@ def keep_mask(
             f"entry id {int(entry_ids.max())} outside the probabilities array "
             f"({len(probs)} entries)"
         )
-    _, fn = _sampler()
-    if fn is not None:
-        return np.asarray(
-            fn(list(keys), offsets, entry_ids, probs, seed=seed, epoch=epoch), dtype=bool
-        )
-    return _keep_mask_python(keys, offsets, entry_ids, probs, seed, epoch)
+    probs = np.ascontiguousarray(probs, dtype=np.float64)
+    _, core = _sampler()
+    if core is not None:
+        empty = np.zeros(0, dtype=np.int64)
+        matches = core.MatchResult(offsets=offsets, ids=entry_ids, invalid=empty, null=empty)
+        keep = core.sample_pairs(list(keys), matches, probs, seed=seed, epoch=epoch, threads=1)
+        return np.asarray(keep, dtype=bool)
+    return keep_mask_python(keys, offsets, entry_ids, probs, seed, epoch)
 
 
 # --- shards ----------------------------------------------------------------------------------

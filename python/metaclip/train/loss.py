@@ -41,21 +41,30 @@ class _GatherWithGrad(torch.autograd.Function):
         return grad[rank * n : (rank + 1) * n].clone(), None
 
 
-def gather_with_grad(x: torch.Tensor, group=None) -> torch.Tensor:
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
-        return x
-    return _GatherWithGrad.apply(x, group)
+def _distributed(group, local: bool) -> bool:
+    if local or not (dist.is_available() and dist.is_initialized()):
+        return False
+    return dist.get_world_size(group) > 1
 
 
-def _rank(group) -> int:
-    return dist.get_rank(group) if dist.is_available() and dist.is_initialized() else 0
+def gather_with_grad(x: torch.Tensor, group=None, local: bool = False) -> torch.Tensor:
+    """All ranks' rows of ``x`` (gradient flows back to the owners); ``x`` when not distributed."""
+    return _GatherWithGrad.apply(x, group) if _distributed(group, local) else x
 
 
-def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, group=None):
-    """Symmetric InfoNCE over the global batch; ``scale`` is ``exp(logit_scale)``, shape [1]."""
-    all_img, all_txt = gather_with_grad(img, group), gather_with_grad(txt, group)
+def _offset(n: int, group, local: bool) -> int:
+    return dist.get_rank(group) * n if _distributed(group, local) else 0
+
+
+def contrastive_loss(
+    img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, group=None, local: bool = False
+) -> torch.Tensor:
+    """Symmetric InfoNCE over the global batch; ``scale`` is ``exp(logit_scale)``, shape [1].
+
+    ``local=True`` scores only this process's batch (no collectives)."""
+    all_img, all_txt = gather_with_grad(img, group, local), gather_with_grad(txt, group, local)
     n = img.shape[0]
-    labels = torch.arange(n, device=img.device) + _rank(group) * n
+    labels = torch.arange(n, device=img.device) + _offset(n, group, local)
     logits_per_image = scale * img @ all_txt.T
     logits_per_text = scale * txt @ all_img.T
     loss = F.cross_entropy(logits_per_image.float(), labels)
@@ -63,23 +72,29 @@ def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, 
 
 
 def sigmoid_loss(
-    img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, group=None
-):
-    """SigLIP: every (image, text) pair is a binary problem; mean over local images."""
-    all_txt = gather_with_grad(txt, group)
+    img: torch.Tensor,
+    txt: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor,
+    group=None,
+    local: bool = False,
+) -> torch.Tensor:
+    """SigLIP: every (image, text) pair is a binary problem; summed, divided by local images."""
+    all_txt = gather_with_grad(txt, group, local)
     n = img.shape[0]
     logits = (scale * img @ all_txt.T + bias).float()
-    signs = -torch.ones_like(logits)
-    cols = torch.arange(n, device=img.device) + _rank(group) * n
-    signs[torch.arange(n, device=img.device), cols] = 1.0
+    rows = torch.arange(n, device=img.device)
+    signs = torch.full_like(logits, -1.0)
+    signs[rows, rows + _offset(n, group, local)] = 1.0
     return -F.logsigmoid(signs * logits).sum() / n
 
 
-def clip_loss(outputs, kind: str, group=None) -> torch.Tensor:
+def clip_loss(outputs, kind: str, group=None, local: bool = False) -> torch.Tensor:
+    """The configured loss of ``model(images, tokens)`` outputs."""
     img, txt, scale, bias = outputs
     if kind == "sigmoid":
-        return sigmoid_loss(img, txt, scale, bias, group)
-    return contrastive_loss(img, txt, scale, group)
+        return sigmoid_loss(img, txt, scale, bias, group, local)
+    return contrastive_loss(img, txt, scale, group, local)
 
 
 @torch.no_grad()

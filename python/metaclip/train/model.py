@@ -217,7 +217,9 @@ class CLIP(nn.Module):
     def forward(self, images: torch.Tensor, tokens: torch.Tensor):
         img = self._encode_image(images, normalize=True)
         txt = self._encode_text(tokens, normalize=True)
-        return img, txt, self.logit_scale.exp(), self.logit_bias
+        # new tensors, not the parameters: FSDP frees unsharded storage after forward
+        bias = None if self.logit_bias is None else self.logit_bias.clone()
+        return img, txt, self.logit_scale.exp(), bias
 
 
 def build_model(cfg: ModelConfig, device: torch.device | str = "cpu") -> CLIP:
