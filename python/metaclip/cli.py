@@ -1,0 +1,237 @@
+"""``metaclip-curate``: the MetaCLIP curation pipeline, one subcommand per stage."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from metaclip import __version__
+from metaclip.exceptions import MetaclipError
+
+POOL_HELP = """
+\b
+POOL is a parquet file, a directory or a glob of shards (.parquet, .jsonl, .tar in the
+WebDataset layout with {key}.json members). Columns are named with --key-column,
+--text-column (a string, or a list of strings = several texts per image),
+--lang-column and --image-column.
+"""
+
+
+def _options(f):
+    opts = [
+        click.argument("pool", nargs=-1, required=True),
+        click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
+                     help="Output folder (work files, subset/, datacard.json, report/)."),
+        click.option("-m", "--metadata", required=True, type=click.Path(exists=True),
+                     help="Metadata: JSON list, text file (one entry per line), parquet/"
+                          "JSON-lines (lang, entry) or a folder of {lang}.json files."),
+        click.option("--metadata-lang", default="en", show_default=True,
+                     help="Language of a single-language metadata list."),
+        click.option("--mode", type=click.Choice(["mc1", "mc2", "fixed"]), default="mc1",
+                     show_default=True, help="Pattern rule (curation-spec §2)."),
+        click.option("--key-column", default="key", show_default=True,
+                     help="Unique sample key; the sampling coins depend on it."),
+        click.option("--text-column", default="text", show_default=True),
+        click.option("--lang-column", default=None, help="Language per text (skips LID)."),
+        click.option("--image-column", default=None,
+                     help="Image key shared by several rows (image-level sampling)."),
+        click.option("--t", "t", type=float, default=20_000, show_default=True,
+                     help="MC1 threshold t: p = min(1, t / count)."),
+        click.option("--t-en", type=float, default=None,
+                     help="MC2: English t; other languages get t from its tail mass."),
+        click.option("--unit", type=click.Choice(["pair", "image"]), default="pair",
+                     show_default=True, help="pair (MC1) or image (MC2: one text per image)."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--epoch", type=int, default=0, show_default=True),
+        click.option("--lid/--no-lid", default=False,
+                     help="Identify each text's language (when there is no --lang-column)."),
+        click.option("--lid-threshold", type=float, default=0.0, show_default=True),
+        click.option("--max-text-bytes", type=int, default=1 << 20, show_default=True,
+                     help="Longer texts are skipped and counted as too_long."),
+        click.option("--workers", type=int, default=1, show_default=True,
+                     help="Shards processed at once."),
+        click.option("--threads", type=int, default=0,
+                     help="Matching threads per shard (0: cores / workers)."),
+        click.option("--rows-per-file", type=int, default=1_000_000, show_default=True),
+        click.option("-q", "--quiet", is_flag=True, help="No progress bars."),
+    ]  # fmt: skip
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _engine(kw: dict):
+    from metaclip.pipeline.run import Config, Engine
+
+    kw = dict(kw)
+    kw["pool"] = tuple(kw["pool"])
+    kw["out"] = str(kw["out"])
+    return Engine(Config(**kw))
+
+
+def _friendly(f):
+    """Known errors become one clear line and exit status 2, not a traceback."""
+
+    @functools.wraps(f)
+    def wrapper(*a, **kw):
+        try:
+            return f(*a, **kw)
+        except (MetaclipError, ValueError, OSError, RuntimeError) as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="metaclip-curate")
+def main() -> None:
+    """MetaCLIP / MetaCLIP 2 data curation: match texts to metadata entries, count, balance
+    with threshold t, and sample a balanced subset — deterministically and resumably.
+
+    Start with `metaclip-curate demo`.
+    """
+
+
+@main.command(epilog=POOL_HELP)
+@_options
+@_friendly
+def match(**kw) -> None:
+    """Stage 1: match every text to metadata entries (per-shard outputs, resumable).
+
+    Example: metaclip-curate match pool/ -m metadata.json -o out/
+    """
+    e = _engine(kw)
+    e.match()
+    click.echo(f"matched {len(e.shards)} shard(s) into {e.match_dir}")
+
+
+@main.command(epilog=POOL_HELP)
+@_options
+@_friendly
+def count(**kw) -> None:
+    """Stage 2: sum per-shard entry counts into global counts per language.
+
+    Example: metaclip-curate count pool/ -m metadata.json -o out/
+    """
+    e = _engine(kw)
+    e.match()
+    counts = e.count()
+    for lang, c in counts.items():
+        click.echo(f"{lang}: {int(c.sum()):,} matches over {int((c > 0).sum()):,} entries")
+
+
+@main.command(epilog=POOL_HELP)
+@_options
+@_friendly
+def balance(**kw) -> None:
+    """Stage 3: thresholds t (per language for MC2) and keep probabilities.
+
+    Example: metaclip-curate balance pool/ -m md/ --mode mc2 --t-en 170000 -o out/
+    """
+    e = _engine(kw)
+    e.match()
+    _, per_lang = e.balance(e.count())
+    for lang, x in per_lang.items():
+        click.echo(f"{lang}: t = {x['t']:g}, tail mass {x['tail_mass']:.4f}")
+
+
+@main.command(epilog=POOL_HELP)
+@_options
+@_friendly
+def sample(**kw) -> None:
+    """Stage 4: keep each unit with P = 1 − Π(1 − p) (deterministic coins); write subset/.
+
+    Example: metaclip-curate sample pool/ -m metadata.json --t 20000 --seed 0 -o out/
+    """
+    e = _engine(kw)
+    e.match()
+    probs, _ = e.balance(e.count())
+    e.sample(probs)
+    files = e.write()
+    click.echo(f"wrote {len(files)} subset file(s) to {e.out / 'subset'}")
+
+
+@main.command(epilog=POOL_HELP)
+@_options
+@_friendly
+def run(**kw) -> None:
+    """All stages, then datacard.json and report/report.md.
+
+    Example: metaclip-curate run pool/ -m metadata.json --t 20000 -o out/
+    """
+    e = _engine(kw)
+    card = e.run()
+    _summary(card, e.out)
+
+
+@main.command()
+@click.argument("out", type=click.Path(exists=True, path_type=Path))
+@_friendly
+def stats(out: Path) -> None:
+    """Print the summary of a finished run (reads OUT/datacard.json).
+
+    Example: metaclip-curate stats out/
+    """
+    path = out / "datacard.json"
+    if not path.exists():
+        raise MetaclipError(f"{path}: not found — run `metaclip-curate run` first")
+    _summary(json.loads(path.read_text()), out)
+
+
+def _summary(card: dict, out: Path) -> None:
+    pool = card["pool"]
+    click.echo(
+        f"pool: {pool['texts']:,} texts = {pool['matched']:,} matched + "
+        f"{pool['unmatched']:,} unmatched + {pool['skipped']:,} skipped "
+        f"{pool['skipped_by_reason'] or ''}"
+    )
+    click.echo(f"subset: {card['subset']['size']:,} texts (seed {card['seed']})")
+    for lang, x in card["languages"].items():
+        kept = card["subset"]["per_language"].get(lang, 0)
+        click.echo(
+            f"  {lang:>6}: t={x['t']:<8g} matches={x['matches']:<9,} "
+            f"tail={x['tail_mass']:.3f} kept={kept:,}"
+        )
+    click.echo(f"datacard: {out / 'datacard.json'}")
+    click.echo(f"report:   {out / 'report' / 'report.md'}")
+
+
+@main.command()
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("metaclip-demo"),
+    show_default=True,
+    help="Where to write the demo pool, metadata and results.",
+)
+@click.option("--texts-per-lang", type=int, default=1000, show_default=True)
+@click.option("-q", "--quiet", is_flag=True)
+@_friendly
+def demo(out: Path, texts_per_lang: int, quiet: bool) -> None:  # fmt: skip
+    """Run the whole pipeline on bundled demo data (5 languages, no downloads).
+
+    Builds the demo metadata with the metadata builder, writes a small multilingual pool
+    of parquet shards, curates it in MC2 mode and prints the summary.
+    """
+    from metaclip.pipeline.demo import run_demo
+
+    card = run_demo(out, texts_per_lang=texts_per_lang, quiet=quiet)
+    _summary(card, out / "curated")
+
+
+try:  # the metadata builder's commands
+    from metaclip.metadata.cli import metadata as _metadata_group
+
+    main.add_command(_metadata_group)
+except ImportError:  # pragma: no cover
+    pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Metadata as the pipeline uses it: entries per language and one matcher per language."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from pathlib import Path
+
+from metaclip import core
+from metaclip.exceptions import MetadataError
+
+OTHER = "other"
+
+
+class Metadata:
+    """Entries per language (id = position) with lazily built, shared matchers."""
+
+    def __init__(self, entries: dict[str, list[str]], mode: str = "mc1") -> None:
+        if not entries:
+            raise MetadataError("the metadata has no language with entries")
+        self.entries = {lang: list(v) for lang, v in sorted(entries.items())}
+        self.mode = mode
+        self._matchers: dict[str, core.Matcher] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def langs(self) -> list[str]:
+        return list(self.entries)
+
+    @property
+    def single(self) -> bool:
+        return len(self.entries) == 1
+
+    def digest(self) -> str:
+        blob = json.dumps([self.mode, self.entries], ensure_ascii=False).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def resolve(self, lang: str | None) -> str | None:
+        """The metadata language a text of ``lang`` is matched against (None: no match)."""
+        if self.single:
+            return self.langs[0]
+        if lang in self.entries:
+            return lang
+        return OTHER if OTHER in self.entries else None
+
+    def matcher(self, lang: str) -> core.Matcher:
+        """Build on first use; later calls (from any thread) share the same matcher."""
+        m = self._matchers.get(lang)
+        if m is None:
+            with self._lock:
+                m = self._matchers.get(lang)
+                if m is None:
+                    m = core.Matcher(self.entries[lang], self.mode)
+                    self._matchers[lang] = m
+        return m
+
+
+def load(path: str | Path, lang: str = "en") -> dict[str, list[str]]:
+    """Read metadata: a JSON list or text file (one language, ``lang``), a parquet/JSON-lines
+    table with ``lang`` and ``entry`` columns, or a directory of ``{lang}.json`` lists (the
+    metadata builder's output)."""
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(q for q in p.glob("*.json") if not q.name.startswith(("_", ".")))
+        files = [q for q in files if q.stem not in ("summary", "datacard")]
+        if not files:
+            raise MetadataError(f"{p}: no {{lang}}.json metadata files in this directory")
+        return {q.stem: core.load_metadata(q) for q in files}
+    if not p.exists():
+        raise MetadataError(f"{p}: metadata file not found")
+    if p.suffix.lower() in (".parquet", ".jsonl"):
+        return core.load_metadata_by_language(p)
+    return {lang: core.load_metadata(p)}

@@ -1,0 +1,310 @@
+"""Reading a pool: parquet, JSON-lines or WebDataset-style tar shards.
+
+Every shard is read into one Arrow table with the user's columns intact plus the
+standard columns the stages need: ``__key`` (sample key), ``__text`` (large_string, nulls
+for unusable texts), ``__image`` (unit key for image-level sampling) and ``__lang``
+(optional). Rows whose text cannot be used are never dropped here: they keep a null
+``__text`` and a reason in ``__skip`` so the stages count them.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from metaclip.exceptions import InputError
+
+SUFFIXES = {".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".tar": "tar"}
+SKIP_REASONS = ("null_text", "non_string_text", "invalid_utf8", "too_long", "malformed_row")
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Names of the pool's columns (``text`` may hold a list of texts per image)."""
+
+    key: str = "key"
+    text: str = "text"
+    lang: str | None = None
+    image: str | None = None
+
+
+@dataclass(frozen=True)
+class Shard:
+    path: Path
+    kind: str
+    index: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.index:05d}-{self.path.stem}"
+
+
+def discover(spec: str | Path | list[str | Path]) -> list[Shard]:
+    """Shards of a pool: a file, a directory (all known suffixes) or a glob; sorted by path."""
+    specs = spec if isinstance(spec, list) else [spec]
+    paths: list[Path] = []
+    for s in specs:
+        p = Path(s)
+        if p.is_dir():
+            paths += [q for q in p.rglob("*") if q.suffix in SUFFIXES and q.is_file()]
+        elif p.is_file():
+            paths.append(p)
+        else:
+            paths += [Path(q) for q in glob.glob(str(s), recursive=True)]
+    paths = sorted({p.resolve() for p in paths if p.suffix in SUFFIXES})
+    if not paths:
+        raise InputError(f"no pool shards (.parquet, .jsonl, .tar) found at {spec}")
+    return [Shard(p, SUFFIXES[p.suffix], i) for i, p in enumerate(paths)]
+
+
+def count_rows(shard: Shard) -> int | None:
+    """Rows in a shard when cheap to know (parquet footer), else None."""
+    if shard.kind != "parquet":
+        return None
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(shard.path).metadata.num_rows
+    except Exception:
+        return None
+
+
+def _read_parquet(shard: Shard) -> pa.Table:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(shard.path)
+    except pa.ArrowInvalid as e:
+        if "UTF8" not in str(e):
+            raise InputError(f"{shard.path}: cannot read parquet ({e})") from None
+    except OSError as e:
+        raise InputError(f"{shard.path}: cannot read parquet ({e})") from None
+    # Some string column holds invalid UTF-8: read strings as bytes; the text is checked
+    # row by row later and bad rows are counted as skips.
+    schema = pq.read_schema(shard.path)
+    as_bytes = pa.schema(
+        [f.with_type(pa.binary()) if pa.types.is_string(f.type) else f for f in schema]
+    )
+    try:
+        table = pq.read_table(shard.path, schema=as_bytes)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise InputError(f"{shard.path}: cannot read parquet ({e})") from None
+    strings = [f.name for f in schema if pa.types.is_string(f.type)]
+    for name in strings:
+        col = table.column(name)
+        try:
+            fixed = col.cast(pa.string())
+        except pa.ArrowInvalid:
+            continue  # keep as binary; the text column is cleaned per row
+        table = table.set_column(table.schema.get_field_index(name), name, fixed)
+    return table
+
+
+def _json_rows(lines: list[bytes], where: str) -> tuple[list[dict], list[int]]:
+    rows, bad = [], []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            if not isinstance(obj, dict):
+                raise ValueError("not an object")
+            rows.append(obj)
+        except (ValueError, UnicodeDecodeError):
+            rows.append({"__skip_row": i + 1})
+            bad.append(i + 1)
+    return rows, bad
+
+
+def _rows_to_table(rows: list[dict], cols: Columns) -> pa.Table:
+    """Build a table from JSON objects; values of other types than the column's become
+    nulls with a skip reason instead of failing the whole shard."""
+    names: dict[str, None] = {}
+    for r in rows:
+        names.update(dict.fromkeys(r))
+    names.pop("__skip_row", None)
+    data = {}
+    skip = [("malformed_row" if "__skip_row" in r else None) for r in rows]
+    for name in names:
+        values = [r.get(name) for r in rows]
+        if name == cols.text:
+            is_list = any(isinstance(v, list) for v in values)
+            clean = []
+            for i, v in enumerate(values):
+                ok = (
+                    isinstance(v, list) and all(isinstance(x, str) for x in v)
+                    if is_list
+                    else isinstance(v, str)
+                )
+                if v is not None and not ok:
+                    skip[i] = skip[i] or "non_string_text"
+                    v = None
+                clean.append(v)
+            typ = pa.list_(pa.large_string()) if is_list else pa.large_string()
+            data[name] = pa.array(clean, type=typ)
+            continue
+        try:
+            data[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            data[name] = pa.array([None if v is None else json.dumps(v) for v in values])
+    table = pa.table(data) if data else pa.table({"__empty": pa.nulls(len(rows))})
+    return table.append_column("__skip", pa.array(skip, type=pa.string()))
+
+
+def _read_jsonl(shard: Shard, cols: Columns) -> pa.Table:
+    lines = shard.path.read_bytes().split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    rows, _ = _json_rows(lines, str(shard.path))
+    return _rows_to_table(rows, cols)
+
+
+def _read_tar(shard: Shard, cols: Columns) -> pa.Table:
+    """WebDataset layout: members ``{key}.json`` (texts) beside ``{key}.jpg`` etc."""
+    rows: list[dict] = []
+    images: dict[str, str] = {}
+    try:
+        with tarfile.open(shard.path) as tar:
+            for m in tar:
+                if not m.isfile():
+                    continue
+                stem, _, ext = m.name.rpartition(".")
+                if ext == "json":
+                    f = tar.extractfile(m)
+                    raw = f.read() if f else b""
+                    parsed, _ = _json_rows([raw.replace(b"\n", b" ")], m.name)
+                    row = parsed[0] if parsed else {"__skip_row": 1}
+                    row.setdefault(cols.key, Path(stem).name)
+                    rows.append(row)
+                elif ext.lower() in ("jpg", "jpeg", "png", "webp"):
+                    images[Path(stem).name] = m.name
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise InputError(f"{shard.path}: cannot read tar ({e})") from None
+    for r in rows:
+        r["image_member"] = images.get(str(r.get(cols.key)))
+    return _rows_to_table(rows, cols)
+
+
+def read_shard(shard: Shard, cols: Columns, max_text_bytes: int) -> pa.Table:
+    """The shard with the standard ``__`` columns added (see module docstring)."""
+    if shard.kind == "parquet":
+        table = _read_parquet(shard)
+        table = table.append_column("__skip", pa.nulls(table.num_rows, pa.string()))
+    elif shard.kind == "jsonl":
+        table = _read_jsonl(shard, cols)
+    else:
+        table = _read_tar(shard, cols)
+    return standardize(table, shard, cols, max_text_bytes)
+
+
+def _require(table: pa.Table, name: str, shard: Shard, what: str) -> pa.ChunkedArray:
+    if name not in table.column_names:
+        if table.num_rows == 0:
+            return pa.chunked_array([pa.nulls(0, pa.large_string())])
+        shown = [c for c in table.column_names if not c.startswith("__")]
+        raise InputError(
+            f"{shard.path}: no {what} column {name!r} (columns: {shown}); "
+            f"name it with --{what}-column"
+        )
+    return table.column(name)
+
+
+def standardize(table: pa.Table, shard: Shard, cols: Columns, max_text_bytes: int) -> pa.Table:
+    n = table.num_rows
+    skip = table.column("__skip").combine_chunks()
+    text = _require(table, cols.text, shard, "text").combine_chunks()
+    key = _require(table, cols.key, shard, "key").combine_chunks()
+    if key.null_count:
+        row = int(np.flatnonzero(key.is_null().to_numpy(zero_copy_only=False))[0])
+        raise InputError(f"{shard.path}: row {row}: the key column {cols.key!r} is null")
+    key = key.cast(pa.large_string()) if not pa.types.is_large_string(key.type) else key
+    image = key
+    if cols.image:
+        image = _require(table, cols.image, shard, "image").combine_chunks().cast(pa.large_string())
+    if pa.types.is_list(text.type) or pa.types.is_large_list(text.type):
+        # Several texts per image: one row per text, the image key shared.
+        lengths = pc.fill_null(pc.list_value_length(text), 0).to_numpy(zero_copy_only=False)
+        parent = np.repeat(np.arange(n), lengths)
+        table = table.take(pa.array(parent))
+        image = image.take(pa.array(parent))
+        skip = skip.take(pa.array(parent))
+        flat = pc.list_flatten(text)
+        sub = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        key = pc.binary_join_element_wise(
+            key.take(pa.array(parent)), pa.array(sub.astype(str)), "#"
+        ).cast(pa.large_string())
+        text = flat
+        n = table.num_rows
+    text, reasons = _clean_text(text, skip, shard, cols, max_text_bytes)
+    out = table.drop_columns(["__skip"])
+    out = out.append_column("__key", key)
+    out = out.append_column("__image", image)
+    out = out.append_column("__text", text)
+    out = out.append_column("__skip", reasons)
+    if cols.lang:
+        lang = _require(table, cols.lang, shard, "lang").combine_chunks().cast(pa.string())
+        out = out.append_column("__lang", lang)
+    return out
+
+
+def _clean_text(
+    text: pa.Array, skip: pa.Array, shard: Shard, cols: Columns, max_text_bytes: int
+) -> tuple[pa.Array, pa.Array]:
+    n = len(text)
+    reasons = np.array(skip.to_pylist() if skip.null_count < n else [None] * n, dtype=object)
+    if pa.types.is_null(text.type):
+        text = pa.nulls(n, pa.large_string())
+    elif pa.types.is_binary(text.type) or pa.types.is_large_binary(text.type):
+        text = text.cast(pa.large_binary())
+        valid = np.array([v is None or _is_utf8(v) for v in text.to_pylist()])
+        reasons[~valid & (reasons == None)] = "invalid_utf8"  # noqa: E711
+        text = pc.if_else(pa.array(valid), text, pa.nulls(n, pa.large_binary()))
+        text = text.cast(pa.large_string())
+    elif pa.types.is_string(text.type) or pa.types.is_large_string(text.type):
+        text = text.cast(pa.large_string())
+        # Arrow may hold unvalidated bytes read from parquet: check, don't trust.
+        try:
+            text.validate(full=True)
+        except pa.ArrowInvalid:
+            return _clean_text(text.view(pa.large_binary()), skip, shard, cols, max_text_bytes)
+    else:
+        raise InputError(
+            f"{shard.path}: the text column {cols.text!r} has type {text.type}, not a string"
+        )
+    nulls = text.is_null().to_numpy(zero_copy_only=False)
+    reasons[nulls & (reasons == None)] = "null_text"  # noqa: E711
+    lengths = pc.fill_null(pc.binary_length(text), 0).to_numpy(zero_copy_only=False)
+    long = lengths > max_text_bytes
+    if long.any():
+        reasons[long & (reasons == None)] = "too_long"  # noqa: E711
+        text = pc.if_else(pa.array(~long), text, pa.nulls(n, pa.large_string()))
+    if (reasons != None).any():  # noqa: E711
+        bad = pa.array(reasons != None)  # noqa: E711
+        text = pc.if_else(bad, pa.nulls(n, pa.large_string()), text)
+    return text, pa.array(reasons.tolist(), type=pa.string())
+
+
+def _is_utf8(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def write_tar_shard(path: Path, rows: list[dict], key: str = "key") -> None:
+    """Write JSON rows as a WebDataset tar (``{key}.json`` members), for tests and demos."""
+    with tarfile.open(path, "w") as tar:
+        for r in rows:
+            data = json.dumps(r, ensure_ascii=False).encode()
+            info = tarfile.TarInfo(f"{r[key]}.json")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))

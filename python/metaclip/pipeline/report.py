@@ -1,0 +1,131 @@
+"""The human report: Markdown with PNG plots (matplotlib), beside the datacard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from metaclip.pipeline.io import atomic_write
+from metaclip.pipeline.metadata import Metadata
+
+
+def subset_counts(subset_dir: Path, md: Metadata) -> dict[str, np.ndarray]:
+    """Entry counts inside the curated subset, per language."""
+    out = {lang: np.zeros(len(e), dtype=np.uint64) for lang, e in md.entries.items()}
+    files = sorted(subset_dir.glob("*.parquet"))
+    if not files:
+        return out
+    table = ds.dataset(files).to_table(columns=["lang", "entry_ids"])
+    for lang in out:
+        sel = table.filter(pc.equal(table.column("lang"), lang))
+        ids = pc.list_flatten(sel.column("entry_ids")).to_numpy()
+        out[lang] += np.bincount(ids.astype(np.int64), minlength=len(out[lang])).astype(np.uint64)
+    return out
+
+
+def _plots(out: Path, card: dict, before: dict, after: dict) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    names = []
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for lang in before:
+        b = np.sort(before[lang][before[lang] > 0])[::-1]
+        if len(b):
+            ax.plot(np.arange(1, len(b) + 1), b, label=f"{lang} pool")
+        a = np.sort(after[lang][after[lang] > 0])[::-1]
+        if len(a):
+            ax.plot(np.arange(1, len(a) + 1), a, "--", label=f"{lang} curated")
+    for t in card["t_per_language"].values():
+        ax.axhline(t, color="grey", lw=0.5)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("entries, sorted by count")
+    ax.set_ylabel("matches")
+    ax.set_title("Entry counts before and after balancing (lines: t)")
+    ax.legend(fontsize=7, ncol=2)
+    names.append("entry_counts.png")
+    _save(fig, out / names[-1])
+
+    langs = card["languages"]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    xs = list(langs)
+    head = [1 - langs[x]["tail_mass"] for x in xs]
+    tail = [langs[x]["tail_mass"] for x in xs]
+    ax.bar(xs, tail, label="tail (count < t)")
+    ax.bar(xs, head, bottom=tail, label="head (count ≥ t)")
+    ax.set_ylabel("share of matches")
+    ax.set_title("Head and tail mass per language")
+    ax.legend(fontsize=7)
+    names.append("head_tail.png")
+    _save(fig, out / names[-1])
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    sizes = card["subset"]["per_language"]
+    ax.bar(list(sizes), list(sizes.values()))
+    ax.set_ylabel("kept texts")
+    ax.set_title("Subset size per language")
+    names.append("subset_per_language.png")
+    _save(fig, out / names[-1])
+    plt.close("all")
+    return names
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
+
+
+def write_report(
+    out: Path, card: dict, counts: dict[str, np.ndarray], subset_dir: Path, md: Metadata
+) -> Path:
+    rdir = out / "report"
+    rdir.mkdir(parents=True, exist_ok=True)
+    after = subset_counts(subset_dir, md)
+    plots = _plots(rdir, card, counts, after)
+    pool = card["pool"]
+    lines = [
+        "# metaclip curation report",
+        "",
+        f"mode `{card['mode']}`, unit `{card['unit']}`, seed {card['seed']}, "
+        f"metaclip {card['version']}",
+        "",
+        "## Pool",
+        "",
+        f"- texts: {pool['texts']:,} = matched {pool['matched']:,} + unmatched "
+        f"{pool['unmatched']:,} + skipped {pool['skipped']:,} "
+        f"({'holds' if pool['identity_holds'] else 'DOES NOT HOLD'})",
+    ]
+    for reason, n in pool["skipped_by_reason"].items():
+        rows = pool["skipped_examples"].get(reason, [])
+        lines.append(f"  - skipped `{reason}`: {n:,} (first rows in their shards: {rows})")
+    lines += [
+        f"- curated subset: {card['subset']['size']:,} texts",
+        "",
+        "## Languages",
+        "",
+        "| lang | entries | matched entries | matches | t | tail mass | kept |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for lang, x in card["languages"].items():
+        kept = card["subset"]["per_language"].get(lang, 0)
+        lines.append(
+            f"| {lang} | {x['entries']:,} | {x['matched_entries']:,} | {x['matches']:,} | "
+            f"{x['t']:g} | {x['tail_mass']:.3f} | {kept:,} |"
+        )
+    lines.append("")
+    for name in plots:
+        lines += [f"![{name}]({name})", ""]
+    if not plots:
+        lines.append("(install matplotlib for plots: `pip install metaclip[report]`)")
+    text = "\n".join(lines) + "\n"
+    path = rdir / "report.md"
+    atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+    return path

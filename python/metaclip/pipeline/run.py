@@ -1,0 +1,290 @@
+"""The embedded engine: runs the stages over pool shards with resumable, atomic outputs.
+
+Layout of ``out/``::
+
+    _work/match-<hash>/<shard>.parquet|.npz|.json   per-shard matches, counts, stats
+    _work/match-<hash>/counts.npz                   global counts per language
+    _work/sample-<hash>/<shard>.parquet|.json       per-shard kept rows
+    _work/sample-<hash>/balance.json, probs.npy     t per language, probabilities
+    subset/part-00000.parquet ...                   the curated subset (input order)
+    datacard.json, report/                          summary and human report
+
+A stage's per-shard output is written atomically, its ``.json`` last; a shard whose
+``.json`` exists is skipped on rerun, so a killed run resumes. ``<hash>`` covers every
+setting the stage depends on, so a changed setting never reuses stale work.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from metaclip import __version__
+from metaclip.pipeline import stages
+from metaclip.pipeline.io import atomic_write, fingerprint, read_json, write_json
+from metaclip.pipeline.metadata import Metadata
+from metaclip.pipeline.metadata import load as load_metadata
+from metaclip.pipeline.pool import Columns, Shard, count_rows, discover, read_shard
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a curation run depends on (see ``metaclip-curate run --help``)."""
+
+    pool: tuple[str, ...]
+    out: str
+    metadata: str
+    metadata_lang: str = "en"
+    mode: str = "mc1"
+    key_column: str = "key"
+    text_column: str = "text"
+    lang_column: str | None = None
+    image_column: str | None = None
+    t: float = 20_000
+    t_en: float | None = None
+    unit: str = "pair"
+    seed: int = 0
+    epoch: int = 0
+    lid: bool = False
+    lid_threshold: float = 0.0
+    max_text_bytes: int = 1 << 20
+    workers: int = 1
+    threads: int = 0
+    rows_per_file: int = 1_000_000
+    quiet: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def columns(self) -> Columns:
+        return Columns(self.key_column, self.text_column, self.lang_column, self.image_column)
+
+    def match_key(self, md: Metadata) -> str:
+        return fingerprint(
+            "match", md.digest(), self.mode, asdict(self.columns), self.lid,
+            self.lid_threshold, self.max_text_bytes,
+        )  # fmt: skip
+
+    def sample_key(self, md: Metadata) -> str:
+        return fingerprint(
+            "sample", self.match_key(md), self.t, self.t_en, self.unit, self.seed, self.epoch
+        )
+
+
+class Progress:
+    """A tqdm bar over texts (rate and ETA), silent when quiet or tqdm is missing."""
+
+    def __init__(self, desc: str, total: int | None, quiet: bool) -> None:
+        self.bar = None
+        if not quiet:
+            try:
+                from tqdm import tqdm
+
+                self.bar = tqdm(
+                    total=total, desc=desc, unit="text", unit_scale=True, file=sys.stderr,
+                    dynamic_ncols=True, leave=True,
+                )  # fmt: skip
+            except ImportError:
+                pass
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _lid_function(cfg: Config) -> Callable | None:
+    if not cfg.lid:
+        return None
+    try:
+        from metaclip import lid
+    except ImportError as e:  # pragma: no cover - depends on the build
+        raise RuntimeError("language identification is not available in this build") from e
+    ident = lid.LanguageIdentifier(threshold=cfg.lid_threshold)
+
+    def identify(texts: pa.ChunkedArray) -> np.ndarray:
+        return ident.identify_names(texts.combine_chunks(), threads=max(1, cfg.threads))
+
+    return identify
+
+
+class Engine:
+    """Runs the curation stages for one config on this machine."""
+
+    def __init__(self, cfg: Config, md: Metadata | None = None) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.md = md or Metadata(load_metadata(cfg.metadata, cfg.metadata_lang), cfg.mode)
+        self.shards = discover(list(cfg.pool))
+        self.match_dir = self.out / "_work" / f"match-{cfg.match_key(self.md)}"
+        self.sample_dir = self.out / "_work" / f"sample-{cfg.sample_key(self.md)}"
+        self.lid = _lid_function(cfg)
+        cores = os.cpu_count() or 1
+        self.threads = cfg.threads or max(1, cores // max(1, cfg.workers))
+
+    # -- helpers -------------------------------------------------------------------------
+    def _total(self) -> int | None:
+        rows = [count_rows(s) for s in self.shards]
+        return None if any(r is None for r in rows) else sum(rows)  # type: ignore[misc]
+
+    def _each_shard(self, desc: str, fn: Callable[[Shard], int], done: Callable[[Shard], bool]):
+        todo = [s for s in self.shards if not done(s)]
+        bar = Progress(desc, self._total(), self.cfg.quiet)
+        skipped = sum(count_rows(s) or 0 for s in self.shards if done(s))
+        bar.update(skipped)
+        try:
+            if self.cfg.workers <= 1:
+                for s in todo:
+                    bar.update(fn(s))
+            else:
+                with ThreadPoolExecutor(self.cfg.workers) as ex:
+                    for n in ex.map(fn, todo):
+                        bar.update(n)
+        finally:
+            bar.close()
+
+    def _read(self, shard: Shard) -> pa.Table:
+        return read_shard(shard, self.cfg.columns, self.cfg.max_text_bytes)
+
+    # -- stages --------------------------------------------------------------------------
+    def match(self) -> None:
+        """Per shard: (LID), match, per-shard counts and stats."""
+
+        def run(shard: Shard) -> int:
+            table = self._read(shard)
+            matches, stats, counts = stages.match_table(table, self.md, self.threads, self.lid)
+            base = self.match_dir / shard.name
+            atomic_write(base.with_suffix(".parquet"), lambda p: pq.write_table(matches, p))
+            atomic_write(
+                base.with_suffix(".npz"),
+                lambda p: np.savez(open(p, "wb"), **{f"lang_{k}": v for k, v in counts.items()}),
+            )
+            info = stats.to_json() | {"shard": str(shard.path), "rows": table.num_rows}
+            write_json(base.with_suffix(".json"), info)
+            return table.num_rows
+
+        self._each_shard("match", run, lambda s: (self.match_dir / f"{s.name}.json").exists())
+
+    def count(self) -> dict[str, np.ndarray]:
+        """Global counts = exact sum of the per-shard counts."""
+        total = {lang: np.zeros(len(e), dtype=np.uint64) for lang, e in self.md.entries.items()}
+        for s in self.shards:
+            with np.load(self.match_dir / f"{s.name}.npz") as z:
+                for lang in total:
+                    total[lang] += z[f"lang_{lang}"]
+        atomic_write(
+            self.match_dir / "counts.npz",
+            lambda p: np.savez(open(p, "wb"), **{f"lang_{k}": v for k, v in total.items()}),
+        )
+        return total
+
+    def balance(self, counts: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, dict]]:
+        probs, per_lang = stages.probabilities(counts, self.md, self.cfg.t, self.cfg.t_en)
+        atomic_write(self.sample_dir / "probs.npy", lambda p: np.save(open(p, "wb"), probs))
+        write_json(self.sample_dir / "balance.json", per_lang)
+        return probs, per_lang
+
+    def sample(self, probs: np.ndarray) -> None:
+        def run(shard: Shard) -> int:
+            table = self._read(shard)
+            matches = pq.read_table(self.match_dir / f"{shard.name}.parquet")
+            kept = stages.sample_table(
+                table, matches, self.md, probs, self.cfg.seed, self.cfg.unit,
+                self.cfg.epoch, self.threads,
+            )  # fmt: skip
+            base = self.sample_dir / shard.name
+            atomic_write(base.with_suffix(".parquet"), lambda p: pq.write_table(kept, p))
+            langs = kept.column("lang").value_counts().to_pylist() if kept.num_rows else []
+            sizes = {d["values"]: d["counts"] for d in langs}
+            write_json(base.with_suffix(".json"), {"kept": kept.num_rows, "lang_kept": sizes})
+            return table.num_rows
+
+        self._each_shard("sample", run, lambda s: (self.sample_dir / f"{s.name}.json").exists())
+
+    def write(self) -> list[Path]:
+        """Concatenate the kept rows in input order into fixed-size output files, so the
+        bytes do not depend on how the pool was sharded."""
+        parts = [pq.read_table(self.sample_dir / f"{s.name}.parquet") for s in self.shards]
+        parts = [p for p in parts if p.num_rows] or parts[:1]
+        subset = pa.concat_tables(parts, promote_options="default").combine_chunks()
+        final = self.out / "subset"
+        tmp = self.out / "_work" / "subset.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        step = max(1, self.cfg.rows_per_file)
+        for i, start in enumerate(range(0, max(subset.num_rows, 1), step)):
+            chunk = subset.slice(start, step)
+            pq.write_table(chunk, tmp / f"part-{i:05d}.parquet", row_group_size=step)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        return sorted(final.glob("*.parquet"))
+
+    def datacard(self, counts: dict[str, np.ndarray], per_lang: dict[str, dict]) -> dict:
+        match = stages.MatchStats()
+        for s in self.shards:
+            match.add(read_json(self.match_dir / f"{s.name}.json"))
+        kept, lang_kept = 0, {}
+        for s in self.shards:
+            info = read_json(self.sample_dir / f"{s.name}.json")
+            kept += info["kept"]
+            for k, v in info["lang_kept"].items():
+                lang_kept[k] = lang_kept.get(k, 0) + v
+        skipped = sum(match.skipped.values())
+        cfg = self.cfg
+        card = {
+            "tool": "metaclip",
+            "version": __version__,
+            "mode": cfg.mode,
+            "unit": cfg.unit,
+            "seed": cfg.seed,
+            "epoch": cfg.epoch,
+            "t": cfg.t if cfg.t_en is None else None,
+            "t_en": cfg.t_en,
+            "t_per_language": {k: v["t"] for k, v in per_lang.items()},
+            "metadata": {
+                "source": str(cfg.metadata),
+                "digest": self.md.digest(),
+                "entries_per_language": {k: len(v) for k, v in self.md.entries.items()},
+                "language_offsets": stages.lang_offsets(self.md),
+            },
+            "languages": per_lang,
+            "pool": {
+                "shards": len(self.shards),
+                "texts": match.texts,
+                "matched": match.matched,
+                "unmatched": match.unmatched,
+                "skipped": skipped,
+                "skipped_by_reason": match.skipped,
+                "skipped_examples": {k: v[:5] for k, v in match.skipped_rows.items()},
+                "identity_holds": match.texts == match.matched + match.unmatched + skipped,
+                "texts_per_language": match.lang_texts,
+                "matched_per_language": match.lang_matched,
+            },
+            "subset": {"size": kept, "per_language": dict(sorted(lang_kept.items()))},
+        }
+        write_json(self.out / "datacard.json", card)
+        return card
+
+    def run(self) -> dict:
+        """All stages; returns the datacard."""
+        self.match()
+        counts = self.count()
+        probs, per_lang = self.balance(counts)
+        self.sample(probs)
+        self.write()
+        card = self.datacard(counts, per_lang)
+        from metaclip.pipeline import report
+
+        report.write_report(self.out, card, counts, self.out / "subset", self.md)
+        return card

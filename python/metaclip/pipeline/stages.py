@@ -1,0 +1,270 @@
+"""The curation stages as pure functions over Arrow tables (spec §7).
+
+``match_table`` and ``sample_table`` work on one standardized shard (see ``pool.py``) and
+hold no state, so the embedded engine and a distributed engine call the very same code.
+Entry ids in outputs are per language (``lang`` + ``entry_ids``); the coins of §6 use the
+*global* id ``offset[lang] + id``, where languages are concatenated in sorted order (for
+one language the two are the same).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from metaclip import core
+from metaclip.pipeline.metadata import Metadata
+from metaclip.pipeline.pool import SKIP_REASONS
+
+MATCH_SCHEMA = pa.schema(
+    [("row", pa.int64()), ("lang", pa.string()), ("entry_ids", pa.large_list(pa.uint32()))]
+)
+
+
+@dataclass
+class MatchStats:
+    texts: int = 0
+    matched: int = 0
+    unmatched: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    skipped_rows: dict[str, list[int]] = field(default_factory=dict)
+    lang_texts: dict[str, int] = field(default_factory=dict)
+    lang_matched: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "texts": self.texts,
+            "matched": self.matched,
+            "unmatched": self.unmatched,
+            "skipped": self.skipped,
+            "skipped_rows": self.skipped_rows,
+            "lang_texts": self.lang_texts,
+            "lang_matched": self.lang_matched,
+        }
+
+    def add(self, other: dict) -> None:
+        self.texts += other["texts"]
+        self.matched += other["matched"]
+        self.unmatched += other["unmatched"]
+        for k, v in other["skipped"].items():
+            self.skipped[k] = self.skipped.get(k, 0) + v
+        for k, rows in other.get("skipped_rows", {}).items():
+            self.skipped_rows.setdefault(k, [])
+            self.skipped_rows[k] = (self.skipped_rows[k] + rows)[:5]
+        for mine, theirs in (
+            (self.lang_texts, other["lang_texts"]),
+            (self.lang_matched, other["lang_matched"]),
+        ):
+            for k, v in theirs.items():
+                mine[k] = mine.get(k, 0) + v
+
+
+def _csr_rows(offsets: np.ndarray, ids: np.ndarray) -> pa.Array:
+    return pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), pa.array(ids, pa.uint32()))
+
+
+def text_languages(table: pa.Table, md: Metadata, lid=None) -> np.ndarray:
+    """Metadata language per row (object array; None = matches nothing)."""
+    n = table.num_rows
+    if md.single:
+        return np.full(n, md.langs[0], dtype=object)
+    if "__lang" in table.column_names:
+        raw = np.array(table.column("__lang").to_pylist(), dtype=object)
+    elif lid is not None:
+        raw = lid(table.column("__text"))
+    else:
+        raise ValueError(
+            "the metadata has several languages: give the pool's language column "
+            "(--lang-column) or enable language identification (--lid)"
+        )
+    resolved = {v: md.resolve(v) for v in set(raw.tolist())}
+    return np.array([resolved[v] for v in raw], dtype=object)
+
+
+def match_table(
+    table: pa.Table, md: Metadata, threads: int = 0, lid=None
+) -> tuple[pa.Table, MatchStats, dict[str, np.ndarray]]:
+    """Match one standardized shard. Returns (matched rows, stats, counts per language)."""
+    n = table.num_rows
+    stats = MatchStats(texts=n)
+    skip = table.column("__skip").to_pylist()
+    reasons = Counter(r for r in skip if r is not None)
+    stats.skipped = {r: reasons[r] for r in SKIP_REASONS if reasons[r]}
+    stats.skipped_rows = {r: [i for i, s in enumerate(skip) if s == r][:5] for r in stats.skipped}
+    usable = np.array([s is None for s in skip], dtype=bool)
+    langs = text_languages(table, md, lid)
+    texts = table.column("__text").combine_chunks()
+    parts_rows, parts_lang, parts_lists = [], [], []
+    counts: dict[str, np.ndarray] = {}
+    for lang in md.langs:
+        sel = np.flatnonzero(usable & (langs == lang))
+        stats.lang_texts[lang] = len(sel)
+        m = md.matcher(lang)
+        if len(sel) == 0:
+            counts[lang] = np.zeros(m.n_entries, dtype=np.uint64)
+            continue
+        res = m.match(texts.take(pa.array(sel)), threads=threads)
+        counts[lang] = core.count_entries(res.ids, m.n_entries)
+        hit = res.matched
+        stats.lang_matched[lang] = int(hit.sum())
+        if not hit.any():
+            continue
+        lens = np.diff(res.offsets)[hit]
+        starts = res.offsets[:-1][hit]
+        # Gather the matched rows' id runs into one contiguous CSR.
+        idx = np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
+        ids = res.ids[np.arange(lens.sum()) + idx]
+        parts_rows.append(sel[hit])
+        parts_lang.append(np.full(int(hit.sum()), lang, dtype=object))
+        parts_lists.append(_csr_rows(np.concatenate([[0], np.cumsum(lens)]), ids))
+    stats.matched = sum(stats.lang_matched.values())
+    stats.unmatched = int(usable.sum()) - stats.matched
+    if parts_rows:
+        rows = np.concatenate(parts_rows)
+        order = np.argsort(rows, kind="stable")
+        out = pa.table(
+            {
+                "row": pa.array(rows[order], pa.int64()),
+                "lang": pa.array(np.concatenate(parts_lang)[order].tolist(), pa.string()),
+                "entry_ids": pa.concat_arrays(parts_lists).take(pa.array(order)),
+            },
+            schema=MATCH_SCHEMA,
+        )
+    else:
+        out = MATCH_SCHEMA.empty_table()
+    return out, stats, counts
+
+
+def lang_offsets(md: Metadata) -> dict[str, int]:
+    offsets, at = {}, 0
+    for lang in md.langs:
+        offsets[lang] = at
+        at += len(md.entries[lang])
+    return offsets
+
+
+def global_csr(
+    matches: pa.Table, n_rows: int, offsets: dict[str, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """CSR over all ``n_rows`` rows (unmatched rows empty) with global entry ids."""
+    rows = matches.column("row").to_numpy()
+    lists = matches.column("entry_ids").combine_chunks()
+    lens = np.zeros(n_rows, dtype=np.int64)
+    if len(rows):
+        lens[rows] = pc.list_value_length(lists).to_numpy()
+    csr_offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    ids = pc.list_flatten(lists).to_numpy().astype(np.uint32)
+    if len(offsets) > 1 and len(ids):
+        base = np.array([offsets[x] for x in matches.column("lang").to_pylist()], np.uint32)
+        ids = ids + np.repeat(base, pc.list_value_length(lists).to_numpy())
+    return csr_offsets, ids
+
+
+def keep_probability(offsets: np.ndarray, ids: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """1 − Π(1 − p[e]) per row (0 for rows without matches). Each row is summed on its
+    own, so the value does not depend on the row's position or shard."""
+    out = np.zeros(len(offsets) - 1, dtype=np.float64)
+    nonempty = np.diff(offsets) > 0
+    if nonempty.any():
+        with np.errstate(divide="ignore"):
+            logq = np.log1p(-probs[ids])
+        sums = np.add.reduceat(logq, offsets[:-1][nonempty])
+        out[nonempty] = -np.expm1(sums)
+    return out
+
+
+def sample_table(
+    table: pa.Table,
+    matches: pa.Table,
+    md: Metadata,
+    probs: np.ndarray,
+    seed: int,
+    unit: str = "pair",
+    epoch: int = 0,
+    threads: int = 0,
+) -> pa.Table:
+    """The kept rows of one shard: every input column plus ``lang``, ``entry_ids`` and
+    ``keep_prob``. ``probs`` holds the global (language-concatenated) probabilities."""
+    n = table.num_rows
+    offs = lang_offsets(md)
+    csr_offsets, ids = global_csr(matches, n, offs)
+    empty = np.zeros(0, dtype=np.int64)
+    res = core.MatchResult(csr_offsets, ids, empty, empty)
+    if unit == "pair":
+        keep = core.sample_pairs(table.column("__key"), res, probs, seed, epoch, threads)
+        kept_rows = np.flatnonzero(keep)
+    elif unit == "image":
+        image = table.column("__image").combine_chunks()
+        codes = pc.dictionary_encode(image).indices.to_numpy(zero_copy_only=False)
+        order = np.argsort(codes, kind="stable")  # rows grouped by image, first-seen order
+        _, first = np.unique(codes, return_index=True)
+        by_first = np.argsort(first, kind="stable")
+        rank = np.empty_like(by_first)
+        rank[by_first] = np.arange(len(by_first))
+        order = np.lexsort((np.arange(n), rank[codes]))
+        sizes = np.bincount(rank[codes], minlength=len(first))
+        image_offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        lens = np.diff(csr_offsets)[order]
+        starts = csr_offsets[:-1][order]
+        idx = np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
+        perm_ids = ids[np.arange(int(lens.sum())) + idx] if len(ids) else ids
+        perm = core.MatchResult(
+            np.concatenate([[0], np.cumsum(lens)]).astype(np.int64), perm_ids, empty, empty
+        )
+        image_keys = image.take(pa.array(order[image_offsets[:-1]]))
+        keep, picked = core.sample_images(
+            image_keys, image_offsets, perm, probs, seed, epoch, threads
+        )
+        kept_rows = np.sort(order[picked[keep]])
+    else:
+        raise ValueError(f"unknown sampling unit {unit!r} (pair or image)")
+    kp = keep_probability(csr_offsets, ids, probs)
+    row_pos = {int(r): i for i, r in enumerate(matches.column("row").to_numpy())}
+    pick = pa.array([row_pos[int(r)] for r in kept_rows], pa.int64())
+    kept = table.take(pa.array(kept_rows, pa.int64()))
+    internal = [c for c in kept.column_names if c.startswith("__")]
+    out = kept.drop_columns(internal)
+    lang_col = matches.column("lang").take(pick)
+    for name, col in (
+        ("lang", lang_col),
+        ("entry_ids", matches.column("entry_ids").take(pick)),
+        ("keep_prob", pa.array(kp[kept_rows], pa.float64())),
+    ):
+        if name in out.column_names:
+            name = f"metaclip_{name}"
+        out = out.append_column(name, col)
+    return out
+
+
+def probabilities(
+    counts: dict[str, np.ndarray], md: Metadata, t: float, t_en: float | None, en: str = "en"
+) -> tuple[np.ndarray, dict[str, dict]]:
+    """Global probabilities and the per-language thresholds (spec §5).
+
+    ``t_en`` set: MC2 per-language t from English's tail mass; else one ``t`` for all.
+    """
+    per_lang: dict[str, dict] = {}
+    if t_en is not None:
+        th = core.mc2_thresholds(counts, t_en, en=en)
+        ts = {lang: float(x.t) for lang, x in th.items()}
+    else:
+        ts = {lang: float(t) for lang in md.langs}
+    parts = []
+    for lang in md.langs:
+        c = counts[lang]
+        p = core.probabilities(c, ts[lang])
+        parts.append(p)
+        total = int(c.sum())
+        per_lang[lang] = {
+            "t": ts[lang],
+            "entries": len(c),
+            "matched_entries": int((c > 0).sum()),
+            "matches": total,
+            "tail_mass": core.tail_mass(c, ts[lang]),
+            "expected_matches_after": float(np.minimum(c, ts[lang]).sum()),
+        }
+    return np.concatenate(parts) if parts else np.zeros(0), per_lang
