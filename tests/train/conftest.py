@@ -15,10 +15,10 @@ pytest.importorskip("sentencepiece")
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import synth  # noqa: E402
+import synth
 
-import metaclip  # noqa: E402
-from metaclip.train.tokenizer import train_sentencepiece  # noqa: E402
+import metaclip
+from metaclip.train.tokenizer import train_sentencepiece
 
 PYTHON_DIR = str(Path(metaclip.__file__).resolve().parent.parent)
 

@@ -284,7 +284,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
         where = f"{prefix}{key}"
         if key not in names:
             close = difflib.get_close_matches(key, names, n=1)
-            hint = f" (did you mean {prefix}{close[0]!r}?)" if close else ""
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
             raise ConfigError(f"unknown config key {where!r}{hint}")
         typ = hints[key]
         if is_dataclass(typ):
