@@ -98,6 +98,6 @@ def test_import_rejects_a_mismatched_state_dict():
     ours = build_model(model_preset("test-tiny"))
     state = to_open_clip(ours.state_dict())
     state.pop("ln_final.weight")
-    with pytest.raises(KeyError, match="ln_final.weight"):
+    with pytest.raises(KeyError, match=r"ln_final\.weight"):
         load_open_clip_into(ours, state)
     assert "attn_mask" not in from_open_clip({"attn_mask": torch.zeros(2, 2)})

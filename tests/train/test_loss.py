@@ -59,5 +59,5 @@ def test_sigmoid_model_has_bias_init():
     m = build_model(dataclasses.replace(model_preset("test-tiny"), loss="sigmoid"))
     assert m.logit_bias.shape == (1,) and m.logit_bias.item() == -10.0
     assert m.logit_scale.item() == pytest.approx(math.log(10.0))
-    img, txt, scale, bias = m(torch.randn(2, 3, 32, 32), torch.randint(0, 999, (2, 16)))
+    *_, bias = m(torch.randn(2, 3, 32, 32), torch.randint(0, 999, (2, 16)))
     assert bias is not m.logit_bias and torch.equal(bias, m.logit_bias)
