@@ -139,6 +139,8 @@ def _rows_to_table(rows: list[dict], cols: Columns) -> pa.Table:
             is_list = any(isinstance(v, list) for v in values)
             clean = []
             for i, v in enumerate(values):
+                if is_list and isinstance(v, str):
+                    v = [v]  # a lone text in a pool of text lists
                 ok = (
                     isinstance(v, list) and all(isinstance(x, str) for x in v)
                     if is_list
@@ -222,16 +224,30 @@ def standardize(table: pa.Table, shard: Shard, cols: Columns, max_text_bytes: in
     skip = table.column("__skip").combine_chunks()
     text = _require(table, cols.text, shard, "text").combine_chunks()
     key = _require(table, cols.key, shard, "key").combine_chunks()
+    key = key.cast(pa.large_string())
     if key.null_count:
-        row = int(np.flatnonzero(key.is_null().to_numpy(zero_copy_only=False))[0])
-        raise InputError(f"{shard.path}: row {row}: the key column {cols.key!r} is null")
-    key = key.cast(pa.large_string()) if not pa.types.is_large_string(key.type) else key
+        # A row that is skipped anyway (malformed) needs no real key; any other does.
+        nulls = key.is_null().to_numpy(zero_copy_only=False)
+        skipped = ~skip.is_null().to_numpy(zero_copy_only=False)
+        bad = np.flatnonzero(nulls & ~skipped)
+        if len(bad):
+            raise InputError(f"{shard.path}: row {bad[0]}: the key column {cols.key!r} is null")
+        filler = pa.array([f"__row{i}" for i in range(n)], pa.large_string())
+        key = pc.if_else(pa.array(nulls), filler, key)
     image = key
     if cols.image:
         image = _require(table, cols.image, shard, "image").combine_chunks().cast(pa.large_string())
     if pa.types.is_list(text.type) or pa.types.is_large_list(text.type):
         # Several texts per image: one row per text, the image key shared.
         lengths = pc.fill_null(pc.list_value_length(text), 0).to_numpy(zero_copy_only=False)
+        if (lengths == 0).any():
+            # A null or empty list stays one row (with a null text, counted as skipped).
+            text = pc.if_else(
+                pc.greater(pc.fill_null(pc.list_value_length(text), 0), 0),
+                text,
+                pa.scalar([None], text.type),
+            )
+            lengths = np.maximum(lengths, 1)
         parent = np.repeat(np.arange(n), lengths)
         table = table.take(pa.array(parent))
         image = image.take(pa.array(parent))
@@ -239,9 +255,11 @@ def standardize(table: pa.Table, shard: Shard, cols: Columns, max_text_bytes: in
         flat = pc.list_flatten(text)
         sub = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         key = pc.binary_join_element_wise(
-            key.take(pa.array(parent)), pa.array(sub.astype(str)), "#"
+            key.take(pa.array(parent)).cast(pa.string()), pa.array(sub.astype(str)), "#"
         ).cast(pa.large_string())
         text = flat
+        # Each row now holds one of the image's texts (the one it was matched on).
+        table = table.set_column(table.schema.get_field_index(cols.text), cols.text, flat)
         n = table.num_rows
     text, reasons = _clean_text(text, skip, shard, cols, max_text_bytes)
     out = table.drop_columns(["__skip"])

@@ -1,0 +1,141 @@
+"""Bad input gets one clear error line naming the file, or a counted skip — never a
+traceback and never a silently lost row."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from metaclip.cli import main
+
+
+@pytest.fixture()
+def md(tmp_path) -> Path:
+    p = tmp_path / "md.json"
+    p.write_text(json.dumps(["dog", "cat", "hot dog"]))
+    return p
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def run_ok(pool: Path, md: Path, out: Path, *extra: str) -> dict:
+    r = invoke("run", str(pool), "-m", str(md), "-o", str(out), "--t", "10", "-q", *extra)
+    assert r.exit_code == 0, r.output
+    card = json.loads((out / "datacard.json").read_text())
+    p = card["pool"]
+    assert p["texts"] == p["matched"] + p["unmatched"] + p["skipped"]
+    assert p["identity_holds"]
+    return card
+
+
+def one_line_error(r, *needles: str) -> None:
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output
+    lines = [x for x in r.output.splitlines() if x.startswith("error: ")]
+    assert len(lines) == 1, r.output
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_missing_text_column_names_file_and_columns(tmp_path, md):
+    pq.write_table(pa.table({"key": ["a"], "caption": ["dog"]}), tmp_path / "s.parquet")
+    r = invoke("run", str(tmp_path / "s.parquet"), "-m", str(md), "-o", str(tmp_path / "o"))
+    one_line_error(r, "s.parquet", "'text'", "caption", "--text-column")
+    # ...and naming the column makes it work.
+    run_ok(tmp_path / "s.parquet", md, tmp_path / "o2", "--text-column", "caption")
+
+
+def test_missing_key_column(tmp_path, md):
+    pq.write_table(pa.table({"id": ["a"], "text": ["dog"]}), tmp_path / "s.parquet")
+    r = invoke("run", str(tmp_path / "s.parquet"), "-m", str(md), "-o", str(tmp_path / "o"))
+    one_line_error(r, "s.parquet", "'key'", "--key-column")
+
+
+def test_null_and_non_string_texts_are_counted(tmp_path, md):
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    rows = [
+        {"key": "a", "text": "a dog"},
+        {"key": "b", "text": None},
+        {"key": "c", "text": 42},
+        {"key": "d", "text": {"not": "a string"}, "x": 1},
+        {"key": "e"},
+    ]
+    (pool / "s.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n{broken json\n")
+    card = run_ok(pool, md, tmp_path / "o")
+    skipped = card["pool"]["skipped_by_reason"]
+    assert card["pool"]["texts"] == 6
+    assert skipped == {"null_text": 2, "non_string_text": 2, "malformed_row": 1}
+    report = (tmp_path / "o" / "report" / "report.md").read_text()
+    assert "skipped `malformed_row`: 1" in report and "(holds)" in report
+
+
+def test_invalid_utf8_in_binary_and_string_columns(tmp_path, md):
+    texts = [b"a dog", b"\xff\xfe dog", b"cat"]
+    pq.write_table(
+        pa.table({"key": ["a", "b", "c"], "text": pa.array(texts, pa.binary())}),
+        tmp_path / "bin.parquet",
+    )
+    card = run_ok(tmp_path / "bin.parquet", md, tmp_path / "o1")
+    assert card["pool"]["skipped_by_reason"] == {"invalid_utf8": 1}
+    assert card["pool"]["matched"] == 2
+    # A string column holding invalid UTF-8 (written by a tool that did not validate).
+    bad = pa.array(texts, pa.binary()).view(pa.string())
+    pq.write_table(pa.table({"key": ["a", "b", "c"], "text": bad}), tmp_path / "str.parquet")
+    card = run_ok(tmp_path / "str.parquet", md, tmp_path / "o2")
+    assert card["pool"]["skipped_by_reason"] == {"invalid_utf8": 1}
+
+
+def test_empty_shard_is_fine(tmp_path, md):
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    schema = pa.schema([("key", pa.string()), ("text", pa.string())])
+    pq.write_table(schema.empty_table(), pool / "a.parquet")
+    pq.write_table(pa.table({"key": ["x"], "text": ["a dog"]}), pool / "b.parquet")
+    card = run_ok(pool, md, tmp_path / "o")
+    assert card["pool"]["texts"] == 1 and card["subset"]["size"] == 1
+
+
+def test_truncated_parquet_is_a_clear_error(tmp_path, md):
+    pq.write_table(pa.table({"key": ["a"] * 100, "text": ["dog"] * 100}), tmp_path / "s.parquet")
+    data = (tmp_path / "s.parquet").read_bytes()
+    (tmp_path / "s.parquet").write_bytes(data[: len(data) // 2])
+    r = invoke("run", str(tmp_path / "s.parquet"), "-m", str(md), "-o", str(tmp_path / "o"))
+    one_line_error(r, "s.parquet", "cannot read parquet")
+
+
+def test_non_string_text_column_type(tmp_path, md):
+    pq.write_table(pa.table({"key": ["a"], "text": [3]}), tmp_path / "s.parquet")
+    r = invoke("run", str(tmp_path / "s.parquet"), "-m", str(md), "-o", str(tmp_path / "o"))
+    one_line_error(r, "s.parquet", "int64", "not a string")
+
+
+def test_huge_texts(tmp_path, md):
+    one_mb = "dog " * 250_000
+    two_mb = "cat " * 500_000
+    table = pa.table({"key": ["a", "b", "c"], "text": [one_mb, two_mb, "hot dog"]})
+    pq.write_table(table, tmp_path / "s.parquet")
+    card = run_ok(tmp_path / "s.parquet", md, tmp_path / "o")
+    assert card["pool"]["skipped_by_reason"] == {"too_long": 1}
+    assert card["pool"]["matched"] == 2
+    card = run_ok(tmp_path / "s.parquet", md, tmp_path / "o2", "--max-text-bytes", "3000000")
+    assert card["pool"]["matched"] == 3
+
+
+def test_duplicate_metadata_is_named(tmp_path):
+    (tmp_path / "md.json").write_text(json.dumps(["dog", "cat", "dog"]))
+    pq.write_table(pa.table({"key": ["a"], "text": ["dog"]}), tmp_path / "s.parquet")
+    r = invoke("run", str(tmp_path / "s.parquet"), "-m", str(tmp_path / "md.json"), "-o", "o")
+    one_line_error(r, '"dog" (ids 0 and 2)')
+
+
+def test_missing_pool(tmp_path, md):
+    r = invoke("run", str(tmp_path / "nothing"), "-m", str(md), "-o", str(tmp_path / "o"))
+    one_line_error(r, "no pool shards")

@@ -1,0 +1,196 @@
+"""End-to-end pipeline tests with real files in a temp dir (curation-spec §7)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from metaclip import core
+from metaclip.cli import main
+from metaclip.pipeline import stages
+from metaclip.pipeline.pool import write_tar_shard
+
+WORDS = [f"w{i}" for i in range(400)] + ["hot", "dog", "New", "York", "cat"]
+
+
+def make_metadata(path: Path) -> list[str]:
+    entries = WORDS[:300] + ["hot dog", "New York", "w1 w2", "w3 w4 w5"]
+    path.write_text(json.dumps(entries))
+    return entries
+
+
+def make_texts(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        # A Zipf-ish draw so that head entries exceed t and get balanced.
+        k = rng.randint(2, 9)
+        toks = [WORDS[min(int(rng.paretovariate(0.8)) - 1, len(WORDS) - 1)] for _ in range(k)]
+        if rng.random() < 0.3:
+            toks.insert(rng.randint(0, len(toks)), rng.choice(["hot dog", "New York,", "x."]))
+        out.append(" ".join(toks))
+    return out
+
+
+def write_pool(dirpath: Path, texts: list[str], shards: int, extra: bool = True) -> Path:
+    dirpath.mkdir(parents=True, exist_ok=True)
+    table = pa.table(
+        {
+            "key": [f"k{i:06d}" for i in range(len(texts))],
+            "text": texts,
+            **({"url": [f"http://x/{i}.jpg" for i in range(len(texts))]} if extra else {}),
+        }
+    )
+    step = -(-len(texts) // shards)
+    for s in range(shards):
+        pq.write_table(table.slice(s * step, step), dirpath / f"part-{s:03d}.parquet")
+    return dirpath
+
+
+def run_cli(*args: str) -> str:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def subset_bytes(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / "subset").glob("*.parquet"))}
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    base = tmp_path_factory.mktemp("pool")
+    md = base / "metadata.json"
+    entries = make_metadata(md)
+    texts = make_texts(6000)
+    return {
+        "md": md,
+        "entries": entries,
+        "texts": texts,
+        "one": write_pool(base / "one", texts, 1),
+        "seven": write_pool(base / "seven", texts, 7),
+    }
+
+
+def test_pipeline_equals_core_api(pool, tmp_path):
+    out = tmp_path / "out"
+    run_cli("run", str(pool["one"]), "-m", str(pool["md"]), "-o", str(out), "--t", "50", "-q")
+    subset = pq.read_table(out / "subset")
+    # The same computation straight from the core API.
+    m = core.Matcher(pool["entries"])
+    res = m.match(pool["texts"])
+    counts = core.count_entries(res.ids, len(pool["entries"]))
+    probs = core.probabilities(counts, 50)
+    keys = [f"k{i:06d}" for i in range(len(pool["texts"]))]
+    keep = core.sample_pairs(keys, res, probs, seed=0)
+    assert subset.column("key").to_pylist() == [k for k, kept in zip(keys, keep) if kept]
+    assert subset.column("url").num_chunks >= 1  # input columns kept
+    want_ids = [res.row(i).tolist() for i in np.flatnonzero(keep)]
+    assert subset.column("entry_ids").to_pylist() == want_ids
+    kp = stages.keep_probability(res.offsets, res.ids, probs)[keep]
+    assert np.allclose(subset.column("keep_prob").to_numpy(), kp)
+    card = json.loads((out / "datacard.json").read_text())
+    assert card["pool"]["identity_holds"]
+    assert card["pool"]["matched"] == int(res.matched.sum())
+    assert card["subset"]["size"] == int(keep.sum())
+    assert 0 < keep.sum() < res.matched.sum()  # balancing dropped some head texts
+    assert (out / "report" / "report.md").exists()
+
+
+def test_output_independent_of_workers_and_sharding(pool, tmp_path):
+    outs = {}
+    for name, src, workers in [("w1", "one", "1"), ("w2", "one", "2"), ("s7", "seven", "2")]:
+        out = tmp_path / name
+        run_cli(
+            "run", str(pool[src]), "-m", str(pool["md"]), "-o", str(out), "--t", "50",
+            "--workers", workers, "--rows-per-file", "1000", "-q",
+        )  # fmt: skip
+        outs[name] = subset_bytes(out)
+    assert len(outs["w1"]) > 1
+    assert outs["w1"] == outs["w2"] == outs["s7"]
+
+
+def test_killed_run_resumes_to_identical_output(pool, tmp_path, monkeypatch):
+    ref = tmp_path / "ref"
+    args = ["-m", str(pool["md"]), "--t", "50", "-q"]
+    run_cli("run", str(pool["seven"]), "-o", str(ref), *args)
+
+    out = tmp_path / "killed"
+    real = stages.sample_table
+    calls = {"n": 0}
+
+    def dying(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("killed midway")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(stages, "sample_table", dying)
+    killed = CliRunner().invoke(main, ["run", str(pool["seven"]), "-o", str(out), *args])
+    assert killed.exit_code == 1 and "Aborted" in killed.output  # click's Ctrl-C handling
+    done = list((out / "_work").glob("sample-*/0*.json"))
+    assert len(done) == 2  # two shards finished before the kill; nothing half-written
+    assert not list((out / "_work").rglob("*.tmp"))
+    monkeypatch.setattr(stages, "sample_table", real)
+    run_cli("run", str(pool["seven"]), "-o", str(out), *args)
+    assert subset_bytes(out) == subset_bytes(ref)
+    assert (out / "datacard.json").read_text() == (ref / "datacard.json").read_text().replace(
+        str(ref), str(out)
+    )
+
+
+def test_jsonl_and_tar_pools_match_parquet(pool, tmp_path):
+    texts = pool["texts"][:500]
+    rows = [{"key": f"k{i:06d}", "text": t} for i, t in enumerate(texts)]
+    (tmp_path / "j").mkdir()
+    (tmp_path / "j" / "a.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (tmp_path / "t").mkdir()
+    write_tar_shard(tmp_path / "t" / "a.tar", rows)
+    pq_dir = write_pool(tmp_path / "p", texts, 2, extra=False)
+    keys = {}
+    for name, src in [("j", tmp_path / "j"), ("t", tmp_path / "t"), ("p", pq_dir)]:
+        out = tmp_path / f"out-{name}"
+        run_cli("run", str(src), "-m", str(pool["md"]), "-o", str(out), "--t", "5", "-q")
+        keys[name] = pq.read_table(out / "subset").column("key").to_pylist()
+    assert keys["j"] == keys["t"] == keys["p"] and keys["p"]
+
+
+def test_several_texts_per_image(pool, tmp_path):
+    rows = [{"key": f"img{i}", "text": ["w1 w2", "nothing here", f"w{i % 50}"]} for i in range(300)]
+    rows += [{"key": "empty", "text": []}, {"key": "none", "text": None}, {"key": "s", "text": "x"}]
+    (tmp_path / "pool").mkdir()
+    (tmp_path / "pool" / "a.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "out"
+    args = ["run", str(tmp_path / "pool"), "-m", str(pool["md"]), "-o", str(out)]
+    run_cli(*args, "--unit", "image", "--image-column", "key", "--t", "20", "-q")
+    subset = pq.read_table(out / "subset")
+    card = json.loads((out / "datacard.json").read_text())
+    assert card["pool"]["texts"] == 903 and card["pool"]["unmatched"] == 301
+    assert card["pool"]["skipped_by_reason"] == {"null_text": 2}
+    # One picked text per kept image, never the unmatched one.
+    assert len(set(subset.column("key").to_pylist())) == subset.num_rows <= 300
+    texts = subset.column("text").to_pylist()
+    assert "nothing here" not in texts and len(set(texts)) > 10
+
+
+def test_demo_runs(tmp_path):
+    output = run_cli("demo", "-o", str(tmp_path / "demo"), "--texts-per-lang", "200", "-q")
+    assert "subset:" in output and "report:" in output
+    card = json.loads((tmp_path / "demo" / "curated" / "datacard.json").read_text())
+    assert set(card["subset"]["per_language"]) == {"de", "en", "es", "ja", "zh"}
+    assert (tmp_path / "demo" / "curated" / "report" / "entry_counts.png").stat().st_size > 1000
+
+
+def test_every_subcommand_has_help_with_example():
+    for cmd in ["match", "count", "balance", "sample", "run", "stats", "demo"]:
+        text = run_cli(cmd, "--help")
+        assert "Usage:" in text
+        if cmd != "demo":
+            assert "Example:" in text
