@@ -21,7 +21,7 @@ WORDS = [f"w{i}" for i in range(400)] + ["hot", "dog", "New", "York", "cat"]
 
 
 def make_metadata(path: Path) -> list[str]:
-    entries = WORDS[:300] + ["hot dog", "New York", "w1 w2", "w3 w4 w5"]
+    entries = [*WORDS[:300], "hot dog", "New York", "w1 w2", "w3 w4 w5"]
     path.write_text(json.dumps(entries))
     return entries
 
@@ -90,7 +90,7 @@ def test_pipeline_equals_core_api(pool, tmp_path):
     probs = core.probabilities(counts, 50)
     keys = [f"k{i:06d}" for i in range(len(pool["texts"]))]
     keep = core.sample_pairs(keys, res, probs, seed=0)
-    assert subset.column("key").to_pylist() == [k for k, kept in zip(keys, keep) if kept]
+    assert subset.column("key").to_pylist() == [keys[i] for i in np.flatnonzero(keep)]
     assert subset.column("url").num_chunks >= 1  # input columns kept
     want_ids = [res.row(i).tolist() for i in np.flatnonzero(keep)]
     assert subset.column("entry_ids").to_pylist() == want_ids
