@@ -20,12 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).parent))
-import workload  # noqa: E402
+import workload
 
-from metaclip.core import Matcher  # noqa: E402
+from metaclip.core import Matcher
 
 PUNCTS = [",", ".", ";", ":", "?", "!", "`"]
 

@@ -48,6 +48,10 @@ def test_missing_text_column_names_file_and_columns(tmp_path, md):
     pq.write_table(pa.table({"key": ["a"], "caption": ["dog"]}), tmp_path / "s.parquet")
     r = invoke("run", str(tmp_path / "s.parquet"), "-m", str(md), "-o", str(tmp_path / "o"))
     one_line_error(r, "s.parquet", "'text'", "caption", "--text-column")
+    jsonl = tmp_path / "s.jsonl"
+    jsonl.write_text('{"key": "a", "caption": "dog"}\n')
+    r = invoke("run", str(jsonl), "-m", str(md), "-o", str(tmp_path / "o3"))
+    one_line_error(r, "s.jsonl", "'text'", "caption", "--text-column")
     # ...and naming the column makes it work.
     run_ok(tmp_path / "s.parquet", md, tmp_path / "o2", "--text-column", "caption")
 

@@ -77,11 +77,23 @@ def count_rows(shard: Shard) -> int | None:
         return None
 
 
-def _read_parquet(shard: Shard) -> pa.Table:
+def _read_parquet(shard: Shard, columns: list[str] | None = None) -> pa.Table:
     import pyarrow.parquet as pq
 
+    if columns is not None:
+        try:
+            names = pq.read_schema(shard.path).names
+        except (pa.ArrowInvalid, OSError) as e:
+            raise InputError(f"{shard.path}: cannot read parquet ({e})") from None
+        missing = [c for c in columns if c not in names]
+        if missing and pq.ParquetFile(shard.path).metadata.num_rows:
+            raise InputError(
+                f"{shard.path}: no column {missing[0]!r} (columns: {names}); "
+                "name the columns with --key-column / --text-column / --lang-column"
+            )
+        columns = [c for c in columns if c in names]
     try:
-        return pq.read_table(shard.path)
+        return pq.read_table(shard.path, columns=columns)
     except pa.ArrowInvalid as e:
         if "UTF8" not in str(e):
             raise InputError(f"{shard.path}: cannot read parquet ({e})") from None
@@ -94,7 +106,7 @@ def _read_parquet(shard: Shard) -> pa.Table:
         [f.with_type(pa.binary()) if pa.types.is_string(f.type) else f for f in schema]
     )
     try:
-        table = pq.read_table(shard.path, schema=as_bytes)
+        table = pq.read_table(shard.path, schema=as_bytes, columns=columns)
     except (pa.ArrowInvalid, OSError) as e:
         raise InputError(f"{shard.path}: cannot read parquet ({e})") from None
     strings = [f.name for f in schema if pa.types.is_string(f.type)]
@@ -195,10 +207,14 @@ def _read_tar(shard: Shard, cols: Columns) -> pa.Table:
     return _rows_to_table(rows, cols)
 
 
-def read_shard(shard: Shard, cols: Columns, max_text_bytes: int) -> pa.Table:
-    """The shard with the standard ``__`` columns added (see module docstring)."""
+def read_shard(
+    shard: Shard, cols: Columns, max_text_bytes: int, only_needed: bool = False
+) -> pa.Table:
+    """The shard with the standard ``__`` columns added (see module docstring).
+    ``only_needed``: read just the key/text/lang/image columns (parquet) for matching."""
     if shard.kind == "parquet":
-        table = _read_parquet(shard)
+        wanted = [c for c in (cols.key, cols.text, cols.lang, cols.image) if c]
+        table = _read_parquet(shard, wanted if only_needed else None)
         table = table.append_column("__skip", pa.nulls(table.num_rows, pa.string()))
     elif shard.kind == "jsonl":
         table = _read_jsonl(shard, cols)
@@ -273,19 +289,36 @@ def standardize(table: pa.Table, shard: Shard, cols: Columns, max_text_bytes: in
     return out
 
 
+def _mark(reasons: pa.Array, where: np.ndarray, reason: str) -> pa.Array:
+    """Set ``reason`` on rows in ``where`` that have no reason yet (vectorized)."""
+    if not where.any():
+        return reasons
+    fresh = (
+        pa.array(where)
+        if reasons.null_count == len(reasons)
+        else pc.and_(pa.array(where), reasons.is_null())
+    )
+    return pc.if_else(fresh, pa.scalar(reason, pa.string()), reasons)
+
+
 def _clean_text(
     text: pa.Array, skip: pa.Array, shard: Shard, cols: Columns, max_text_bytes: int
 ) -> tuple[pa.Array, pa.Array]:
+    """(text with unusable rows nulled, skip reason per row); no per-row Python work
+    unless the column holds bytes that are not all valid UTF-8."""
     n = len(text)
-    reasons = np.array(skip.to_pylist() if skip.null_count < n else [None] * n, dtype=object)
+    reasons = skip.cast(pa.string())
     if pa.types.is_null(text.type):
         text = pa.nulls(n, pa.large_string())
     elif pa.types.is_binary(text.type) or pa.types.is_large_binary(text.type):
         text = text.cast(pa.large_binary())
-        valid = np.array([v is None or _is_utf8(v) for v in text.to_pylist()])
-        reasons[~valid & (reasons == None)] = "invalid_utf8"  # noqa: E711
-        text = pc.if_else(pa.array(valid), text, pa.nulls(n, pa.large_binary()))
-        text = text.cast(pa.large_string())
+        try:
+            text = text.cast(pa.large_string())  # validates UTF-8 in one pass
+        except pa.ArrowInvalid:
+            bad = np.array([v is not None and not _is_utf8(v) for v in text.to_pylist()])
+            reasons = _mark(reasons, bad, "invalid_utf8")
+            text = pc.if_else(pa.array(~bad), text, pa.nulls(n, pa.large_binary()))
+            text = text.cast(pa.large_string())
     elif pa.types.is_string(text.type) or pa.types.is_large_string(text.type):
         text = text.cast(pa.large_string())
         # Arrow may hold unvalidated bytes read from parquet: check, don't trust.
@@ -297,17 +330,13 @@ def _clean_text(
         raise InputError(
             f"{shard.path}: the text column {cols.text!r} has type {text.type}, not a string"
         )
-    nulls = text.is_null().to_numpy(zero_copy_only=False)
-    reasons[nulls & (reasons == None)] = "null_text"  # noqa: E711
+    if text.null_count:
+        reasons = _mark(reasons, text.is_null().to_numpy(zero_copy_only=False), "null_text")
     lengths = pc.fill_null(pc.binary_length(text), 0).to_numpy(zero_copy_only=False)
-    long = lengths > max_text_bytes
-    if long.any():
-        reasons[long & (reasons == None)] = "too_long"  # noqa: E711
-        text = pc.if_else(pa.array(~long), text, pa.nulls(n, pa.large_string()))
-    if (reasons != None).any():  # noqa: E711
-        bad = pa.array(reasons != None)  # noqa: E711
-        text = pc.if_else(bad, pa.nulls(n, pa.large_string()), text)
-    return text, pa.array(reasons.tolist(), type=pa.string())
+    reasons = _mark(reasons, lengths > max_text_bytes, "too_long")
+    if reasons.null_count < n:
+        text = pc.if_else(reasons.is_null(), text, pa.nulls(n, pa.large_string()))
+    return text, reasons
 
 
 def _is_utf8(b: bytes) -> bool:

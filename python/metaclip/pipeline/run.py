@@ -154,15 +154,15 @@ class Engine:
         finally:
             bar.close()
 
-    def _read(self, shard: Shard) -> pa.Table:
-        return read_shard(shard, self.cfg.columns, self.cfg.max_text_bytes)
+    def _read(self, shard: Shard, only_needed: bool = False) -> pa.Table:
+        return read_shard(shard, self.cfg.columns, self.cfg.max_text_bytes, only_needed)
 
     # -- stages --------------------------------------------------------------------------
     def match(self) -> None:
         """Per shard: (LID), match, per-shard counts and stats."""
 
         def run(shard: Shard) -> int:
-            table = self._read(shard)
+            table = self._read(shard, only_needed=True)
             matches, stats, counts = stages.match_table(table, self.md, self.threads, self.lid)
             base = self.match_dir / shard.name
             atomic_write(base.with_suffix(".parquet"), lambda p: pq.write_table(matches, p))

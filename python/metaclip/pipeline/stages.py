@@ -9,7 +9,6 @@ one language the two are the same).
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -68,21 +67,25 @@ def _csr_rows(offsets: np.ndarray, ids: np.ndarray) -> pa.Array:
 
 
 def text_languages(table: pa.Table, md: Metadata, lid=None) -> np.ndarray:
-    """Metadata language per row (object array; None = matches nothing)."""
+    """Index into ``md.langs`` of the language each row is matched against (-1: none)."""
     n = table.num_rows
     if md.single:
-        return np.full(n, md.langs[0], dtype=object)
+        return np.zeros(n, dtype=np.int32)
     if "__lang" in table.column_names:
-        raw = np.array(table.column("__lang").to_pylist(), dtype=object)
+        raw = table.column("__lang").combine_chunks()
     elif lid is not None:
-        raw = lid(table.column("__text"))
+        raw = pa.array(lid(table.column("__text")), pa.string())
     else:
         raise ValueError(
             "the metadata has several languages: give the pool's language column "
             "(--lang-column) or enable language identification (--lid)"
         )
-    resolved = {v: md.resolve(v) for v in set(raw.tolist())}
-    return np.array([resolved[v] for v in raw], dtype=object)
+    enc = pc.dictionary_encode(raw.cast(pa.string()))
+    index = {lang: i for i, lang in enumerate(md.langs)}
+    resolved = [md.resolve(v) for v in enc.dictionary.to_pylist()]
+    lut = np.array([index[r] if r is not None else -1 for r in resolved] + [-1], np.int32)
+    codes = pc.fill_null(enc.indices, len(lut) - 1).to_numpy(zero_copy_only=False)
+    return lut[codes]
 
 
 def match_table(
@@ -91,46 +94,57 @@ def match_table(
     """Match one standardized shard. Returns (matched rows, stats, counts per language)."""
     n = table.num_rows
     stats = MatchStats(texts=n)
-    skip = table.column("__skip").to_pylist()
-    reasons = Counter(r for r in skip if r is not None)
-    stats.skipped = {r: reasons[r] for r in SKIP_REASONS if reasons[r]}
-    stats.skipped_rows = {r: [i for i, s in enumerate(skip) if s == r][:5] for r in stats.skipped}
-    usable = np.array([s is None for s in skip], dtype=bool)
+    skip = table.column("__skip").combine_chunks()
+    usable = skip.is_null().to_numpy(zero_copy_only=False)
+    if skip.null_count < n:
+        enc = pc.dictionary_encode(skip)
+        codes = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False)
+        for i, reason in enumerate(enc.dictionary.to_pylist()):
+            rows = np.flatnonzero(codes == i)
+            stats.skipped[reason] = len(rows)
+            stats.skipped_rows[reason] = rows[:5].tolist()
+        stats.skipped = {r: stats.skipped[r] for r in SKIP_REASONS if r in stats.skipped}
     langs = text_languages(table, md, lid)
     texts = table.column("__text").combine_chunks()
     parts_rows, parts_lang, parts_lists = [], [], []
     counts: dict[str, np.ndarray] = {}
-    for lang in md.langs:
-        sel = np.flatnonzero(usable & (langs == lang))
-        stats.lang_texts[lang] = len(sel)
+    for li, lang in enumerate(md.langs):
         m = md.matcher(lang)
-        if len(sel) == 0:
+        mask = usable & (langs == li)
+        stats.lang_texts[lang] = int(mask.sum())
+        if not mask.any():
             counts[lang] = np.zeros(m.n_entries, dtype=np.uint64)
             continue
-        res = m.match(texts.take(pa.array(sel)), threads=threads)
+        if mask.all():
+            sel, sub = np.arange(n), texts
+        else:
+            sel = np.flatnonzero(mask)
+            sub = texts.filter(pa.array(mask))
+        res = m.match(sub, threads=threads)
         counts[lang] = core.count_entries(res.ids, m.n_entries)
         hit = res.matched
         stats.lang_matched[lang] = int(hit.sum())
         if not hit.any():
             continue
-        lens = np.diff(res.offsets)[hit]
-        starts = res.offsets[:-1][hit]
-        # Gather the matched rows' id runs into one contiguous CSR.
-        idx = np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
-        ids = res.ids[np.arange(lens.sum()) + idx]
+        lists = _csr_rows(res.offsets, res.ids)
         parts_rows.append(sel[hit])
-        parts_lang.append(np.full(int(hit.sum()), lang, dtype=object))
-        parts_lists.append(_csr_rows(np.concatenate([[0], np.cumsum(lens)]), ids))
+        parts_lang.append(np.full(int(hit.sum()), li, dtype=np.int32))
+        parts_lists.append(lists.filter(pa.array(hit)))
     stats.matched = sum(stats.lang_matched.values())
     stats.unmatched = int(usable.sum()) - stats.matched
     if parts_rows:
         rows = np.concatenate(parts_rows)
-        order = np.argsort(rows, kind="stable")
+        names = pa.array(md.langs, pa.string())
+        lang_idx = np.concatenate(parts_lang)
+        lists = pa.concat_arrays(parts_lists)
+        if len(parts_rows) > 1:  # several languages: back to row order
+            order = np.argsort(rows, kind="stable")
+            rows, lang_idx, lists = rows[order], lang_idx[order], lists.take(pa.array(order))
         out = pa.table(
             {
-                "row": pa.array(rows[order], pa.int64()),
-                "lang": pa.array(np.concatenate(parts_lang)[order].tolist(), pa.string()),
-                "entry_ids": pa.concat_arrays(parts_lists).take(pa.array(order)),
+                "row": pa.array(rows, pa.int64()),
+                "lang": names.take(pa.array(lang_idx)),
+                "entry_ids": lists,
             },
             schema=MATCH_SCHEMA,
         )
@@ -159,7 +173,9 @@ def global_csr(
     csr_offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
     ids = pc.list_flatten(lists).to_numpy().astype(np.uint32)
     if len(offsets) > 1 and len(ids):
-        base = np.array([offsets[x] for x in matches.column("lang").to_pylist()], np.uint32)
+        enc = pc.dictionary_encode(matches.column("lang").combine_chunks())
+        lut = np.array([offsets[x] for x in enc.dictionary.to_pylist()], np.uint32)
+        base = lut[enc.indices.to_numpy(zero_copy_only=False)]
         ids = ids + np.repeat(base, pc.list_value_length(lists).to_numpy())
     return csr_offsets, ids
 
@@ -223,8 +239,8 @@ def sample_table(
     else:
         raise ValueError(f"unknown sampling unit {unit!r} (pair or image)")
     kp = keep_probability(csr_offsets, ids, probs)
-    row_pos = {int(r): i for i, r in enumerate(matches.column("row").to_numpy())}
-    pick = pa.array([row_pos[int(r)] for r in kept_rows], pa.int64())
+    # Kept rows are matched rows; find each one's position among the (sorted) match rows.
+    pick = pa.array(np.searchsorted(matches.column("row").to_numpy(), kept_rows), pa.int64())
     kept = table.take(pa.array(kept_rows, pa.int64()))
     internal = [c for c in kept.column_names if c.startswith("__")]
     out = kept.drop_columns(internal)

@@ -1,0 +1,105 @@
+"""End-to-end parquet → parquet throughput of the embedded engine, split by stage.
+
+    python bench/pipeline_bench.py                   # 500k entries, 5M texts
+    python bench/pipeline_bench.py --texts 500000 --json out.json
+
+The pool (alt-text-like captions, see workload.py) is generated once and cached under
+bench/out/. Stages: read (parquet → standardized Arrow, measured on its own), match
+(read + LID-free matching + per-shard outputs), count, balance, sample (read again +
+coins + kept rows), write (the final subset files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).parent))
+import workload
+
+from metaclip.pipeline.pool import read_shard
+from metaclip.pipeline.run import Config, Engine
+
+
+def make_pool(root: Path, n_entries: int, n_texts: int, shards: int) -> tuple[Path, Path]:
+    tag = root / f"pool-{n_entries}-{n_texts}-{shards}"
+    md, pool = tag / "metadata.json", tag / "pool"
+    if (tag / "done").exists():
+        return md, pool
+    shutil.rmtree(tag, ignore_errors=True)
+    pool.mkdir(parents=True)
+    words, probs, source = workload.vocabulary()
+    md.write_text(json.dumps(workload.metadata(n_entries, words, probs)))
+    per = -(-n_texts // shards)
+    for s in range(shards):
+        n = min(per, n_texts - s * per)
+        texts = workload.texts(n, words, probs, seed=100 + s)
+        keys = [f"s{s:03d}-{i:08d}" for i in range(n)]
+        urls = [f"https://img.example/{k}.jpg" for k in keys]
+        table = pa.table({"key": keys, "text": texts, "url": urls})
+        pq.write_table(table, pool / f"{s:03d}.parquet")
+        print(f"  wrote shard {s + 1}/{shards} ({source})", file=sys.stderr)
+    (tag / "done").touch()
+    return md, pool
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--entries", type=int, default=500_000)
+    ap.add_argument("--texts", type=int, default=5_000_000)
+    ap.add_argument("--shards", type=int, default=10)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--t", type=float, default=20_000)
+    ap.add_argument("--root", type=Path, default=Path(__file__).parent / "out")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+
+    md, pool = make_pool(args.root, args.entries, args.texts, args.shards)
+    out = args.root / "pipeline-run"
+    shutil.rmtree(out, ignore_errors=True)
+    cfg = Config(
+        pool=(str(pool),), out=str(out), metadata=str(md), t=args.t, workers=args.workers,
+        quiet=True,
+    )  # fmt: skip
+    times: dict[str, float] = {}
+
+    def timed(name, fn):
+        t = time.perf_counter()
+        r = fn()
+        times[name] = time.perf_counter() - t
+        return r
+
+    engine = timed("setup (load metadata, build matcher lazily)", lambda: Engine(cfg))
+    timed("build matcher", lambda: engine.md.matcher(engine.md.langs[0]))
+    timed("read only (all shards, for reference)", lambda: [
+        read_shard(s, cfg.columns, cfg.max_text_bytes) for s in engine.shards
+    ])  # fmt: skip
+    timed("match (read + match + write per shard)", engine.match)
+    counts = timed("count", engine.count)
+    probs, per_lang = timed("balance", lambda: engine.balance(counts))
+    timed("sample (read + coins + write per shard)", lambda: engine.sample(probs))
+    timed("write subset", engine.write)
+    card = timed("datacard", lambda: engine.datacard(counts, per_lang))
+
+    n = card["pool"]["texts"]
+    total = sum(v for k, v in times.items() if not k.startswith("read only"))
+    print(f"\npool: {n:,} texts in {args.shards} shards, {args.entries:,} entries, "
+          f"workers={args.workers}; subset {card['subset']['size']:,}")  # fmt: skip
+    print(f"{'stage':48} {'seconds':>9} {'texts/s':>12}")
+    for k, v in times.items():
+        print(f"{k:48} {v:9.2f} {n / v if v > 0 else 0:12,.0f}")
+    print(f"{'end to end (all but read-only)':48} {total:9.2f} {n / total:12,.0f}")
+    if args.json:
+        figures = {"texts": n, "stages_s": times, "total_s": total}
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
