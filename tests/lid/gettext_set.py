@@ -90,10 +90,13 @@ def _catalog(path: Path) -> dict[object, str]:
         return {}
 
 
-def _pairs(locale_dir: Path) -> Iterator[tuple[str, str, str]]:
-    """(locale, msgid, msgstr) for every translated string."""
+def _pairs(locale_dir: Path, domains: tuple[str, ...] | None) -> Iterator[tuple[str, str, str]]:
+    """(locale, msgid, msgstr) for every translated string (of catalogues whose name starts
+    with one of ``domains``, when given)."""
     for loc in sorted(p.name for p in locale_dir.iterdir() if p.is_dir()):
         for mo in sorted((locale_dir / loc / "LC_MESSAGES").glob("*.mo")):
+            if domains is not None and not mo.name.startswith(domains):
+                continue
             for key, msgstr in _catalog(mo).items():
                 msgid = key[0] if isinstance(key, tuple) else key
                 if not isinstance(msgid, str) or not msgid or not msgstr:
@@ -110,6 +113,7 @@ def build(
     per_language: int = 400,
     min_letters: int = 3,
     min_texts: int = 50,
+    domains: tuple[str, ...] | None = None,
 ) -> list[Sample]:
     """The labelled set: up to ``per_language`` texts per language (deterministic sample),
     languages with at least ``min_texts`` texts. Empty when there are no catalogues."""
@@ -119,7 +123,7 @@ def build(
     raw: dict[str, dict[str, str]] = {}  # code -> msgstr -> msgid
     locales: dict[tuple[str, str], str] = {}
     msgids: set[str] = set()
-    for loc, msgid, msgstr in _pairs(locale_dir):
+    for loc, msgid, msgstr in _pairs(locale_dir, domains):
         msgids.add(msgid)
         code = locale_code(loc)
         if code is not None and msgstr != msgid:
