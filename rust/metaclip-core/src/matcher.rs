@@ -297,13 +297,6 @@ impl WordTrie {
     /// (each token: `(word id, root info)`, id `NONE` when not in the vocabulary).
     #[inline]
     fn walk(&self, toks: &[(u32, u32)], out: &mut Vec<u32>) {
-        // Prefetch the first edge of every token that starts a longer entry.
-        for w in toks.windows(2) {
-            if w[0].1 & HAS_CHILDREN != 0 && w[1].0 != NONE {
-                self.edges
-                    .prefetch(mix(edge_key(ROOT | w[0].0 as u64, w[1].0)));
-            }
-        }
         for start in 0..toks.len() {
             let (wid, mut info) = toks[start];
             if wid == NONE {
@@ -328,6 +321,17 @@ impl WordTrie {
                     None => break,
                 }
                 next += 1;
+            }
+        }
+    }
+
+    /// Prefetch the first edge of every token that starts a longer entry.
+    #[inline]
+    fn prefetch_edges(&self, toks: &[(u32, u32)]) {
+        for w in toks.windows(2) {
+            if w[0].1 & HAS_CHILDREN != 0 && w[1].0 != NONE {
+                self.edges
+                    .prefetch(mix(edge_key(ROOT | w[0].0 as u64, w[1].0)));
             }
         }
     }
@@ -416,6 +420,8 @@ impl Texts for Packed<'_> {
 
 /// Texts per parallel work item: large enough to amortise scheduling, small enough to balance.
 const CHUNK: usize = 2048;
+/// Texts whose tokens are hashed (and their slots prefetched) before any is looked up.
+const GROUP: usize = 16;
 
 /// A built matcher over one metadata list.
 pub struct Matcher {
@@ -532,40 +538,119 @@ impl Matcher {
 
     /// Append the sorted, unique ids matched by `text` to `out`.
     pub fn match_into(&self, text: &str, scratch: &mut Scratch, out: &mut Vec<u32>) {
+        scratch.keys.clear();
+        let copied;
+        let src: &[u8] = if self.mode == Mode::Fixed {
+            // The tokens index the spaced text, which `finish` reuses: keep a copy.
+            copied = self.push_keys(text, scratch).to_vec();
+            &copied
+        } else {
+            self.push_keys(text, scratch);
+            text.as_bytes()
+        };
+        let n = scratch.keys.len();
+        self.finish(text, src, 0..n, scratch, out);
+    }
+
+    /// Pass 1 for one text: key and hash of every word-level token, prefetching its slot.
+    /// Returns the bytes the token offsets index (the stripped text, or in fixed mode the
+    /// spaced text).
+    #[inline]
+    fn push_keys<'a>(&self, text: &'a str, scratch: &'a mut Scratch) -> &'a [u8] {
+        if self.n_word_entries == 0 {
+            return text.as_bytes();
+        }
+        let vocab = &self.words.vocab;
+        let Scratch { spaced, keys, .. } = scratch;
+        if self.mode == Mode::Fixed {
+            // Unicode spaces become boundaries: tokenise the spaced text itself.
+            spaced_into(text, true, spaced);
+            let inner = &spaced[1..spaced.len() - 1];
+            let mut at = 0;
+            for tok in inner.split(|&b| b == b' ') {
+                push_key(vocab, tok, at, keys);
+                at += tok.len() + 1;
+            }
+            inner
+        } else {
+            let src = py_strip(text).as_bytes();
+            let base = src.as_ptr() as usize - text.as_ptr() as usize;
+            for_each_token(src, |s, e| push_key(vocab, &src[s..e], base + s, keys));
+            text.as_bytes()
+        }
+    }
+
+    /// Pass 2 for a group of texts (their keys are consecutive in `scratch.keys`): the
+    /// word ids of all tokens into `scratch.toks`, then prefetch every first trie edge.
+    fn lookup_group(&self, group: &[(Option<&str>, usize)], scratch: &mut Scratch) {
+        scratch.toks.clear();
+        if self.n_word_entries == 0 {
+            return;
+        }
+        let vocab = &self.words.vocab;
+        let mut from = 0;
+        for &(text, to) in group {
+            if let Some(t) = text {
+                let src = t.as_bytes();
+                scratch
+                    .toks
+                    .extend(scratch.keys[from..to].iter().map(|&(key, hash, s, n)| {
+                        let tok = &src[s as usize..(s + n) as usize];
+                        vocab.get(key, hash, tok).unwrap_or((NONE, NO_ENTRY))
+                    }));
+                self.words.prefetch_edges(&scratch.toks[from..to]);
+            }
+            from = to;
+        }
+    }
+
+    /// Pass 3 for one text of a looked-up group: walk, substring automaton, sort, dedup.
+    fn finish_looked_up(
+        &self,
+        text: &str,
+        toks: Range<usize>,
+        scratch: &mut Scratch,
+        out: &mut Vec<u32>,
+    ) {
         let start = out.len();
-        let fixed = self.mode == Mode::Fixed;
+        if self.n_word_entries > 0 {
+            self.words.walk(&scratch.toks[toks], out);
+        }
+        self.finish_ids(text, start, scratch, out);
+    }
+
+    /// Passes 2 and 3 for one text whose keys are `scratch.keys[keys]`: look the tokens up,
+    /// walk the trie, run the substring automaton, then sort and dedup the ids.
+    #[inline]
+    fn finish(
+        &self,
+        text: &str,
+        src: &[u8],
+        keys: Range<usize>,
+        scratch: &mut Scratch,
+        out: &mut Vec<u32>,
+    ) {
+        let start = out.len();
         if self.n_word_entries > 0 {
             let vocab = &self.words.vocab;
-            let Scratch {
-                spaced, toks, keys, ..
-            } = scratch;
-            // Pass 1: key and hash of every token, prefetching its slot.
-            keys.clear();
-            let src: &[u8] = if fixed {
-                // Unicode spaces become boundaries: tokenise the spaced text itself.
-                spaced_into(text, true, spaced);
-                let inner = &spaced[1..spaced.len() - 1];
-                let mut at = 0;
-                for tok in inner.split(|&b| b == b' ') {
-                    push_key(vocab, tok, at, keys);
-                    at += tok.len() + 1;
-                }
-                inner
-            } else {
-                let src = py_strip(text).as_bytes();
-                for_each_token(src, |s, e| push_key(vocab, &src[s..e], s, keys));
-                src
-            };
-            // Pass 2: look them up; pass 3: walk the trie.
-            toks.clear();
-            toks.extend(keys.iter().map(|&(key, hash, s, n)| {
-                let tok = &src[s as usize..(s + n) as usize];
-                vocab.get(key, hash, tok).unwrap_or((NONE, NO_ENTRY))
-            }));
-            self.words.walk(toks, out);
+            scratch.toks.clear();
+            scratch
+                .toks
+                .extend(scratch.keys[keys].iter().map(|&(key, hash, s, n)| {
+                    let tok = &src[s as usize..(s + n) as usize];
+                    vocab.get(key, hash, tok).unwrap_or((NONE, NO_ENTRY))
+                }));
+            self.words.prefetch_edges(&scratch.toks);
+            self.words.walk(&scratch.toks, out);
         }
+        self.finish_ids(text, start, scratch, out);
+    }
+
+    /// Add the substring automaton's ids, then sort and dedup `out[start..]`.
+    #[inline]
+    fn finish_ids(&self, text: &str, start: usize, scratch: &mut Scratch, out: &mut Vec<u32>) {
         if let Some((ac, pattern_entry)) = &self.substr {
-            spaced_into(text, fixed, &mut scratch.spaced);
+            spaced_into(text, self.mode == Mode::Fixed, &mut scratch.spaced);
             for m in ac.find_overlapping_iter(scratch.spaced.as_slice()) {
                 out.push(pattern_entry[m.pattern().as_usize()]);
             }
@@ -621,12 +706,43 @@ impl Matcher {
             invalid: Vec::new(),
         };
         csr.offsets.push(0);
-        for i in r {
-            match std::str::from_utf8(texts.get(i)) {
-                Ok(text) => self.match_into(text, &mut scratch, &mut csr.ids),
-                Err(_) => csr.invalid.push((i - base) as u64),
+        if self.mode == Mode::Fixed {
+            for i in r {
+                match std::str::from_utf8(texts.get(i)) {
+                    Ok(text) => self.match_into(text, &mut scratch, &mut csr.ids),
+                    Err(_) => csr.invalid.push((i - base) as u64),
+                }
+                csr.offsets.push(csr.ids.len() as i64);
             }
-            csr.offsets.push(csr.ids.len() as i64);
+            return csr;
+        }
+        // Pass 1 runs over a group of texts before their lookups, so the prefetched
+        // slots have time to arrive.
+        let mut group: Vec<(Option<&str>, usize)> = Vec::with_capacity(GROUP);
+        let mut start = r.start;
+        while start < r.end {
+            let end = (start + GROUP).min(r.end);
+            group.clear();
+            scratch.keys.clear();
+            for i in start..end {
+                let text = std::str::from_utf8(texts.get(i)).ok();
+                if let Some(t) = text {
+                    self.push_keys(t, &mut scratch);
+                }
+                group.push((text, scratch.keys.len()));
+            }
+            // Pass 2 for the whole group, then prefetch the first trie edges of all texts.
+            self.lookup_group(&group, &mut scratch);
+            let mut from = 0;
+            for (k, &(text, to)) in group.iter().enumerate() {
+                match text {
+                    Some(t) => self.finish_looked_up(t, from..to, &mut scratch, &mut csr.ids),
+                    None => csr.invalid.push((start + k - base) as u64),
+                }
+                csr.offsets.push(csr.ids.len() as i64);
+                from = to;
+            }
+            start = end;
         }
         csr
     }
