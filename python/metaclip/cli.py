@@ -59,6 +59,18 @@ def _options(f):
         click.option("--rows-per-file", type=int, default=1_000_000, show_default=True),
         click.option("-q", "--quiet", is_flag=True, help="No progress bars."),
     ]  # fmt: skip
+    f = click.option(
+        "--ray-address",
+        default=None,
+        help="With --engine ray: an existing cluster (default: start a local Ray).",
+    )(f)
+    f = click.option(
+        "--engine",
+        type=click.Choice(["embedded", "ray"]),
+        default="embedded",
+        show_default=True,
+        help="embedded (this machine) or ray (Ray Data).",
+    )(f)
     for opt in reversed(opts):
         f = opt(f)
     return f
@@ -68,9 +80,19 @@ def _engine(kw: dict):
     from metaclip.pipeline.run import Config, Engine
 
     kw = dict(kw)
+    engine, address = kw.pop("engine", "embedded"), kw.pop("ray_address", None)
     kw["pool"] = tuple(kw["pool"])
     kw["out"] = str(kw["out"])
-    return Engine(Config(**kw))
+    cfg = Config(**kw)
+    if engine == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise MetaclipError("--engine ray needs Ray: pip install 'metaclip[ray]'") from None
+        from metaclip.pipeline.ray_engine import RayEngine
+
+        return RayEngine(cfg, address=address)
+    return Engine(cfg)
 
 
 def _friendly(f):
