@@ -49,7 +49,11 @@ def _options(f):
         click.option("--epoch", type=int, default=0, show_default=True),
         click.option("--lid/--no-lid", default=False,
                      help="Identify each text's language (when there is no --lang-column)."),
-        click.option("--lid-threshold", type=float, default=0.0, show_default=True),
+        click.option("--lid-threshold", type=float, default=0.0, show_default=True,
+                     help="Predictions less confident than this go to 'other'."),
+        click.option("--lid-mapping", default=None,
+                     help="LID code → metadata language table (TSV or JSON); default: "
+                          "metaclip/data/lid/mapping.tsv."),
         click.option("--max-text-bytes", type=int, default=1 << 20, show_default=True,
                      help="Longer texts are skipped and counted as too_long."),
         click.option("--workers", type=int, default=1, show_default=True,

@@ -56,6 +56,7 @@ class Config:
     epoch: int = 0
     lid: bool = False
     lid_threshold: float = 0.0
+    lid_mapping: str | None = None
     max_text_bytes: int = 1 << 20
     workers: int = 1
     threads: int = 0
@@ -70,7 +71,7 @@ class Config:
     def match_key(self, md: Metadata) -> str:
         return fingerprint(
             "match", md.digest(), self.mode, asdict(self.columns), self.lid,
-            self.lid_threshold, self.max_text_bytes,
+            self.lid_threshold, self.lid_mapping, self.max_text_bytes,
         )  # fmt: skip
 
     def sample_key(self, md: Metadata) -> str:
@@ -104,19 +105,27 @@ class Progress:
             self.bar.close()
 
 
-def _lid_function(cfg: Config) -> Callable | None:
+def _lid_function(cfg: Config) -> tuple[Callable | None, dict]:
+    """The language identifier for texts without a language column, and its description
+    for the datacard."""
     if not cfg.lid:
-        return None
-    try:
-        from metaclip import lid
-    except ImportError as e:  # pragma: no cover - depends on the build
-        raise RuntimeError("language identification is not available in this build") from e
-    ident = lid.LanguageIdentifier(threshold=cfg.lid_threshold)
+        return None, {}
+    from metaclip.lid import LanguageIdentifier
 
-    def identify(texts: pa.ChunkedArray) -> np.ndarray:
-        return ident.identify_names(texts.combine_chunks(), threads=max(1, cfg.threads))
+    ident = LanguageIdentifier(threshold=cfg.lid_threshold, mapping=cfg.lid_mapping)
+    names = pa.array(ident.languages, pa.string())
 
-    return identify
+    def identify(texts: pa.ChunkedArray) -> pa.Array:
+        idx, _ = ident.identify(texts.combine_chunks(), threads=cfg.threads)
+        return pa.DictionaryArray.from_arrays(pa.array(idx, pa.int16()), names)
+
+    info = {
+        "backend": ident.backend,
+        "model": str(ident.model_path) if ident.model_path else None,
+        "threshold": cfg.lid_threshold,
+        "mapping": cfg.lid_mapping or "default",
+    }
+    return identify, info
 
 
 class Engine:
@@ -129,7 +138,7 @@ class Engine:
         self.shards = discover(list(cfg.pool))
         self.match_dir = self.out / "_work" / f"match-{cfg.match_key(self.md)}"
         self.sample_dir = self.out / "_work" / f"sample-{cfg.sample_key(self.md)}"
-        self.lid = _lid_function(cfg)
+        self.lid, self.lid_info = _lid_function(cfg)
         cores = os.cpu_count() or 1
         self.threads = cfg.threads or max(1, cores // max(1, cfg.workers))
 
@@ -259,6 +268,7 @@ class Engine:
                 "language_offsets": stages.lang_offsets(self.md),
             },
             "languages": per_lang,
+            "language_identification": self.lid_info or None,
             "pool": {
                 "shards": len(self.shards),
                 "texts": match.texts,

@@ -74,13 +74,15 @@ def text_languages(table: pa.Table, md: Metadata, lid=None) -> np.ndarray:
     if "__lang" in table.column_names:
         raw = table.column("__lang").combine_chunks()
     elif lid is not None:
-        raw = pa.array(lid(table.column("__text")), pa.string())
+        raw = lid(table.column("__text"))
     else:
         raise ValueError(
             "the metadata has several languages: give the pool's language column "
             "(--lang-column) or enable language identification (--lid)"
         )
-    enc = pc.dictionary_encode(raw.cast(pa.string()))
+    if isinstance(raw, pa.ChunkedArray):
+        raw = raw.combine_chunks()
+    enc = raw if pa.types.is_dictionary(raw.type) else pc.dictionary_encode(raw.cast(pa.string()))
     index = {lang: i for i, lang in enumerate(md.langs)}
     resolved = [md.resolve(v) for v in enc.dictionary.to_pylist()]
     lut = np.array([index[r] if r is not None else -1 for r in resolved] + [-1], np.int32)
