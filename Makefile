@@ -2,7 +2,7 @@
 PY ?= python3
 PIP ?= $(PY) -m pip
 # Debian packages whose data the tests read (WordNet; gettext catalogues for LID).
-APT_TEST_PACKAGES ?= wordnet-base iso-codes
+APT_TEST_PACKAGES ?= wordnet-base iso-codes shared-mime-info libc-l10n
 
 .PHONY: help dev deps-test test test-rust test-py lint fmt bench demo clean
 
@@ -10,7 +10,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
 
 dev: ## editable install with every extra (Rust extension built in release mode)
-	$(PIP) install -e ".[test,train,report]"
+	$(PIP) install -e ".[test,train,ray]"
 
 deps-test: ## test data from Debian packages, when apt is available (tests skip without)
 	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
