@@ -21,9 +21,10 @@ def vocabulary(n: int = 320_000) -> tuple[list[str], np.ndarray, str]:
     try:
         import wordfreq
 
+        freq = wordfreq.get_frequency_dict("en")
         words = [w for w in wordfreq.top_n_list("en", n) if " " not in w]
-        freqs = np.array([wordfreq.word_frequency(w, "en") for w in words], dtype=np.float64)
-        source = f"wordfreq {wordfreq.__version__ if hasattr(wordfreq, '__version__') else ''}"
+        freqs = np.array([freq[w] for w in words], dtype=np.float64)
+        source = "wordfreq (English)"
     except ImportError:
         rng = np.random.default_rng(0)
         syll = ["ka", "to", "ri", "mon", "sel", "ba", "dre", "lu", "vi", "nor", "es", "ti"]
@@ -54,11 +55,18 @@ def metadata(n_entries: int, words: list[str], probs: np.ndarray, seed: int = 0)
     # ~20% bigrams from frequency-weighted pairs, ~12% titles; fill up to n_entries.
     top = min(len(words), 60_000)
     p_top = probs[:top] / probs[:top].sum()
+    pool = rng.choice(top, size=4 * n_entries, p=p_top)  # drawn once: choice(p=...) is O(top)
+    coins = rng.random(size=(4 * n_entries, 3))
+    at = 0
     while len(out) < n_entries:
-        k = int(rng.choice([2, 2, 2, 3, 4])) if rng.random() < 0.4 else 2
-        picks = rng.choice(top, size=k, p=p_top)
-        phrase = [words[i] for i in picks]
-        if k > 2 or rng.random() < 0.3:
+        if at + 4 > len(pool):
+            pool = rng.choice(top, size=4 * n_entries, p=p_top)
+            at = 0
+        c = coins[at % len(coins)]
+        k = (2, 2, 2, 3, 4)[int(c[1] * 5)] if c[0] < 0.4 else 2
+        phrase = [words[i] for i in pool[at : at + k]]
+        at += k
+        if k > 2 or c[2] < 0.3:
             phrase = [w.capitalize() for w in phrase]
         out.setdefault(" ".join(phrase))
     return list(out)[:n_entries]
