@@ -1,0 +1,84 @@
+"""Metadata loading, fork safety and the typed API surface."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from metaclip import core
+from metaclip.exceptions import MetadataError
+
+
+def test_load_metadata_json_and_lines(tmp_path):
+    (tmp_path / "m.json").write_text(json.dumps(["dog", "hot dog", "Gas", "gas"]))
+    assert core.load_metadata(tmp_path / "m.json") == ["dog", "hot dog", "Gas", "gas"]
+    (tmp_path / "m.txt").write_text("dog\nhot dog\r\n")
+    assert core.load_metadata(tmp_path / "m.txt") == ["dog", "hot dog"]
+
+
+def test_load_metadata_errors_name_the_problem(tmp_path):
+    (tmp_path / "d.json").write_text(json.dumps(["a", "b", "a"]))
+    with pytest.raises(MetadataError, match=r'"a" \(ids 0 and 2\)'):
+        core.load_metadata(tmp_path / "d.json")
+    (tmp_path / "bad.json").write_text('["a", 1]')
+    with pytest.raises(MetadataError, match=r"bad\.json:1"):
+        core.load_metadata(tmp_path / "bad.json")
+    (tmp_path / "bad.txt").write_bytes(b"ok\n\xff\n")
+    with pytest.raises(MetadataError, match=r"bad\.txt:2"):
+        core.load_metadata(tmp_path / "bad.txt")
+    with pytest.raises(OSError):
+        core.load_metadata(tmp_path / "missing.json")
+
+
+def test_load_metadata_by_language(tmp_path):
+    table = pa.table({"lang": ["en", "zh", "en"], "entry": ["dog", "狗", "cat"]})
+    pq.write_table(table, tmp_path / "m.parquet")
+    assert core.load_metadata_by_language(tmp_path / "m.parquet") == {
+        "en": ["dog", "cat"],
+        "zh": ["狗"],
+    }
+    (tmp_path / "m.jsonl").write_text(
+        "\n".join(json.dumps({"lang": "en", "entry": e}) for e in ["a", "a"])
+    )
+    with pytest.raises(MetadataError, match="language 'en'"):
+        core.load_metadata_by_language(tmp_path / "m.jsonl")
+    pq.write_table(pa.table({"language": ["en"], "entry": ["a"]}), tmp_path / "x.parquet")
+    with pytest.raises(MetadataError, match="missing column"):
+        core.load_metadata_by_language(tmp_path / "x.parquet")
+
+
+_MATCHER = None
+
+
+def _child(q):
+    # Uses the parent's matcher and a multi-threaded call after fork().
+    r = _MATCHER.match([f"w{i % 7} w{i % 5}" for i in range(20_000)], threads=2)
+    q.put(r.lists()[:3])
+
+
+def test_usable_after_fork():
+    global _MATCHER
+    _MATCHER = core.Matcher([f"w{i}" for i in range(10)])
+    texts = [f"w{i % 7} w{i % 5}" for i in range(20_000)]
+    parent = _MATCHER.match(texts, threads=2).lists()[:3]  # the parent's pool now exists
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child, args=(q,))
+    p.start()
+    p.join(timeout=60)
+    assert p.exitcode == 0, "child hung or crashed after fork"
+    assert q.get(timeout=5) == parent
+
+
+def test_modes_and_sizes():
+    m = core.Matcher(["dog", "相机", "hot dog"], mode="mc2")
+    assert (m.mode, m.n_entries, m.n_word_entries, m.n_substring_entries) == ("mc2", 3, 2, 1)
+    assert len(m) == 3 and m.memory_bytes() > 0
+    with pytest.raises(ValueError, match="mode"):
+        core.Matcher(["a"], mode="nope")
+    with pytest.raises(ValueError, match="positive"):
+        core.probabilities(pa.array([1], pa.uint64()).to_numpy(), 0)
