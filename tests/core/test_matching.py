@@ -99,6 +99,8 @@ def test_cjk_inside_running_text_mc2():
     entries = ["相机", "猫", "แมว", "カメラ"]
     assert ids(entries, "我的新相机很好", "mc2") == ["相机"]
     assert ids(entries, "ฉันรักแมวมาก", "mc2") == ["แมว"]
+    # Japanese: a Kanji entry inside running text matches; its neighbours are kana.
+    assert ids(["東京", "カメラ"], "私は東京に行った", "mc2") == ["東京"]
     # The kana quirk: Katakana is not CJK-like, so the entry keeps its pads.
     assert ids(entries, "新しいカメラを買った", "mc2") == []
     assert ids(entries, "新しいカメラを買った", "fixed") == ["カメラ"]
