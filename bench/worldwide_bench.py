@@ -79,7 +79,7 @@ def language(i: int, n_entries: int, n_texts: int, rng) -> tuple[str, list[str],
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--langs", type=int, default=50)
-    ap.add_argument("--entries-per-lang", type=int, default=100_000)
+    ap.add_argument("--entries-per-lang", type=int, default=110_000)
     ap.add_argument("--texts", type=int, default=1_000_000)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json", type=Path)

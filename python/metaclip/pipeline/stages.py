@@ -110,18 +110,18 @@ def match_table(
     texts = table.column("__text").combine_chunks()
     parts_rows, parts_lang, parts_lists = [], [], []
     counts: dict[str, np.ndarray] = {}
+    # Group usable rows by language once (stable: rows stay in order within a language).
+    group = np.where(usable, langs, -1)
+    order = np.argsort(group, kind="stable")
+    bounds = np.searchsorted(group[order], np.arange(len(md.langs) + 1))
     for li, lang in enumerate(md.langs):
-        m = md.matcher(lang)
-        mask = usable & (langs == li)
-        stats.lang_texts[lang] = int(mask.sum())
-        if not mask.any():
-            counts[lang] = np.zeros(m.n_entries, dtype=np.uint64)
+        sel = order[bounds[li] : bounds[li + 1]]
+        stats.lang_texts[lang] = int(len(sel))
+        if len(sel) == 0:
+            counts[lang] = np.zeros(len(md.entries[lang]), dtype=np.uint64)
             continue
-        if mask.all():
-            sel, sub = np.arange(n), texts
-        else:
-            sel = np.flatnonzero(mask)
-            sub = texts.filter(pa.array(mask))
+        m = md.matcher(lang)
+        sub = texts if len(sel) == n else texts.take(pa.array(sel))
         res = m.match(sub, threads=threads)
         counts[lang] = core.count_entries(res.ids, m.n_entries)
         hit = res.matched
