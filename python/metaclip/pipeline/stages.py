@@ -116,7 +116,7 @@ def match_table(
     bounds = np.searchsorted(group[order], np.arange(len(md.langs) + 1))
     for li, lang in enumerate(md.langs):
         sel = order[bounds[li] : bounds[li + 1]]
-        stats.lang_texts[lang] = int(len(sel))
+        stats.lang_texts[lang] = len(sel)
         if len(sel) == 0:
             counts[lang] = np.zeros(len(md.entries[lang]), dtype=np.uint64)
             continue
