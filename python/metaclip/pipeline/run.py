@@ -80,6 +80,11 @@ class Config:
         )
 
 
+def _write_work(table: pa.Table, path: Path) -> None:
+    """Work files favour speed: LZ4 instead of the default Snappy."""
+    pq.write_table(table, path, compression="lz4")
+
+
 class Progress:
     """A tqdm bar over texts (rate and ETA), silent when quiet or tqdm is missing."""
 
@@ -174,7 +179,7 @@ class Engine:
             table = self._read(shard, only_needed=True)
             matches, stats, counts = stages.match_table(table, self.md, self.threads, self.lid)
             base = self.match_dir / shard.name
-            atomic_write(base.with_suffix(".parquet"), lambda p: pq.write_table(matches, p))
+            atomic_write(base.with_suffix(".parquet"), lambda p: _write_work(matches, p))
             atomic_write(
                 base.with_suffix(".npz"),
                 lambda p: np.savez(open(p, "wb"), **{f"lang_{k}": v for k, v in counts.items()}),
@@ -213,7 +218,7 @@ class Engine:
                 self.cfg.epoch, self.threads,
             )  # fmt: skip
             base = self.sample_dir / shard.name
-            atomic_write(base.with_suffix(".parquet"), lambda p: pq.write_table(kept, p))
+            atomic_write(base.with_suffix(".parquet"), lambda p: _write_work(kept, p))
             langs = kept.column("lang").value_counts().to_pylist() if kept.num_rows else []
             sizes = {d["values"]: d["counts"] for d in langs}
             write_json(base.with_suffix(".json"), {"kept": kept.num_rows, "lang_kept": sizes})
@@ -224,7 +229,9 @@ class Engine:
     def write(self) -> list[Path]:
         """Concatenate the kept rows in input order into fixed-size output files, so the
         bytes do not depend on how the pool was sharded."""
-        parts = [pq.read_table(self.sample_dir / f"{s.name}.parquet") for s in self.shards]
+        paths = [self.sample_dir / f"{s.name}.parquet" for s in self.shards]
+        with ThreadPoolExecutor(max(1, self.cfg.workers)) as ex:
+            parts = list(ex.map(pq.read_table, paths))
         parts = [p for p in parts if p.num_rows] or parts[:1]
         subset = pa.concat_tables(parts, promote_options="default").combine_chunks()
         final = self.out / "subset"
@@ -232,9 +239,14 @@ class Engine:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         step = max(1, self.cfg.rows_per_file)
-        for i, start in enumerate(range(0, max(subset.num_rows, 1), step)):
-            chunk = subset.slice(start, step)
+
+        def write_part(i: int) -> None:
+            chunk = subset.slice(i * step, step)
             pq.write_table(chunk, tmp / f"part-{i:05d}.parquet", row_group_size=step)
+
+        n_parts = max(1, -(-subset.num_rows // step))
+        with ThreadPoolExecutor(max(1, self.cfg.workers)) as ex:
+            list(ex.map(write_part, range(n_parts)))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         return sorted(final.glob("*.parquet"))
