@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -167,7 +168,12 @@ def test_failed_task_is_retried_without_losing_rows(pools, embedded, tmp_path, s
         pool=(str(pool),), out=str(tmp_path / "ray"), metadata=str(pool.parent / "metadata"),
         mode="mc2", lang_column="lang", t_en=6.0, rows_per_file=400, quiet=True,
     )  # fmt: skip
+    if stage == "sample":  # resume from the embedded engine's match outputs
+        shutil.copytree(embedded["mc2"] / "_work", tmp_path / "ray" / "_work")
+        matched = {p: p.stat().st_mtime_ns for p in (tmp_path / "ray").glob("_work/match-*/0*")}
     card = Engine(cfg).run()
+    if stage == "sample":  # ...which were used as they were, not redone
+        assert len(matched) == 9 and {p: p.stat().st_mtime_ns for p in matched} == matched
     assert marker.exists()  # the fault did fire, and Ray reran the task
     assert ray.is_initialized()  # a Ray the engine did not start is left running
     assert_same_results(embedded["mc2"], tmp_path / "ray")
