@@ -319,8 +319,9 @@ class RayEngine(Engine):
     # -- stages --------------------------------------------------------------------------
     def _stage(self, desc: str, worker: type[ShardWorker], work_dir: Path, **kwargs: Any) -> None:
         """Run ``worker`` over every shard whose ``work_dir/<shard>.json`` is missing."""
-        done = [s for s in self.shards if (work_dir / f"{s.name}.json").exists()]
-        todo = [s for s in self.shards if s not in done]
+        finished = [(work_dir / f"{s.name}.json").exists() for s in self.shards]
+        done = [s for s, f in zip(self.shards, finished, strict=True) if f]
+        todo = [s for s, f in zip(self.shards, finished, strict=True) if not f]
         bar = Progress(desc, self._total(), self.cfg.quiet)
         bar.update(sum(count_rows(s) or 0 for s in done))
         try:
