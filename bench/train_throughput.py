@@ -92,7 +92,7 @@ def measure(name: str, attention: str, ac: bool, args, info) -> dict:
     except torch.OutOfMemoryError:
         return {**row, "status": "OOM"}
     finally:
-        model = opt = None  # noqa: F841 (free before the next configuration)
+        model = opt = None
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()

@@ -349,6 +349,11 @@ class ResumableLoader:
         self.next_stream = (self.next_stream + 1) % self.dataset.num_streams
         return batch
 
+    def close(self) -> None:
+        """Stop the worker processes."""
+        self._it = None
+        self._loader = None
+
     def state_dict(self) -> dict:
         return {
             "streams": {str(k): list(v) for k, v in self.positions.items()},

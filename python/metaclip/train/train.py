@@ -169,60 +169,52 @@ def _run(cfg: TrainConfig, info) -> dict:
     stop = cfg.stop_at or cfg.steps
     summary: dict = {"start_step": step, "loss": None, "eval": {}}
     saved_at, t0, pairs = step, time.time(), 0
-    model.train()
-    while step < stop:
-        batch = next(loader)
-        loss = train_step(model, batch, optimizer, scheduler, cfg, device)
-        step += 1
-        pairs += batch["images"].shape[0] * info.world
-        summary["loss"] = loss
-        if step % cfg.log_every == 0 or step == stop:
-            dt = time.time() - t0
-            logger.log(
-                step,
-                {
-                    "train/loss": loss,
-                    "train/lr": scheduler.get_last_lr()[0],
-                    "train/logit_scale": full_tensor(model.logit_scale).exp().item(),
-                    "train/pairs_per_s": pairs / max(dt, 1e-9),
-                },
-            )
-            log.info("step %d/%d loss %.4f (%.1f pairs/s)", step, cfg.steps, loss, pairs / dt)
-            t0, pairs = time.time(), 0
-        if (
-            has_eval
-            and cfg.eval.every_steps
-            and step % cfg.eval.every_steps == 0
-            and (step != cfg.steps)
-        ):
-            summary["eval"] = evaluate(model, tokenizer, cfg, device, dtype)
-            logger.log(step, summary["eval"])
-        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-            ckpt.save(
-                out,
-                model=model,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                step=step,
-                data_state=loader.state_dict(),
-            )
-            saved_at = step
-    if saved_at != step:
+
+    def save(at: int) -> None:
+        state = loader.state_dict()
         ckpt.save(
-            out,
-            model=model,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            step=step,
-            data_state=loader.state_dict(),
+            out, model=model, optimizer=optimizer, scheduler=scheduler, step=at, data_state=state
         )
-    if step == cfg.steps:
-        if has_eval:
-            summary["eval"] = evaluate(model, tokenizer, cfg, device, dtype)
-            logger.log(step, summary["eval"])
-            log.info("eval at step %d: %s", step, summary["eval"])
-        if cfg.export:
-            ckpt.export_consolidated(model, out / "open_clip_model.pt")
-    logger.close()
+
+    try:
+        model.train()
+        while step < stop:
+            batch = next(loader)
+            loss = train_step(model, batch, optimizer, scheduler, cfg, device)
+            step += 1
+            pairs += batch["images"].shape[0] * info.world
+            summary["loss"] = loss
+            if step % cfg.log_every == 0 or step == stop:
+                dt = time.time() - t0
+                logger.log(
+                    step,
+                    {
+                        "train/loss": loss,
+                        "train/lr": scheduler.get_last_lr()[0],
+                        "train/logit_scale": full_tensor(model.logit_scale).exp().item(),
+                        "train/pairs_per_s": pairs / max(dt, 1e-9),
+                    },
+                )
+                log.info("step %d/%d loss %.4f (%.1f pairs/s)", step, cfg.steps, loss, pairs / dt)
+                t0, pairs = time.time(), 0
+            periodic = cfg.eval.every_steps and step % cfg.eval.every_steps == 0
+            if has_eval and periodic and step != cfg.steps:
+                summary["eval"] = evaluate(model, tokenizer, cfg, device, dtype)
+                logger.log(step, summary["eval"])
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                save(step)
+                saved_at = step
+        if saved_at != step:
+            save(step)
+        if step == cfg.steps:
+            if has_eval:
+                summary["eval"] = evaluate(model, tokenizer, cfg, device, dtype)
+                logger.log(step, summary["eval"])
+                log.info("eval at step %d: %s", step, summary["eval"])
+            if cfg.export:
+                ckpt.export_consolidated(model, out / "open_clip_model.pt")
+    finally:
+        loader.close()
+        logger.close()
     summary["step"] = step
     return summary
