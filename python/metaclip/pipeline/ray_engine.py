@@ -292,7 +292,8 @@ class RayEngine(Engine):
 
     @contextmanager
     def _data_context(self) -> Iterator[Any]:
-        """Retry actor tasks on errors (bad input never reaches Ray as an error); quiet."""
+        """Retry actor tasks on errors (bad input never reaches Ray as an error). Ray Data's
+        own progress bars and INFO logs are off: each stage shows our texts/s bar."""
         from ray.data import DataContext
 
         ctx = DataContext.get_current()
@@ -300,9 +301,8 @@ class RayEngine(Engine):
         log = logging.getLogger("ray.data")
         saved_level = log.level
         ctx.actor_task_retry_on_errors = True
-        if self.cfg.quiet:
-            ctx.enable_progress_bars = False
-            log.setLevel(logging.WARNING)
+        ctx.enable_progress_bars = False
+        log.setLevel(logging.WARNING)
         try:
             with warnings.catch_warnings():
                 # Retry bounds (max_retries, max_task_retries, ...) can only be given as
@@ -322,12 +322,12 @@ class RayEngine(Engine):
         finished = [(work_dir / f"{s.name}.json").exists() for s in self.shards]
         done = [s for s, f in zip(self.shards, finished, strict=True) if f]
         todo = [s for s, f in zip(self.shards, finished, strict=True) if not f]
+        ray = self._ray() if todo else None  # before the bar: Ray prints as it starts
         bar = Progress(desc, self._total(), self.cfg.quiet)
         bar.update(sum(count_rows(s) or 0 for s in done))
         try:
-            if not todo:
+            if ray is None:
                 return
-            ray = self._ray()
             actors, per_actor = self._pool(len(todo))
             threads = self.cfg.threads or 1
             work_dir.mkdir(parents=True, exist_ok=True)
