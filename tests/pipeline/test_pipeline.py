@@ -165,6 +165,7 @@ def test_jsonl_and_tar_pools_match_parquet(pool, tmp_path):
 def test_several_texts_per_image(pool, tmp_path):
     rows = [{"key": f"img{i}", "text": ["w1 w2", "nothing here", f"w{i % 50}"]} for i in range(300)]
     rows += [{"key": "empty", "text": []}, {"key": "none", "text": None}, {"key": "s", "text": "x"}]
+    rows += [{"text": ["w7"]}]  # no key (so no image key): skipped and counted, no crash
     (tmp_path / "pool").mkdir()
     (tmp_path / "pool" / "a.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     out = tmp_path / "out"
@@ -172,8 +173,8 @@ def test_several_texts_per_image(pool, tmp_path):
     run_cli(*args, "--unit", "image", "--image-column", "key", "--t", "20", "-q")
     subset = pq.read_table(out / "subset")
     card = json.loads((out / "datacard.json").read_text())
-    assert card["pool"]["texts"] == 903 and card["pool"]["unmatched"] == 301
-    assert card["pool"]["skipped_by_reason"] == {"null_text": 2}
+    assert card["pool"]["texts"] == 904 and card["pool"]["unmatched"] == 301
+    assert card["pool"]["skipped_by_reason"] == {"null_text": 2, "null_key": 1}
     # One picked text per kept image, never the unmatched one.
     assert len(set(subset.column("key").to_pylist())) == subset.num_rows <= 300
     texts = subset.column("text").to_pylist()

@@ -23,7 +23,9 @@ import pyarrow.compute as pc
 from metaclip.exceptions import InputError
 
 SUFFIXES = {".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".tar": "tar"}
-SKIP_REASONS = ("null_text", "non_string_text", "invalid_utf8", "too_long", "malformed_row")
+SKIP_REASONS = (
+    "null_text", "non_string_text", "invalid_utf8", "too_long", "malformed_row", "null_key",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -242,17 +244,16 @@ def standardize(table: pa.Table, shard: Shard, cols: Columns, max_text_bytes: in
     key = _require(table, cols.key, shard, "key").combine_chunks()
     key = key.cast(pa.large_string())
     if key.null_count:
-        # A row that is skipped anyway (malformed) needs no real key; any other does.
+        # Without a key a row has no coins: it is skipped (counted as null_key).
         nulls = key.is_null().to_numpy(zero_copy_only=False)
-        skipped = ~skip.is_null().to_numpy(zero_copy_only=False)
-        bad = np.flatnonzero(nulls & ~skipped)
-        if len(bad):
-            raise InputError(f"{shard.path}: row {bad[0]}: the key column {cols.key!r} is null")
+        skip = _mark(skip.cast(pa.string()), nulls, "null_key")
         filler = pa.array([f"__row{i}" for i in range(n)], pa.large_string())
         key = pc.if_else(pa.array(nulls), filler, key)
     image = key
     if cols.image:
         image = _require(table, cols.image, shard, "image").combine_chunks().cast(pa.large_string())
+        if image.null_count:  # no image key (e.g. a malformed row): the row is its own image
+            image = pc.if_else(image.is_null(), key, image)
     if pa.types.is_list(text.type) or pa.types.is_large_list(text.type):
         # Several texts per image: one row per text, the image key shared.
         lengths = pc.fill_null(pc.list_value_length(text), 0).to_numpy(zero_copy_only=False)

@@ -48,11 +48,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from metaclip.exceptions import MetaclipError
-from metaclip.pipeline import stages
-from metaclip.pipeline.io import atomic_write, read_json, write_json
+from metaclip.pipeline.io import atomic_write, read_json
 from metaclip.pipeline.metadata import Metadata
 from metaclip.pipeline.pool import Shard, count_rows, read_shard
-from metaclip.pipeline.run import Config, Engine, Progress, _lid_function
+from metaclip.pipeline.run import (
+    Config,
+    Engine,
+    Progress,
+    _lid_function,
+    match_shard,
+    sample_shard,
+)
 
 RESULT_SCHEMA = pa.schema([("index", pa.int64()), ("rows", pa.int64()), ("error", pa.binary())])
 
@@ -108,20 +114,10 @@ class MatchWorker(ShardWorker):
 
     def __init__(self, entries: list, cfg: Config, work_dir: str, threads: int) -> None:
         super().__init__(entries, cfg, work_dir, threads)
-        self.lid = _lid_function(cfg)
+        self.lid, _ = _lid_function(cfg)
 
     def process(self, shard: Shard) -> int:
-        table = self.read(shard, only_needed=True)
-        matches, stats, counts = stages.match_table(table, self.md, self.threads, self.lid)
-        base = self.dir / shard.name
-        atomic_write(base.with_suffix(".parquet"), lambda p: pq.write_table(matches, p))
-        atomic_write(
-            base.with_suffix(".npz"),
-            lambda p: np.savez(open(p, "wb"), **{f"lang_{k}": v for k, v in counts.items()}),
-        )
-        info = stats.to_json() | {"shard": str(shard.path), "rows": table.num_rows}
-        write_json(base.with_suffix(".json"), info)
-        return table.num_rows
+        return match_shard(shard, self.cfg, self.md, self.dir, self.threads, self.lid)
 
 
 class SampleWorker(ShardWorker):
@@ -137,18 +133,9 @@ class SampleWorker(ShardWorker):
         self.probs = ray.get(probs[0])  # zero-copy from the node's object store
 
     def process(self, shard: Shard) -> int:
-        table = self.read(shard)
-        matches = pq.read_table(self.match_dir / f"{shard.name}.parquet")
-        cfg = self.cfg
-        kept = stages.sample_table(
-            table, matches, self.md, self.probs, cfg.seed, cfg.unit, cfg.epoch, self.threads
+        return sample_shard(
+            shard, self.cfg, self.md, self.match_dir, self.dir, self.probs, self.threads
         )
-        base = self.dir / shard.name
-        atomic_write(base.with_suffix(".parquet"), lambda p: pq.write_table(kept, p))
-        langs = kept.column("lang").value_counts().to_pylist() if kept.num_rows else []
-        sizes = {d["values"]: d["counts"] for d in langs}
-        write_json(base.with_suffix(".json"), {"kept": kept.num_rows, "lang_kept": sizes})
-        return table.num_rows
 
 
 PARTIAL_SCHEMA = pa.schema(
@@ -162,22 +149,28 @@ PARTIAL_SCHEMA = pa.schema(
 
 def partial_counts(batch: pa.Table, match_dir: str, langs: list[str]) -> pa.Table:
     """Sum the counts of a group of shards; emit them sparse, one row per language."""
-    total: dict[str, np.ndarray] = {}
+    ids_by: dict[str, list] = {lang: [] for lang in langs}
+    counts_by: dict[str, list] = {lang: [] for lang in langs}
     for names in batch.column("names").to_pylist():
         for name in names:
             with np.load(Path(match_dir) / f"{name}.npz") as z:
                 for lang in langs:
-                    c = z[f"lang_{lang}"]
-                    if lang in total:
-                        total[lang] += c
-                    elif c.any():
-                        total[lang] = c.astype(np.uint64)
+                    ids_by[lang].append(z[f"ids/{lang}"])
+                    counts_by[lang].append(z[f"counts/{lang}"])
+    total: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for lang in langs:
+        ids = np.concatenate(ids_by[lang]) if ids_by[lang] else np.zeros(0, np.uint32)
+        if not len(ids):
+            continue
+        uniq, inv = np.unique(ids, return_inverse=True)
+        sums = np.zeros(len(uniq), dtype=np.uint64)
+        np.add.at(sums, inv, np.concatenate(counts_by[lang]))  # exact, unlike bincount
+        total[lang] = (uniq, sums)
     rows: dict[str, list] = {"lang": [], "ids": [], "counts": []}
-    for lang, c in total.items():
-        nz = np.flatnonzero(c)
+    for lang, (ids, sums) in total.items():
         rows["lang"].append(lang)
-        rows["ids"].append(pa.array(nz, pa.int64()))
-        rows["counts"].append(pa.array(c[nz], pa.uint64()))
+        rows["ids"].append(pa.array(ids.astype(np.int64), pa.int64()))
+        rows["counts"].append(pa.array(sums, pa.uint64()))
     return pa.table(
         {
             "lang": pa.array(rows["lang"], pa.string()),

@@ -85,6 +85,61 @@ def _write_work(table: pa.Table, path: Path) -> None:
     pq.write_table(table, path, compression="lz4")
 
 
+def save_shard_counts(path: Path, counts: dict[str, np.ndarray]) -> None:
+    """A shard's counts, sparse: (ids, counts) of the entries it matched, per language
+    (dense vectors would be 8 bytes × all entries per shard)."""
+    arrays = {}
+    for lang, c in counts.items():
+        nz = np.flatnonzero(c)
+        arrays[f"ids/{lang}"] = nz.astype(np.uint32)
+        arrays[f"counts/{lang}"] = c[nz].astype(np.uint64)
+    atomic_write(path, lambda p: np.savez(open(p, "wb"), **arrays))
+
+
+def add_shard_counts(path: Path, total: dict[str, np.ndarray]) -> None:
+    """Add a shard's sparse counts into dense per-language totals (exact uint64)."""
+    with np.load(path) as z:
+        for lang, acc in total.items():
+            acc[z[f"ids/{lang}"]] += z[f"counts/{lang}"]
+
+
+def match_shard(
+    shard: Shard, cfg: Config, md: Metadata, match_dir: Path, threads: int, lid=None
+) -> int:
+    """The match stage for one shard: read, (LID), match; writes the shard's matches,
+    sparse counts and stats (its ``.json`` last). Returns the rows read."""
+    table = read_shard(shard, cfg.columns, cfg.max_text_bytes, only_needed=True)
+    matches, stats, counts = stages.match_table(table, md, threads, lid)
+    base = match_dir / shard.name
+    atomic_write(base.with_suffix(".parquet"), lambda p: _write_work(matches, p))
+    save_shard_counts(base.with_suffix(".npz"), counts)
+    info = stats.to_json() | {"shard": str(shard.path), "rows": table.num_rows}
+    write_json(base.with_suffix(".json"), info)
+    return table.num_rows
+
+
+def sample_shard(
+    shard: Shard,
+    cfg: Config,
+    md: Metadata,
+    match_dir: Path,
+    sample_dir: Path,
+    probs: np.ndarray,
+    threads: int,
+) -> int:
+    """The sample stage for one shard: coins and kept rows; writes the kept rows and their
+    sizes per language (its ``.json`` last). Returns the rows read."""
+    table = read_shard(shard, cfg.columns, cfg.max_text_bytes)
+    matches = pq.read_table(match_dir / f"{shard.name}.parquet")
+    kept = stages.sample_table(table, matches, md, probs, cfg.seed, cfg.unit, cfg.epoch, threads)
+    base = sample_dir / shard.name
+    atomic_write(base.with_suffix(".parquet"), lambda p: _write_work(kept, p))
+    langs = kept.column("lang").value_counts().to_pylist() if kept.num_rows else []
+    sizes = {d["values"]: d["counts"] for d in langs}
+    write_json(base.with_suffix(".json"), {"kept": kept.num_rows, "lang_kept": sizes})
+    return table.num_rows
+
+
 class Progress:
     """A tqdm bar over texts (rate and ETA), silent when quiet or tqdm is missing."""
 
@@ -176,17 +231,7 @@ class Engine:
         """Per shard: (LID), match, per-shard counts and stats."""
 
         def run(shard: Shard) -> int:
-            table = self._read(shard, only_needed=True)
-            matches, stats, counts = stages.match_table(table, self.md, self.threads, self.lid)
-            base = self.match_dir / shard.name
-            atomic_write(base.with_suffix(".parquet"), lambda p: _write_work(matches, p))
-            atomic_write(
-                base.with_suffix(".npz"),
-                lambda p: np.savez(open(p, "wb"), **{f"lang_{k}": v for k, v in counts.items()}),
-            )
-            info = stats.to_json() | {"shard": str(shard.path), "rows": table.num_rows}
-            write_json(base.with_suffix(".json"), info)
-            return table.num_rows
+            return match_shard(shard, self.cfg, self.md, self.match_dir, self.threads, self.lid)
 
         self._each_shard("match", run, lambda s: (self.match_dir / f"{s.name}.json").exists())
 
@@ -194,9 +239,7 @@ class Engine:
         """Global counts = exact sum of the per-shard counts."""
         total = {lang: np.zeros(len(e), dtype=np.uint64) for lang, e in self.md.entries.items()}
         for s in self.shards:
-            with np.load(self.match_dir / f"{s.name}.npz") as z:
-                for lang in total:
-                    total[lang] += z[f"lang_{lang}"]
+            add_shard_counts(self.match_dir / f"{s.name}.npz", total)
         atomic_write(
             self.match_dir / "counts.npz",
             lambda p: np.savez(open(p, "wb"), **{f"lang_{k}": v for k, v in total.items()}),
@@ -211,18 +254,9 @@ class Engine:
 
     def sample(self, probs: np.ndarray) -> None:
         def run(shard: Shard) -> int:
-            table = self._read(shard)
-            matches = pq.read_table(self.match_dir / f"{shard.name}.parquet")
-            kept = stages.sample_table(
-                table, matches, self.md, probs, self.cfg.seed, self.cfg.unit,
-                self.cfg.epoch, self.threads,
-            )  # fmt: skip
-            base = self.sample_dir / shard.name
-            atomic_write(base.with_suffix(".parquet"), lambda p: _write_work(kept, p))
-            langs = kept.column("lang").value_counts().to_pylist() if kept.num_rows else []
-            sizes = {d["values"]: d["counts"] for d in langs}
-            write_json(base.with_suffix(".json"), {"kept": kept.num_rows, "lang_kept": sizes})
-            return table.num_rows
+            return sample_shard(
+                shard, self.cfg, self.md, self.match_dir, self.sample_dir, probs, self.threads
+            )
 
         self._each_shard("sample", run, lambda s: (self.sample_dir / f"{s.name}.json").exists())
 
