@@ -197,9 +197,11 @@ class DataConfig:
     augment: bool = True  # RandomResizedCrop(scale 0.9-1) as in the recipe; else center crop
     probabilities: str | None = None  # entry probabilities (.npy) -> online curation
     curation_seed: int = 0
+    start_method: str = "forkserver"  # DataLoader workers: "forkserver" | "spawn" | "fork"
 
     def __post_init__(self) -> None:
         _check(bool(self.train_shards), "data.train_shards is required")
+        _choice("data.start_method", self.start_method, ("forkserver", "spawn", "fork"))
         _check(self.batch_size > 0, "data.batch_size must be > 0")
         _check(self.num_workers >= 0, "data.num_workers must be >= 0")
 

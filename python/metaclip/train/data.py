@@ -15,6 +15,7 @@ import glob
 import io
 import json
 import logging
+import multiprocessing
 import re
 import tarfile
 import zlib
@@ -321,16 +322,26 @@ class ShardStream(torch.utils.data.IterableDataset):
 class ResumableLoader:
     """Iterates a :class:`ShardStream` through a DataLoader and tracks the position."""
 
-    def __init__(self, dataset: ShardStream, num_workers: int) -> None:
+    def __init__(
+        self, dataset: ShardStream, num_workers: int, start_method: str = "forkserver"
+    ) -> None:
         self.dataset, self.num_workers = dataset, num_workers
         self.positions = dict(dataset.positions)
         self.next_stream = dataset.rotation
+        ctx = None
+        if num_workers > 0:
+            # workers do not inherit the trainer's threads (gloo, OpenMP, rayon) when they
+            # start from a clean forkserver; it preloads torch so they start fast
+            ctx = multiprocessing.get_context(start_method)
+            if start_method == "forkserver":
+                ctx.set_forkserver_preload(["torch", "metaclip.train.data"])
         self._loader = torch.utils.data.DataLoader(
             dataset,
             batch_size=None,
             num_workers=num_workers,
             persistent_workers=num_workers > 0,
             prefetch_factor=2 if num_workers else None,
+            multiprocessing_context=ctx,
         )
         self._it = None
 

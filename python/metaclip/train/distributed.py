@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -34,12 +33,6 @@ class DistInfo:
         return self.rank == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def pick_device(requested: str = "auto") -> str:
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -51,16 +44,10 @@ def pick_device(requested: str = "auto") -> str:
 def init_distributed(requested_device: str = "auto", timeout_s: float = 600) -> DistInfo:
     """Join the torchrun group (or make a world of one); NCCL on CUDA, gloo on CPU."""
     device_type = pick_device(requested_device)
-    if "RANK" not in os.environ:  # not launched by torchrun: a single-process world
-        os.environ.update(
-            RANK="0",
-            WORLD_SIZE="1",
-            LOCAL_RANK="0",
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=os.environ.get("MASTER_PORT", str(_free_port())),
-        )
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    launched = "RANK" in os.environ and "WORLD_SIZE" in os.environ  # by torchrun
+    rank = int(os.environ["RANK"]) if launched else 0
+    world = int(os.environ["WORLD_SIZE"]) if launched else 1
+    local_rank = int(os.environ.get("LOCAL_RANK", "0")) if launched else 0
     if device_type == "cuda":
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)
@@ -68,7 +55,12 @@ def init_distributed(requested_device: str = "auto", timeout_s: float = 600) -> 
         device = torch.device("cpu")
     if not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+        timeout = timedelta(seconds=timeout_s)
+        if launched:
+            dist.init_process_group(backend, timeout=timeout)
+        else:  # a world of one: an in-memory store, no port, no environment changes
+            store = dist.HashStore()
+            dist.init_process_group(backend, store=store, rank=0, world_size=1, timeout=timeout)
     mesh = init_device_mesh(device_type, (world,), mesh_dim_names=("dp",))
     log.info("rank %d/%d on %s (%s)", rank, world, device, dist.get_backend())
     return DistInfo(rank, world, local_rank, device, mesh)

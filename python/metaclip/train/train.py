@@ -163,7 +163,7 @@ def _run(cfg: TrainConfig, info) -> dict:
         curation_seed=d.curation_seed,
         state=data_state,
     )
-    loader = ResumableLoader(dataset, d.num_workers)
+    loader = ResumableLoader(dataset, d.num_workers, d.start_method)
     logger = MetricsLogger(out, enabled=info.is_main)
     has_eval = bool(cfg.eval.zeroshot_shards or cfg.eval.retrieval_shards)
     stop = cfg.stop_at or cfg.steps
