@@ -29,12 +29,12 @@ test-py: ## pytest (no install)
 lint: ## clippy, rustfmt, ruff
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo fmt --all -- --check
-	ruff check python tests bench
-	ruff format --check python tests bench
+	$(PY) -m ruff check python tests bench
+	$(PY) -m ruff format --check python tests bench
 
 fmt: ## format Rust and Python
 	cargo fmt --all
-	ruff format python tests bench
+	$(PY) -m ruff format python tests bench
 
 bench: ## matching and pipeline benchmarks (prints tables; takes minutes)
 	$(PY) bench/match_bench.py
@@ -42,7 +42,7 @@ bench: ## matching and pipeline benchmarks (prints tables; takes minutes)
 
 demo: ## install and run the demo
 	$(PIP) install .
-	metaclip-curate demo
+	$(PY) -m metaclip.cli demo
 
 clean:
 	rm -rf target build dist metaclip-demo bench/out python/metaclip/_core*.so
