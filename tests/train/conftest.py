@@ -23,6 +23,17 @@ from metaclip.train.tokenizer import train_sentencepiece
 PYTHON_DIR = str(Path(metaclip.__file__).resolve().parent.parent)
 
 
+def pytest_collection_modifyitems(config, items):
+    """``slow`` tests run only when selected (``-m slow``) or with METACLIP_SLOW=1."""
+    if "slow" in (config.getoption("-m") or "") or os.environ.get("METACLIP_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: run with -m slow or METACLIP_SLOW=1")
+    here = Path(__file__).parent
+    for item in items:  # only ours: this hook sees the whole session's items
+        if "slow" in item.keywords and here in Path(item.path).parents:
+            item.add_marker(skip)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -18,7 +18,7 @@ from metaclip.train.loss import MAX_LOGIT_SCALE, clamp_logit_scale, clip_loss
 from metaclip.train.model import build_model
 
 
-def case(info, loss: str, ac: bool, per_rank: int = 4) -> dict:
+def case(info, loss: str, ac: bool, precision: str = "fp32", per_rank: int = 4) -> dict:
     cfg = model_preset("test-tiny")
     cfg = type(cfg)(**{**cfg.__dict__, "loss": loss})
     torch.manual_seed(0)
@@ -33,7 +33,7 @@ def case(info, loss: str, ac: bool, per_rank: int = 4) -> dict:
     ref_loss = clip_loss(ref(images, tokens), loss, local=True)  # one process, global batch
     ref_loss.backward()
 
-    parallelize(model, info.mesh, precision="fp32", activation_checkpointing=ac)
+    parallelize(model, info.mesh, precision=precision, activation_checkpointing=ac)
     rows = slice(info.rank * per_rank, (info.rank + 1) * per_rank)
     local = clip_loss(model(images[rows], tokens[rows]), loss)
     local.backward()
@@ -41,7 +41,7 @@ def case(info, loss: str, ac: bool, per_rank: int = 4) -> dict:
     ref_params = dict(ref.named_parameters())
     for name, p in model.named_parameters():
         gr = ref_params[name].grad
-        diff = max(diff, (full_tensor(p.grad) - gr).abs().max().item())
+        diff = max(diff, (full_tensor(p.grad).float() - gr).abs().max().item())
         scale = max(scale, gr.abs().max().item())
     with torch.no_grad():  # clamping works on the sharded logit scale
         for p in (model.logit_scale,):
@@ -51,6 +51,7 @@ def case(info, loss: str, ac: bool, per_rank: int = 4) -> dict:
     return {
         "loss": loss,
         "ac": ac,
+        "precision": precision,
         "max_grad_diff": diff,
         "max_grad": scale,
         "clamped_scale_ok": math.isclose(clamped, MAX_LOGIT_SCALE, rel_tol=1e-6),
@@ -59,7 +60,11 @@ def case(info, loss: str, ac: bool, per_rank: int = 4) -> dict:
 
 def main() -> None:
     info = init_distributed("cpu", timeout_s=120)
-    cases = [case(info, "contrastive", False), case(info, "sigmoid", True)]
+    cases = [
+        case(info, "contrastive", False),
+        case(info, "sigmoid", True),
+        case(info, "contrastive", False, "bf16"),
+    ]
     if info.is_main:
         with open(sys.argv[1], "w") as f:
             json.dump({"world": info.world, "cases": cases}, f)
