@@ -34,3 +34,16 @@ def test_tokenizer_rejects_missing_model(tmp_path):
 
     with pytest.raises(ConfigError, match="does not exist"):
         SentencePieceTokenizer(tmp_path / "nope.model", 77)
+
+
+def test_openai_bpe_matches_open_clip():
+    import pytest
+
+    open_clip = pytest.importorskip("open_clip")
+    from metaclip.train.tokenizer import OpenAIBPETokenizer
+
+    texts = ["a photo of a cat", "A Dog in the SNOW!", "word " * 100]
+    ours = OpenAIBPETokenizer(77)(texts)
+    theirs = open_clip.get_tokenizer("ViT-B-32")(texts).numpy()
+    assert (ours == theirs).all()
+    assert OpenAIBPETokenizer(77).pool == "argmax"
