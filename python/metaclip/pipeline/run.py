@@ -21,7 +21,7 @@ import shutil
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +62,6 @@ class Config:
     threads: int = 0
     rows_per_file: int = 1_000_000
     quiet: bool = False
-    extra: dict = field(default_factory=dict)
 
     @property
     def columns(self) -> Columns:
