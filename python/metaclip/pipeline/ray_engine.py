@@ -45,10 +45,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from metaclip.exceptions import MetaclipError
-from metaclip.pipeline.io import atomic_write, read_json
+from metaclip.pipeline.io import atomic_write
 from metaclip.pipeline.metadata import Metadata
 from metaclip.pipeline.pool import Shard, count_rows, read_shard
 from metaclip.pipeline.run import (
@@ -57,7 +56,9 @@ from metaclip.pipeline.run import (
     Progress,
     _lid_function,
     match_shard,
+    plan_subset_parts,
     sample_shard,
+    write_subset_part,
 )
 
 RESULT_SCHEMA = pa.schema([("index", pa.int64()), ("rows", pa.int64()), ("error", pa.binary())])
@@ -188,20 +189,11 @@ def _lists(arrays: list[pa.Array], typ: pa.DataType) -> pa.Array:
 
 
 def write_part(batch: pa.Table, sample_dir: str, tmp_dir: str, schema: pa.Schema) -> pa.Table:
-    """Write output file(s) ``part-{i:05d}.parquet`` from slices of per-shard kept rows."""
-    done = []
-    for row in batch.to_pylist():
-        slices = [
-            pq.read_table(Path(sample_dir) / f"{name}.parquet").slice(start, length)
-            for name, start, length in zip(row["names"], row["starts"], row["lengths"], strict=True)
-        ]
-        # Same columns and types as the embedded engine's one concatenation of all shards.
-        chunk = pa.concat_tables([schema.empty_table(), *slices], promote_options="default")
-        chunk = chunk.combine_chunks()
-        path = Path(tmp_dir) / f"part-{row['part']:05d}.parquet"
-        step = max(1, row["step"])
-        atomic_write(path, lambda p, c=chunk, s=step: pq.write_table(c, p, row_group_size=s))
-        done.append(chunk.num_rows)
+    """Write output file(s) ``part-{i:05d}.parquet`` (one per planned part in the batch)."""
+    done = [
+        write_subset_part(part, Path(sample_dir), Path(tmp_dir), schema)
+        for part in batch.to_pylist()
+    ]
     return pa.table({"rows": pa.array(done, pa.int64())})
 
 
@@ -390,32 +382,8 @@ class RayEngine(Engine):
 
     def write(self) -> list[Path]:
         """The subset files, one task each; the same files as ``Engine.write``."""
-        kept = np.array(
-            [read_json(self.sample_dir / f"{s.name}.json")["kept"] for s in self.shards]
-        )
         names = [s.name for s in self.shards]
-        nonempty = [n for n, k in zip(names, kept, strict=True) if k] or names[:1]
-        schemas = [pq.read_schema(self.sample_dir / f"{n}.parquet") for n in nonempty]
-        schema = pa.unify_schemas(schemas, promote_options="default")
-        step = max(1, self.cfg.rows_per_file)
-        total = int(kept.sum())
-        starts = np.concatenate([[0], np.cumsum(kept)])  # global position of each shard's rows
-        items = []
-        for i, lo in enumerate(range(0, max(total, 1), step)):
-            hi = min(total, lo + step)
-            item: dict[str, Any] = {
-                "part": i,
-                "step": step,
-                "names": [],
-                "starts": [],
-                "lengths": [],
-            }
-            for j in np.flatnonzero((starts[:-1] < hi) & (starts[1:] > lo)):
-                a, b = max(lo, starts[j]), min(hi, starts[j + 1])
-                item["names"].append(names[j])
-                item["starts"].append(int(a - starts[j]))
-                item["lengths"].append(int(b - a))
-            items.append(item)
+        items, schema, total = plan_subset_parts(self.sample_dir, names, self.cfg.rows_per_file)
         final = self.out / "subset"
         tmp = self.out / "_work" / "subset.tmp"
         shutil.rmtree(tmp, ignore_errors=True)

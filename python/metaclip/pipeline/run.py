@@ -139,6 +139,48 @@ def sample_shard(
     return table.num_rows
 
 
+def plan_subset_parts(
+    sample_dir: Path, names: list[str], rows_per_file: int
+) -> tuple[list[dict], pa.Schema, int]:
+    """Which slices of which shards' kept rows form each output file.
+
+    Files hold ``rows_per_file`` rows of the kept rows in input order, so they do not
+    depend on how the pool was sharded. Returns (parts, unified schema, total rows)."""
+    kept = np.array([read_json(sample_dir / f"{n}.json")["kept"] for n in names], np.int64)
+    nonempty = [n for n, k in zip(names, kept, strict=True) if k] or names[:1]
+    schemas = [pq.read_schema(sample_dir / f"{n}.parquet") for n in nonempty]
+    schema = pa.unify_schemas(schemas, promote_options="default")
+    step = max(1, rows_per_file)
+    total = int(kept.sum())
+    starts = np.concatenate([[0], np.cumsum(kept)])  # global position of each shard's rows
+    parts = []
+    for i, lo in enumerate(range(0, max(total, 1), step)):
+        hi = min(total, lo + step)
+        part: dict = {"part": i, "step": step, "names": [], "starts": [], "lengths": []}
+        for j in np.flatnonzero((starts[:-1] < hi) & (starts[1:] > lo)):
+            a, b = max(lo, starts[j]), min(hi, starts[j + 1])
+            part["names"].append(names[j])
+            part["starts"].append(int(a - starts[j]))
+            part["lengths"].append(int(b - a))
+        parts.append(part)
+    return parts, schema, total
+
+
+def write_subset_part(part: dict, sample_dir: Path, out_dir: Path, schema: pa.Schema) -> int:
+    """Write ``part-{i:05d}.parquet`` from its slices; returns its rows. Reads only the
+    shards it needs, so memory holds about one output file, whatever the subset size."""
+    slices = [
+        pq.read_table(sample_dir / f"{name}.parquet").slice(start, length)
+        for name, start, length in zip(part["names"], part["starts"], part["lengths"], strict=True)
+    ]
+    chunk = pa.concat_tables([schema.empty_table(), *slices], promote_options="default")
+    chunk = chunk.combine_chunks()
+    path = out_dir / f"part-{part['part']:05d}.parquet"
+    step = max(1, part["step"])
+    atomic_write(path, lambda p: pq.write_table(chunk, p, row_group_size=step))
+    return chunk.num_rows
+
+
 class Progress:
     """A tqdm bar over texts (rate and ETA), silent when quiet or tqdm is missing."""
 
@@ -260,26 +302,19 @@ class Engine:
         self._each_shard("sample", run, lambda s: (self.sample_dir / f"{s.name}.json").exists())
 
     def write(self) -> list[Path]:
-        """Concatenate the kept rows in input order into fixed-size output files, so the
-        bytes do not depend on how the pool was sharded."""
-        paths = [self.sample_dir / f"{s.name}.parquet" for s in self.shards]
-        with ThreadPoolExecutor(max(1, self.cfg.workers)) as ex:
-            parts = list(ex.map(pq.read_table, paths))
-        parts = [p for p in parts if p.num_rows] or parts[:1]
-        subset = pa.concat_tables(parts, promote_options="default").combine_chunks()
+        """The subset files: the kept rows in input order, ``rows_per_file`` per file."""
+        names = [s.name for s in self.shards]
+        parts, schema, total = plan_subset_parts(self.sample_dir, names, self.cfg.rows_per_file)
         final = self.out / "subset"
         tmp = self.out / "_work" / "subset.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        step = max(1, self.cfg.rows_per_file)
-
-        def write_part(i: int) -> None:
-            chunk = subset.slice(i * step, step)
-            pq.write_table(chunk, tmp / f"part-{i:05d}.parquet", row_group_size=step)
-
-        n_parts = max(1, -(-subset.num_rows // step))
         with ThreadPoolExecutor(max(1, self.cfg.workers)) as ex:
-            list(ex.map(write_part, range(n_parts)))
+            written = sum(
+                ex.map(lambda p: write_subset_part(p, self.sample_dir, tmp, schema), parts)
+            )
+        if written != total:
+            raise RuntimeError(f"wrote {written} subset rows, expected {total}")
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         return sorted(final.glob("*.parquet"))
