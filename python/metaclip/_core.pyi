@@ -44,6 +44,9 @@ def sample_pairs(
     epoch: int = 0,
     threads: int = 0,
 ) -> bytearray: ...
+def keep_probability(
+    offsets: Buffer, ids: Buffer, probs: Buffer, threads: int = 0
+) -> bytearray: ...
 def sample_images(
     key_hashes: Buffer,
     image_offsets: Buffer,

@@ -232,6 +232,13 @@ def sample_pairs(
     return _view(keep, np.uint8).astype(bool)
 
 
+def keep_probability(matches: MatchResult, probs: np.ndarray, threads: int = 0) -> np.ndarray:
+    """P(keep) = 1 − Π(1 − p[e]) per text (0 for texts without matches)."""
+    probs = np.ascontiguousarray(probs, dtype=np.float64)
+    kp = _core.keep_probability(matches.offsets, matches.ids, probs, threads)
+    return _view(kp, np.float64)
+
+
 def sample_images(
     image_keys: Any,
     image_offsets: np.ndarray,

@@ -173,7 +173,7 @@ def global_csr(
     if len(rows):
         lens[rows] = pc.list_value_length(lists).to_numpy()
     csr_offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-    ids = pc.list_flatten(lists).to_numpy().astype(np.uint32)
+    ids = np.asarray(pc.list_flatten(lists).to_numpy(), dtype=np.uint32)
     if len(offsets) > 1 and len(ids):
         enc = pc.dictionary_encode(matches.column("lang").combine_chunks())
         lut = np.array([offsets[x] for x in enc.dictionary.to_pylist()], np.uint32)
@@ -183,16 +183,11 @@ def global_csr(
 
 
 def keep_probability(offsets: np.ndarray, ids: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """1 − Π(1 − p[e]) per row (0 for rows without matches). Each row is summed on its
-    own, so the value does not depend on the row's position or shard."""
-    out = np.zeros(len(offsets) - 1, dtype=np.float64)
-    nonempty = np.diff(offsets) > 0
-    if nonempty.any():
-        with np.errstate(divide="ignore"):
-            logq = np.log1p(-probs[ids])
-        sums = np.add.reduceat(logq, offsets[:-1][nonempty])
-        out[nonempty] = -np.expm1(sums)
-    return out
+    """1 − Π(1 − p[e]) per row (0 for rows without matches), computed row by row in Rust,
+    so the value does not depend on the row's position or shard."""
+    empty = np.zeros(0, dtype=np.int64)
+    res = core.MatchResult(np.ascontiguousarray(offsets, np.int64), ids, empty, empty)
+    return core.keep_probability(res, probs)
 
 
 def sample_table(

@@ -100,6 +100,37 @@ pub fn sample_pairs(
     }))
 }
 
+/// P(keep) = 1 − Π(1 − p[e]) per row of a CSR (0 for a row without ids). The product runs
+/// over the row's ids in order, so a row's value never depends on other rows.
+pub fn keep_probability(
+    offsets: &[i64],
+    ids: &[u32],
+    probs: &[f64],
+    threads: usize,
+) -> Result<Vec<f64>> {
+    check_csr(offsets, ids.len())?;
+    if let Some(&bad) = ids.iter().find(|&&e| e as usize >= probs.len()) {
+        return Err(Error::invalid(format!(
+            "entry id {bad} out of range for {} probabilities",
+            probs.len()
+        )));
+    }
+    let one = |i: usize| {
+        let row = &ids[offsets[i] as usize..offsets[i + 1] as usize];
+        if row.is_empty() {
+            return 0.0;
+        }
+        1.0 - row.iter().fold(1.0, |q, &e| q * (1.0 - probs[e as usize]))
+    };
+    Ok(pool::install(threads, || {
+        (0..offsets.len() - 1)
+            .into_par_iter()
+            .with_min_len(4096)
+            .map(one)
+            .collect()
+    }))
+}
+
 /// MC2: per image, pick one matched text uniformly, then keep it with the MC1 rule.
 /// Image j owns text rows `image_offsets[j]..image_offsets[j+1]`. Returns the keep flag
 /// and the picked text row (-1 when the image has no matched text).
@@ -162,6 +193,13 @@ mod tests {
         // 5 standard errors.
         let se = (expect * (1.0 - expect) / n as f64).sqrt();
         assert!((got - expect).abs() < 5.0 * se, "{got} vs {expect}");
+    }
+
+    #[test]
+    fn keep_probability_is_one_minus_product() {
+        let p = keep_probability(&[0, 2, 2, 3], &[0, 1, 1], &[0.5, 0.25], 1).unwrap();
+        assert_eq!(p, vec![1.0 - 0.5 * 0.75, 0.0, 0.25]);
+        assert!(keep_probability(&[0, 1], &[5], &[0.5], 1).is_err());
     }
 
     #[test]

@@ -329,6 +329,23 @@ fn sample_pairs<'py>(
     Ok(PyByteArray::new(py, &keep))
 }
 
+/// 1 − Π(1 − p) per CSR row (float64 bytes); 0 for rows without ids.
+#[pyfunction]
+#[pyo3(signature = (offsets, ids, probs, threads = 0))]
+fn keep_probability<'py>(
+    py: Python<'py>,
+    offsets: PyBuffer<i64>,
+    ids: PyBuffer<u32>,
+    probs: PyBuffer<f64>,
+    threads: usize,
+) -> PyResult<Bound<'py, PyByteArray>> {
+    let (o, i, p) = (as_slice(&offsets)?, as_slice(&ids)?, as_slice(&probs)?);
+    let kp = py
+        .detach(|| sample::keep_probability(o, i, p, threads))
+        .map_err(|e| to_py(py, e))?;
+    Ok(bytes_of(py, &kp))
+}
+
 /// MC2 image-level sampling: (keep uint8 bytes, picked text row int64 bytes) per image.
 #[pyfunction]
 #[pyo3(signature = (key_hashes, image_offsets, offsets, ids, probs, epoch = 0, threads = 0))]
@@ -387,6 +404,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(coin, m)?)?;
     m.add_function(wrap_pyfunction!(sample_pairs, m)?)?;
     m.add_function(wrap_pyfunction!(sample_images, m)?)?;
+    m.add_function(wrap_pyfunction!(keep_probability, m)?)?;
     m.add_function(wrap_pyfunction!(load_metadata_json, m)?)?;
     m.add_function(wrap_pyfunction!(load_metadata_lines, m)?)?;
     m.add_function(wrap_pyfunction!(check_unique, m)?)?;
