@@ -128,10 +128,12 @@ def match_table(
         stats.lang_matched[lang] = int(hit.sum())
         if not hit.any():
             continue
-        lists = _csr_rows(res.offsets, res.ids)
+        # Unmatched rows are empty, so the matched rows' lists are the same ids with
+        # the offsets of the matched rows (no copy of the ids).
+        offsets = np.append(res.offsets[:-1][hit], res.offsets[-1])
         parts_rows.append(sel[hit])
         parts_lang.append(np.full(int(hit.sum()), li, dtype=np.int32))
-        parts_lists.append(lists.filter(pa.array(hit)))
+        parts_lists.append(_csr_rows(offsets, res.ids))
     stats.matched = sum(stats.lang_matched.values())
     stats.unmatched = int(usable.sum()) - stats.matched
     if parts_rows:
