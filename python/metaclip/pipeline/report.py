@@ -5,25 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from metaclip.pipeline.io import atomic_write
-from metaclip.pipeline.metadata import Metadata
-
-
-def subset_counts(subset_dir: Path, md: Metadata) -> dict[str, np.ndarray]:
-    """Entry counts inside the curated subset, per language."""
-    out = {lang: np.zeros(len(e), dtype=np.uint64) for lang, e in md.entries.items()}
-    files = sorted(subset_dir.glob("*.parquet"))
-    if not files:
-        return out
-    table = ds.dataset(files).to_table(columns=["lang", "entry_ids"])
-    for lang in out:
-        sel = table.filter(pc.equal(table.column("lang"), lang))
-        ids = pc.list_flatten(sel.column("entry_ids")).to_numpy()
-        out[lang] += np.bincount(ids.astype(np.int64), minlength=len(out[lang])).astype(np.uint64)
-    return out
 
 
 def _plots(out: Path, card: dict, before: dict, after: dict) -> list[str]:
@@ -84,11 +67,15 @@ def _save(fig, path: Path) -> None:
 
 
 def write_report(
-    out: Path, card: dict, counts: dict[str, np.ndarray], subset_dir: Path, md: Metadata
+    out: Path,
+    card: dict,
+    counts: dict[str, np.ndarray],
+    after: dict[str, np.ndarray],
 ) -> Path:
+    """Write ``report/report.md`` and its plots; ``counts``/``after``: entry counts in the
+    pool and in the curated subset, per language."""
     rdir = out / "report"
     rdir.mkdir(parents=True, exist_ok=True)
-    after = subset_counts(subset_dir, md)
     plots = _plots(rdir, card, counts, after)
     pool = card["pool"]
     lines = [

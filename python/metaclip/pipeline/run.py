@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from metaclip import __version__
@@ -87,12 +88,30 @@ def _write_work(table: pa.Table, path: Path) -> None:
 def save_shard_counts(path: Path, counts: dict[str, np.ndarray]) -> None:
     """A shard's counts, sparse: (ids, counts) of the entries it matched, per language
     (dense vectors would be 8 bytes × all entries per shard)."""
-    arrays = {}
+    sparse = {}
     for lang, c in counts.items():
         nz = np.flatnonzero(c)
-        arrays[f"ids/{lang}"] = nz.astype(np.uint32)
-        arrays[f"counts/{lang}"] = c[nz].astype(np.uint64)
+        sparse[lang] = (nz, c[nz])
+    save_sparse_counts(path, sparse)
+
+
+def save_sparse_counts(path: Path, sparse: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    arrays = {}
+    for lang, (ids, counts) in sparse.items():
+        arrays[f"ids/{lang}"] = np.asarray(ids, dtype=np.uint32)
+        arrays[f"counts/{lang}"] = np.asarray(counts, dtype=np.uint64)
     atomic_write(path, lambda p: np.savez(open(p, "wb"), **arrays))
+
+
+def kept_counts(kept: pa.Table, langs: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Sparse entry counts of the kept rows, per language (for the report's 'after')."""
+    out = {}
+    lang_col = kept.column("lang")
+    for lang in langs:
+        rows = kept.filter(pc.equal(lang_col, lang)) if kept.num_rows else kept
+        ids = pc.list_flatten(rows.column("entry_ids")).to_numpy() if rows.num_rows else []
+        out[lang] = np.unique(np.asarray(ids, dtype=np.uint32), return_counts=True)
+    return out
 
 
 def add_shard_counts(path: Path, total: dict[str, np.ndarray]) -> None:
@@ -135,6 +154,7 @@ def sample_shard(
     atomic_write(base.with_suffix(".parquet"), lambda p: _write_work(kept, p))
     langs = kept.column("lang").value_counts().to_pylist() if kept.num_rows else []
     sizes = {d["values"]: d["counts"] for d in langs}
+    save_sparse_counts(base.with_suffix(".npz"), kept_counts(kept, md.langs))
     write_json(base.with_suffix(".json"), {"kept": kept.num_rows, "lang_kept": sizes})
     return table.num_rows
 
@@ -319,6 +339,13 @@ class Engine:
         os.replace(tmp, final)
         return sorted(final.glob("*.parquet"))
 
+    def subset_counts(self) -> dict[str, np.ndarray]:
+        """Entry counts inside the curated subset (the sum of the per-shard kept counts)."""
+        total = {lang: np.zeros(len(e), dtype=np.uint64) for lang, e in self.md.entries.items()}
+        for s in self.shards:
+            add_shard_counts(self.sample_dir / f"{s.name}.npz", total)
+        return total
+
     def datacard(self, counts: dict[str, np.ndarray], per_lang: dict[str, dict]) -> dict:
         match = stages.MatchStats()
         for s in self.shards:
@@ -376,5 +403,5 @@ class Engine:
         card = self.datacard(counts, per_lang)
         from metaclip.pipeline import report
 
-        report.write_report(self.out, card, counts, self.out / "subset", self.md)
+        report.write_report(self.out, card, counts, self.subset_counts())
         return card
