@@ -195,3 +195,31 @@ def test_every_subcommand_has_help_with_example():
         assert "Usage:" in text
         if cmd != "demo":
             assert "Example:" in text
+
+
+def test_sigkill_midway_then_resume_gives_identical_bytes(pool, tmp_path):
+    """A real kill (SIGKILL: no cleanup at all) in the middle of the match stage."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = tmp_path / "pool"
+    write_pool(src, make_texts(60_000, seed=3), 30)
+    args = [str(src), "-m", str(pool["md"]), "--t", "50", "-q", "--rows-per-file", "5000"]
+    ref = tmp_path / "ref"
+    run_cli("run", *args, "-o", str(ref))
+
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "metaclip.cli", "run", *args, "-o", str(out)]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list(out.glob("_work/match-*/0*.json"))) < 5:
+        time.sleep(0.01)
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=30)
+    done = len(list(out.glob("_work/match-*/0*.json")))
+    assert 5 <= done < 30, done  # killed midway
+    run_cli("run", *args, "-o", str(out))
+    assert subset_bytes(out) == subset_bytes(ref)
+    assert not list(out.rglob(".*.tmp"))  # leftovers of the killed run are cleaned up

@@ -262,6 +262,7 @@ class Engine:
         self.lid, self.lid_info = _lid_function(cfg)
         cores = os.cpu_count() or 1
         self.threads = cfg.threads or max(1, cores // max(1, cfg.workers))
+        self.clean_leftovers()
 
     # -- helpers -------------------------------------------------------------------------
     def _total(self) -> int | None:
@@ -392,6 +393,13 @@ class Engine:
         }
         write_json(self.out / "datacard.json", card)
         return card
+
+    def clean_leftovers(self) -> None:
+        """Remove temp files a killed run left behind (outputs are only ever renamed into
+        place, so a temp file is never a valid output)."""
+        for d in (self.match_dir, self.sample_dir, self.out):
+            for tmp in d.glob(".*.tmp") if d.exists() else []:
+                tmp.unlink(missing_ok=True)
 
     def run(self) -> dict:
         """All stages; returns the datacard."""
