@@ -205,7 +205,7 @@ def test_sigkill_midway_then_resume_gives_identical_bytes(pool, tmp_path):
     import time
 
     src = tmp_path / "pool"
-    write_pool(src, make_texts(120_000, seed=3), 30)
+    write_pool(src, make_texts(240_000, seed=3), 60)
     args = [str(src), "-m", str(pool["md"]), "--t", "50", "-q", "--rows-per-file", "5000"]
     ref = tmp_path / "ref"
     run_cli("run", *args, "-o", str(ref))
@@ -219,7 +219,7 @@ def test_sigkill_midway_then_resume_gives_identical_bytes(pool, tmp_path):
     p.send_signal(signal.SIGKILL)
     p.wait(timeout=30)
     done = len(list(out.glob("_work/match-*/0*.json")))
-    assert 5 <= done < 30, done  # killed midway (the stage takes ~1 s, a shard ~30 ms)
+    assert 5 <= done < 60, done  # killed midway (a shard takes ~10 ms here)
     run_cli("run", *args, "-o", str(out))
     assert subset_bytes(out) == subset_bytes(ref)
     assert not list(out.rglob(".*.tmp"))  # leftovers of the killed run are cleaned up
