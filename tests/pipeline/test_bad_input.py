@@ -92,7 +92,9 @@ def test_invalid_utf8_in_binary_and_string_columns(tmp_path, md):
     assert card["pool"]["matched"] == 2
     # A string column holding invalid UTF-8 (written by a tool that did not validate).
     bad = pa.array(texts, pa.binary()).view(pa.string())
-    pq.write_table(pa.table({"key": ["a", "b", "c"], "text": bad}), tmp_path / "str.parquet")
+    urls = pa.array([b"u\xff", b"v", b"w"], pa.binary()).view(pa.string())  # not the text
+    table = pa.table({"key": ["a", "b", "c"], "text": bad, "url": urls})
+    pq.write_table(table, tmp_path / "str.parquet")
     card = run_ok(tmp_path / "str.parquet", md, tmp_path / "o2")
     assert card["pool"]["skipped_by_reason"] == {"invalid_utf8": 1}
 

@@ -111,7 +111,9 @@ def _read_parquet(shard: Shard, columns: list[str] | None = None) -> pa.Table:
         table = pq.read_table(shard.path, schema=as_bytes, columns=columns)
     except (pa.ArrowInvalid, OSError) as e:
         raise InputError(f"{shard.path}: cannot read parquet ({e})") from None
-    strings = [f.name for f in schema if pa.types.is_string(f.type)]
+    strings = [
+        f.name for f in schema if pa.types.is_string(f.type) and f.name in table.column_names
+    ]
     for name in strings:
         col = table.column(name)
         try:
@@ -122,8 +124,10 @@ def _read_parquet(shard: Shard, columns: list[str] | None = None) -> pa.Table:
     return table
 
 
-def _json_rows(lines: list[bytes], where: str) -> tuple[list[dict], list[int]]:
-    rows, bad = [], []
+def _json_rows(lines: list[bytes]) -> list[dict]:
+    """One dict per non-blank line; a line that is not a JSON object becomes a marker row
+    (``__skip_row`` = its 1-based line number) that is counted as ``malformed_row``."""
+    rows = []
     for i, line in enumerate(lines):
         if not line.strip():
             continue
@@ -134,8 +138,7 @@ def _json_rows(lines: list[bytes], where: str) -> tuple[list[dict], list[int]]:
             rows.append(obj)
         except (ValueError, UnicodeDecodeError):
             rows.append({"__skip_row": i + 1})
-            bad.append(i + 1)
-    return rows, bad
+    return rows
 
 
 def _rows_to_table(rows: list[dict], cols: Columns) -> pa.Table:
@@ -179,7 +182,7 @@ def _read_jsonl(shard: Shard, cols: Columns) -> pa.Table:
     lines = shard.path.read_bytes().split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
-    rows, _ = _json_rows(lines, str(shard.path))
+    rows = _json_rows(lines)
     return _rows_to_table(rows, cols)
 
 
@@ -196,7 +199,7 @@ def _read_tar(shard: Shard, cols: Columns) -> pa.Table:
                 if ext == "json":
                     f = tar.extractfile(m)
                     raw = f.read() if f else b""
-                    parsed, _ = _json_rows([raw.replace(b"\n", b" ")], m.name)
+                    parsed = _json_rows([raw.replace(b"\n", b" ")])
                     row = parsed[0] if parsed else {"__skip_row": 1}
                     row.setdefault(cols.key, Path(stem).name)
                     rows.append(row)
