@@ -24,6 +24,28 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+def save_npz(path: Path, arrays: dict[str, Any]) -> None:
+    """``np.savez`` written atomically (through an open file, so no ``.npz`` is appended
+    to the temp name)."""
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    atomic_write(path, write)
+
+
+def save_npy(path: Path, array: Any) -> None:
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+    atomic_write(path, write)
+
+
 def write_json(path: Path, obj: Any) -> None:
     data = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     atomic_write(path, lambda tmp: tmp.write_text(data, encoding="utf-8"))
@@ -37,11 +59,3 @@ def fingerprint(*parts: Any) -> str:
     """A short stable digest of JSON-able parts (names the work folder of a config)."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]

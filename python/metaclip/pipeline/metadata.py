@@ -23,6 +23,7 @@ class Metadata:
         self.mode = mode
         self._matchers: dict[str, core.Matcher] = {}
         self._lock = threading.Lock()
+        self._digest: str | None = None
 
     @property
     def langs(self) -> list[str]:
@@ -33,8 +34,11 @@ class Metadata:
         return len(self.entries) == 1
 
     def digest(self) -> str:
-        blob = json.dumps([self.mode, self.entries], ensure_ascii=False).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        """Content digest of (mode, entries); computed once (it hashes every entry)."""
+        if self._digest is None:
+            blob = json.dumps([self.mode, self.entries], ensure_ascii=False).encode()
+            self._digest = hashlib.sha256(blob).hexdigest()[:16]
+        return self._digest
 
     def resolve(self, lang: str | None) -> str | None:
         """The metadata language a text of ``lang`` is matched against (None: no match)."""

@@ -47,9 +47,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from metaclip.exceptions import MetaclipError
-from metaclip.pipeline.io import atomic_write
 from metaclip.pipeline.metadata import Metadata
-from metaclip.pipeline.pool import Shard, count_rows, read_shard
+from metaclip.pipeline.pool import Shard, read_shard
 from metaclip.pipeline.run import (
     Config,
     Engine,
@@ -58,6 +57,7 @@ from metaclip.pipeline.run import (
     match_shard,
     plan_subset_parts,
     sample_shard,
+    save_global_counts,
     write_subset_part,
 )
 
@@ -309,7 +309,7 @@ class RayEngine(Engine):
         todo = [s for s, f in zip(self.shards, finished, strict=True) if not f]
         ray = self._ray() if todo else None  # before the bar: Ray prints as it starts
         bar = Progress(desc, self._total(), self.cfg.quiet)
-        bar.update(sum(count_rows(s) or 0 for s in done))
+        bar.update(sum(self.shard_rows[s.name] or 0 for s in done))
         try:
             if ray is None:
                 return
@@ -366,10 +366,7 @@ class RayEngine(Engine):
                     strict=True,
                 ):
                     total[lang][ids] += counts.astype(np.uint64)  # ids unique per partial
-        atomic_write(
-            self.match_dir / "counts.npz",
-            lambda p: np.savez(open(p, "wb"), **{f"lang_{k}": v for k, v in total.items()}),
-        )
+        save_global_counts(self.match_dir / "counts.npz", total)
         return total
 
     def sample(self, probs: np.ndarray) -> None:

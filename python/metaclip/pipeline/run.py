@@ -16,6 +16,7 @@ setting the stage depends on, so a changed setting never reuses stale work.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sys
@@ -31,7 +32,14 @@ import pyarrow.parquet as pq
 
 from metaclip import __version__
 from metaclip.pipeline import stages
-from metaclip.pipeline.io import atomic_write, fingerprint, read_json, write_json
+from metaclip.pipeline.io import (
+    atomic_write,
+    fingerprint,
+    read_json,
+    save_npy,
+    save_npz,
+    write_json,
+)
 from metaclip.pipeline.metadata import Metadata
 from metaclip.pipeline.metadata import load as load_metadata
 from metaclip.pipeline.pool import Columns, Shard, count_rows, discover, read_shard
@@ -100,7 +108,7 @@ def save_sparse_counts(path: Path, sparse: dict[str, tuple[np.ndarray, np.ndarra
     for lang, (ids, counts) in sparse.items():
         arrays[f"ids/{lang}"] = np.asarray(ids, dtype=np.uint32)
         arrays[f"counts/{lang}"] = np.asarray(counts, dtype=np.uint64)
-    atomic_write(path, lambda p: np.savez(open(p, "wb"), **arrays))
+    save_npz(path, arrays)
 
 
 def kept_counts(kept: pa.Table, langs: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -112,6 +120,11 @@ def kept_counts(kept: pa.Table, langs: list[str]) -> dict[str, tuple[np.ndarray,
         ids = pc.list_flatten(rows.column("entry_ids")).to_numpy() if rows.num_rows else []
         out[lang] = np.unique(np.asarray(ids, dtype=np.uint32), return_counts=True)
     return out
+
+
+def save_global_counts(path: Path, total: dict[str, np.ndarray]) -> None:
+    """The global counts, dense uint64 per language (``lang_<lang>`` arrays)."""
+    save_npz(path, {f"lang_{k}": v for k, v in total.items()})
 
 
 def add_shard_counts(path: Path, total: dict[str, np.ndarray]) -> None:
@@ -265,14 +278,19 @@ class Engine:
         self.clean_leftovers()
 
     # -- helpers -------------------------------------------------------------------------
+    @functools.cached_property
+    def shard_rows(self) -> dict[str, int | None]:
+        """Rows per shard where cheap to know (parquet footers), read once per engine."""
+        return {s.name: count_rows(s) for s in self.shards}
+
     def _total(self) -> int | None:
-        rows = [count_rows(s) for s in self.shards]
+        rows = list(self.shard_rows.values())
         return None if any(r is None for r in rows) else sum(rows)  # type: ignore[misc]
 
     def _each_shard(self, desc: str, fn: Callable[[Shard], int], done: Callable[[Shard], bool]):
         todo = [s for s in self.shards if not done(s)]
         bar = Progress(desc, self._total(), self.cfg.quiet)
-        skipped = sum(count_rows(s) or 0 for s in self.shards if done(s))
+        skipped = sum(self.shard_rows[s.name] or 0 for s in self.shards if done(s))
         bar.update(skipped)
         try:
             if self.cfg.workers <= 1:
@@ -302,15 +320,12 @@ class Engine:
         total = {lang: np.zeros(len(e), dtype=np.uint64) for lang, e in self.md.entries.items()}
         for s in self.shards:
             add_shard_counts(self.match_dir / f"{s.name}.npz", total)
-        atomic_write(
-            self.match_dir / "counts.npz",
-            lambda p: np.savez(open(p, "wb"), **{f"lang_{k}": v for k, v in total.items()}),
-        )
+        save_global_counts(self.match_dir / "counts.npz", total)
         return total
 
     def balance(self, counts: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, dict]]:
         probs, per_lang = stages.probabilities(counts, self.md, self.cfg.t, self.cfg.t_en)
-        atomic_write(self.sample_dir / "probs.npy", lambda p: np.save(open(p, "wb"), probs))
+        save_npy(self.sample_dir / "probs.npy", probs)
         write_json(self.sample_dir / "balance.json", per_lang)
         return probs, per_lang
 

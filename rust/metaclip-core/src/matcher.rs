@@ -342,18 +342,21 @@ impl WordTrie {
 }
 
 #[inline(always)]
-fn push_key(vocab: &Vocab, tok: &[u8], at: usize, keys: &mut Vec<(u64, u64, u32, u32)>) {
+fn push_key(vocab: &Vocab, tok: &[u8], at: usize, keys: &mut Vec<TokenKey>) {
     let (key, hash) = word_key(tok, &vocab.hasher);
     vocab.table.prefetch(hash);
     keys.push((key, hash, at as u32, tok.len() as u32));
 }
+
+/// (key, hash, start, len) of a token in its text.
+type TokenKey = (u64, u64, u32, u32);
 
 /// Per-thread buffers reused across texts.
 #[derive(Default)]
 pub struct Scratch {
     spaced: Vec<u8>,
     toks: Vec<(u32, u32)>,
-    keys: Vec<(u64, u64, u32, u32)>,
+    keys: Vec<TokenKey>,
 }
 
 /// Matched entry ids of many texts in CSR form.
@@ -541,15 +544,17 @@ impl Matcher {
         scratch.keys.clear();
         let copied;
         let src: &[u8] = if self.mode == Mode::Fixed {
-            // The tokens index the spaced text, which `finish` reuses: keep a copy.
+            // The tokens index the spaced text, which `finish_looked_up` rebuilds: copy it.
             copied = self.push_keys(text, scratch).to_vec();
             &copied
         } else {
             self.push_keys(text, scratch);
             text.as_bytes()
         };
-        let n = scratch.keys.len();
-        self.finish(text, src, 0..n, scratch, out);
+        scratch.toks.clear();
+        self.lookup_into(src, &scratch.keys, &mut scratch.toks);
+        let n = scratch.toks.len();
+        self.finish_looked_up(text, 0..n, scratch, out);
     }
 
     /// Pass 1 for one text: key and hash of every word-level token, prefetching its slot.
@@ -584,24 +589,29 @@ impl Matcher {
     /// word ids of all tokens into `scratch.toks`, then prefetch every first trie edge.
     fn lookup_group(&self, group: &[(Option<&str>, usize)], scratch: &mut Scratch) {
         scratch.toks.clear();
+        let mut from = 0;
+        for &(text, to) in group {
+            if let Some(t) = text {
+                self.lookup_into(t.as_bytes(), &scratch.keys[from..to], &mut scratch.toks);
+            }
+            from = to;
+        }
+    }
+
+    /// Append the (word id, root info) of each keyed token of `src` to `toks`, then
+    /// prefetch the first trie edges of those tokens.
+    #[inline]
+    fn lookup_into(&self, src: &[u8], keys: &[TokenKey], toks: &mut Vec<(u32, u32)>) {
         if self.n_word_entries == 0 {
             return;
         }
         let vocab = &self.words.vocab;
-        let mut from = 0;
-        for &(text, to) in group {
-            if let Some(t) = text {
-                let src = t.as_bytes();
-                scratch
-                    .toks
-                    .extend(scratch.keys[from..to].iter().map(|&(key, hash, s, n)| {
-                        let tok = &src[s as usize..(s + n) as usize];
-                        vocab.get(key, hash, tok).unwrap_or((NONE, NO_ENTRY))
-                    }));
-                self.words.prefetch_edges(&scratch.toks[from..to]);
-            }
-            from = to;
-        }
+        let first = toks.len();
+        toks.extend(keys.iter().map(|&(key, hash, s, n)| {
+            let tok = &src[s as usize..(s + n) as usize];
+            vocab.get(key, hash, tok).unwrap_or((NONE, NO_ENTRY))
+        }));
+        self.words.prefetch_edges(&toks[first..]);
     }
 
     /// Pass 3 for one text of a looked-up group: walk, substring automaton, sort, dedup.
@@ -615,33 +625,6 @@ impl Matcher {
         let start = out.len();
         if self.n_word_entries > 0 {
             self.words.walk(&scratch.toks[toks], out);
-        }
-        self.finish_ids(text, start, scratch, out);
-    }
-
-    /// Passes 2 and 3 for one text whose keys are `scratch.keys[keys]`: look the tokens up,
-    /// walk the trie, run the substring automaton, then sort and dedup the ids.
-    #[inline]
-    fn finish(
-        &self,
-        text: &str,
-        src: &[u8],
-        keys: Range<usize>,
-        scratch: &mut Scratch,
-        out: &mut Vec<u32>,
-    ) {
-        let start = out.len();
-        if self.n_word_entries > 0 {
-            let vocab = &self.words.vocab;
-            scratch.toks.clear();
-            scratch
-                .toks
-                .extend(scratch.keys[keys].iter().map(|&(key, hash, s, n)| {
-                    let tok = &src[s as usize..(s + n) as usize];
-                    vocab.get(key, hash, tok).unwrap_or((NONE, NO_ENTRY))
-                }));
-            self.words.prefetch_edges(&scratch.toks);
-            self.words.walk(&scratch.toks, out);
         }
         self.finish_ids(text, start, scratch, out);
     }
