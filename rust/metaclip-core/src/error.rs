@@ -27,9 +27,9 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    pub fn io(path: impl Into<String>, source: std::io::Error) -> Self {
+    pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
         Error::Io {
-            path: path.into(),
+            path: path.as_ref().display().to_string(),
             source,
         }
     }

@@ -7,8 +7,8 @@
 use std::path::PathBuf;
 
 use metaclip_core::ngram::{
-    self, countfile, CounterConfig, NgramCounter as CoreCounter, NgramError, PageviewOptions,
-    PmiSelect, TitleCounts as CoreTitles, TitleReadStats, TokenMode,
+    self, countfile, CounterConfig, NgramCounter as CoreCounter, PageviewOptions, PmiSelect,
+    TitleCounts as CoreTitles, TitleReadStats, TokenMode,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -16,10 +16,6 @@ use pyo3::types::PyDict;
 
 /// `(first, second, count, pmi)`.
 type BigramRow = (String, String, u64, f64);
-
-fn err(py: Python<'_>, e: NgramError) -> PyErr {
-    crate::to_py(py, e.into())
-}
 
 /// Streaming unigram/bigram counter with exact counts and a bounded bigram table.
 #[pyclass(module = "metaclip._core")]
@@ -63,28 +59,28 @@ impl NgramCounter {
     fn add_texts(&mut self, py: Python<'_>, texts: Vec<String>) -> PyResult<()> {
         let inner = &mut self.inner;
         py.detach(|| texts.iter().try_for_each(|t| inner.add_text(t)))
-            .map_err(|e| err(py, e))
+            .map_err(|e| crate::to_py(py, e))
     }
 
     /// Count every line of a plain or `.gz` text file.
     fn add_file(&mut self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
         let inner = &mut self.inner;
         py.detach(|| inner.add_file(&path, |_| Python::attach(|py| py.check_signals().is_ok())))
-            .map_err(|e| err(py, e))
+            .map_err(|e| crate::to_py(py, e))
     }
 
     /// Load `word count` lines; returns the number of lines loaded.
     fn load_unigram_counts(&mut self, py: Python<'_>, path: PathBuf) -> PyResult<u64> {
         let inner = &mut self.inner;
         py.detach(|| countfile::load_unigram_counts(inner, &path))
-            .map_err(|e| err(py, e))
+            .map_err(|e| crate::to_py(py, e))
     }
 
     /// Load `first second count` lines; returns the number of lines loaded.
     fn load_bigram_counts(&mut self, py: Python<'_>, path: PathBuf) -> PyResult<u64> {
         let inner = &mut self.inner;
         py.detach(|| countfile::load_bigram_counts(inner, &path))
-            .map_err(|e| err(py, e))
+            .map_err(|e| crate::to_py(py, e))
     }
 
     /// Unigrams with count ≥ min_count, by count desc then code points; first top_k.
@@ -119,7 +115,7 @@ impl NgramCounter {
                     top_k,
                 })
             })
-            .map_err(|e| err(py, e))?;
+            .map_err(|e| crate::to_py(py, e))?;
         let d = PyDict::new(py);
         d.set_item("distinct_bigrams", sel.distinct_bigrams)?;
         d.set_item("passed", sel.passed)?;
@@ -141,7 +137,7 @@ impl NgramCounter {
     fn bigram_count(&mut self, py: Python<'_>, first: &str, second: &str) -> PyResult<u64> {
         let inner = &mut self.inner;
         py.detach(|| inner.bigram_count(first, second))
-            .map_err(|e| err(py, e))
+            .map_err(|e| crate::to_py(py, e))
     }
 
     /// Maximum bigram entries kept in memory before a spill to disk.
@@ -205,7 +201,7 @@ impl TitleCounts {
         let inner = &mut self.inner;
         let st = py
             .detach(|| inner.load_title_counts(lang, &path))
-            .map_err(|e| err(py, e))?;
+            .map_err(|e| crate::to_py(py, e))?;
         read_stats(py, st)
     }
 
@@ -227,7 +223,7 @@ impl TitleCounts {
         let inner = &mut self.inner;
         let st = py
             .detach(|| inner.load_pageviews(&path, &opt))
-            .map_err(|e| err(py, e))?;
+            .map_err(|e| crate::to_py(py, e))?;
         read_stats(py, st)
     }
 

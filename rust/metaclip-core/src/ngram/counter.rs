@@ -122,7 +122,9 @@ impl Vocab {
         let id = u32::try_from(ends.len())
             .ok()
             .filter(|&i| i < u32::MAX)
-            .ok_or(NgramError::VocabFull)?;
+            .ok_or_else(|| {
+                NgramError::invalid("vocabulary is full (more than 4,294,967,294 distinct words)")
+            })?;
         text.push_str(w);
         ends.push(text.len());
         let (text, ends) = (&*text, &*ends);
@@ -213,7 +215,7 @@ impl RunReader {
             }
             shift += 7;
             if shift > 63 {
-                return Err(NgramError::Invalid(format!(
+                return Err(NgramError::InvalidArgument(format!(
                     "corrupt spill file {}",
                     self.path.display()
                 )));
@@ -467,7 +469,7 @@ impl NgramCounter {
         }
         let dir = match &self.spill {
             Some(d) => d.path.clone(),
-            None => return Err(NgramError::Invalid("no spill directory".into())),
+            None => return Err(NgramError::InvalidArgument("no spill directory".into())),
         };
         let path = dir.join(format!("run-{:05}.bin", self.runs.len()));
         let f = File::create(&path).map_err(|e| NgramError::io(&path, e))?;

@@ -20,71 +20,14 @@ pub mod counter;
 pub mod countfile;
 pub mod tokenize;
 
-use std::path::Path;
-
 pub use counter::{
     CounterConfig, CounterStats, NgramCounter, PmiSelect, PmiSelection, ScoredBigram,
 };
 pub use countfile::{PageviewOptions, TitleCounts, TitleReadStats};
 pub use tokenize::TokenMode;
 
-/// Errors of the n-gram and count-file code.
-#[derive(Debug, thiserror::Error)]
-pub enum NgramError {
-    /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: String,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A line of a count file is malformed.
-    #[error("{path}:{line}: {msg}")]
-    Parse {
-        /// The file.
-        path: String,
-        /// 1-based line number.
-        line: u64,
-        /// What is wrong.
-        msg: String,
-    },
-    /// More than `u32::MAX - 1` distinct words.
-    #[error("vocabulary is full (more than 4,294,967,294 distinct words)")]
-    VocabFull,
-    /// Stopped by the progress callback (e.g. Ctrl-C).
-    #[error("interrupted")]
-    Interrupted,
-    /// Anything else (a bad argument, a corrupt spill file).
-    #[error("{0}")]
-    Invalid(String),
-}
-
-impl NgramError {
-    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        Self::Io {
-            path: path.display().to_string(),
-            source,
-        }
-    }
-}
-
-impl From<NgramError> for crate::Error {
-    fn from(e: NgramError) -> Self {
-        match e {
-            NgramError::Io { path, source } => crate::Error::Io { path, source },
-            NgramError::Parse { path, line, msg } => crate::Error::Parse { path, line, msg },
-            NgramError::Interrupted => crate::Error::Interrupted,
-            e @ (NgramError::VocabFull | NgramError::Invalid(_)) => {
-                crate::Error::InvalidArgument(e.to_string())
-            }
-        }
-    }
-}
-
-/// Result type of this module.
-pub type Result<T, E = NgramError> = std::result::Result<T, E>;
+/// The n-gram code reports through the crate's error type.
+pub use crate::error::{Error as NgramError, Result};
 
 /// `log2(c_ab · n) − log2(c_a · c_b)` (see module docs). Products are taken in `u128` and
 /// converted to `f64` once.
