@@ -13,14 +13,14 @@ from metaclip.train.config import config_from_dict
 from metaclip.train.train import run
 
 CHANCE = 1 / 12
-THRESHOLD = 0.45  # 5.4x chance (measured: 0.61 after 150 steps)
+THRESHOLD = 0.45  # 5.4x chance (measured: 0.78-0.82 after 300 steps; 0.41-0.67 after 150)
 
 
 def test_tiny_clip_learns_zero_shot_classification(shapes, tmp_path):
     cfg = tiny_config(
         shapes,
         tmp_path / "run",
-        steps=150,
+        steps=300,
         log_every=50,
         **{
             "data.batch_size": 64,
@@ -29,12 +29,13 @@ def test_tiny_clip_learns_zero_shot_classification(shapes, tmp_path):
             "eval.zeroshot_shards": shapes["eval"],
             "eval.classnames": shapes["classnames"],
             "eval.retrieval_shards": shapes["eval"],
-            "eval.every_steps": 75,
+            "eval.every_steps": 150,
         },
     )
     summary = run(config_from_dict(cfg))
     ev = summary["eval"]
-    assert summary["step"] == 150
+    print(f"zero-shot top-1 {ev['zeroshot/top1']:.3f} (chance {CHANCE:.3f}); {ev}")
+    assert summary["step"] == 300
     assert abs(ev["zeroshot/chance"] - CHANCE) < 1e-9
     assert ev["zeroshot/top1"] >= THRESHOLD, ev
     # 120 held-out images, 480 captions: R@10 by chance is 10/120 for text -> image
@@ -44,5 +45,4 @@ def test_tiny_clip_learns_zero_shot_classification(shapes, tmp_path):
     losses = [r["train/loss"] for r in rows if "train/loss" in r]
     assert losses[-1] < losses[0]
     evals = [r for r in rows if "zeroshot/top1" in r]
-    assert [r["step"] for r in evals] == [75, 150]  # periodic and final evaluation
-    print(f"zero-shot top-1 {ev['zeroshot/top1']:.3f} (chance {CHANCE:.3f}); {ev}")
+    assert [r["step"] for r in evals] == [150, 300]  # periodic and final evaluation
