@@ -60,7 +60,11 @@ def _options(f):
                      help="Shards processed at once."),
         click.option("--threads", type=int, default=0,
                      help="Matching threads per shard (0: cores / workers)."),
-        click.option("--rows-per-file", type=int, default=1_000_000, show_default=True),
+        click.option("--rows-per-file", type=int, default=1_000_000, show_default=True,
+                     help="Rows per subset file (the files do not depend on the sharding)."),
+        click.option("--compression", default="snappy", show_default=True,
+                     type=click.Choice(["snappy", "zstd", "lz4", "gzip", "brotli", "none"]),
+                     help="Parquet compression of the subset files."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bars."),
     ]  # fmt: skip
     f = click.option(

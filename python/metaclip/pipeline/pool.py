@@ -79,7 +79,11 @@ def count_rows(shard: Shard) -> int | None:
         return None
 
 
-def _read_parquet(shard: Shard, columns: list[str] | None = None) -> pa.Table:
+def read_parquet(
+    shard: Shard, columns: list[str] | None = None, use_threads: bool = True
+) -> pa.Table:
+    """A parquet shard as stored (string columns holding invalid UTF-8 come back as
+    binary); a missing column or an unreadable file is an ``InputError``."""
     import pyarrow.parquet as pq
 
     if columns is not None:
@@ -95,7 +99,7 @@ def _read_parquet(shard: Shard, columns: list[str] | None = None) -> pa.Table:
             )
         columns = [c for c in columns if c in names]
     try:
-        return pq.read_table(shard.path, columns=columns)
+        return pq.read_table(shard.path, columns=columns, use_threads=use_threads)
     except pa.ArrowInvalid as e:
         if "UTF8" not in str(e):
             raise InputError(f"{shard.path}: cannot read parquet ({e})") from None
@@ -108,7 +112,7 @@ def _read_parquet(shard: Shard, columns: list[str] | None = None) -> pa.Table:
         [f.with_type(pa.binary()) if pa.types.is_string(f.type) else f for f in schema]
     )
     try:
-        table = pq.read_table(shard.path, schema=as_bytes, columns=columns)
+        table = pq.read_table(shard.path, schema=as_bytes, columns=columns, use_threads=use_threads)
     except (pa.ArrowInvalid, OSError) as e:
         raise InputError(f"{shard.path}: cannot read parquet ({e})") from None
     strings = [
@@ -213,13 +217,19 @@ def _read_tar(shard: Shard, cols: Columns) -> pa.Table:
 
 
 def read_shard(
-    shard: Shard, cols: Columns, max_text_bytes: int, only_needed: bool = False
+    shard: Shard,
+    cols: Columns,
+    max_text_bytes: int,
+    only_needed: bool = False,
+    use_threads: bool = True,
 ) -> pa.Table:
     """The shard with the standard ``__`` columns added (see module docstring).
-    ``only_needed``: read just the key/text/lang/image columns (parquet) for matching."""
+    ``only_needed``: read just the key/text/lang/image columns (parquet) for matching.
+    ``use_threads``: decode parquet columns in parallel (off when shards already run in
+    parallel: the extra threads only compete)."""
     if shard.kind == "parquet":
         wanted = [c for c in (cols.key, cols.text, cols.lang, cols.image) if c]
-        table = _read_parquet(shard, wanted if only_needed else None)
+        table = read_parquet(shard, wanted if only_needed else None, use_threads)
         table = table.append_column("__skip", pa.nulls(table.num_rows, pa.string()))
     elif shard.kind == "jsonl":
         table = _read_jsonl(shard, cols)

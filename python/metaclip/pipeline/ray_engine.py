@@ -10,12 +10,13 @@ the embedded engine by construction:
 * count — ``map_batches`` tasks, each summing a group of shards' counts into a sparse
   ``(entry, count)`` partial; the driver adds the partials exactly (uint64).
 * balance — on the driver (``stages.probabilities``); ``probs`` goes to the object store.
-* sample — ``map_batches`` over an actor pool running ``stages.sample_table`` per shard.
+* sample — ``map_batches`` over an actor pool running ``stages.sample_table`` per shard
+  (from the match stage's files; the pool is not read again).
   Image-level sampling needs every row of an image in one shard — the same rule as the
   embedded engine, since the work unit is the shard.
 * write — ``map_batches`` tasks, one per output file: file ``i`` holds kept rows
-  ``[i·rows_per_file, (i+1)·rows_per_file)`` in input order, read from the per-shard
-  outputs, so ``subset/part-*.parquet`` are byte for byte the embedded engine's files.
+  ``[i·rows_per_file, (i+1)·rows_per_file)`` in input order, read from the pool shards
+  it spans, so ``subset/part-*.parquet`` are byte for byte the embedded engine's files.
   (``Dataset.write_parquet`` names and splits files by Ray's blocks, which would not be.)
 
 The per-shard outputs are the embedded engine's files in the same ``out/_work`` layout
@@ -53,12 +54,12 @@ from metaclip.pipeline.run import (
     Config,
     Engine,
     Progress,
+    SchemaDrift,
+    SubsetWriter,
     _lid_function,
     match_shard,
-    plan_subset_parts,
     sample_shard,
     save_global_counts,
-    write_subset_part,
 )
 
 RESULT_SCHEMA = pa.schema([("index", pa.int64()), ("rows", pa.int64()), ("error", pa.binary())])
@@ -188,13 +189,21 @@ def _lists(arrays: list[pa.Array], typ: pa.DataType) -> pa.Array:
     return pa.LargeListArray.from_arrays(pa.array(offsets), values)
 
 
-def write_part(batch: pa.Table, sample_dir: str, tmp_dir: str, schema: pa.Schema) -> pa.Table:
-    """Write output file(s) ``part-{i:05d}.parquet`` (one per planned part in the batch)."""
-    done = [
-        write_subset_part(part, Path(sample_dir), Path(tmp_dir), schema)
-        for part in batch.to_pylist()
-    ]
-    return pa.table({"rows": pa.array(done, pa.int64())})
+WRITE_SCHEMA = pa.schema([("rows", pa.int64()), ("drift", pa.list_(pa.string()))])
+
+
+def write_part(batch: pa.Table, writer: SubsetWriter, tmp_dir: str, schema: pa.Schema) -> pa.Table:
+    """Write output file(s) ``part-{i:05d}.parquet`` (one per planned part in the batch).
+    A schema drift (see ``SchemaDrift``) is returned to the driver, which starts over."""
+    rows, drift = [], []
+    for part in batch.to_pylist():
+        try:
+            rows.append(writer.write_part(part, Path(tmp_dir), schema))
+            drift.append([])
+        except SchemaDrift as e:
+            rows.append(0)
+            drift.append(sorted(e.columns))
+    return pa.table({"rows": rows, "drift": drift}, schema=WRITE_SCHEMA)
 
 
 class RayEngine(Engine):
@@ -377,26 +386,28 @@ class RayEngine(Engine):
             match_dir=str(self.match_dir), probs=[ref],
         )  # fmt: skip
 
-    def write(self) -> list[Path]:
+    def _write(self, writer: SubsetWriter) -> list[Path]:
         """The subset files, one task each; the same files as ``Engine.write``."""
-        names = [s.name for s in self.shards]
-        items, schema, total = plan_subset_parts(self.sample_dir, names, self.cfg.rows_per_file)
+        items, schema, total = writer.plan()
         final = self.out / "subset"
         tmp = self.out / "_work" / "subset.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         ray = self._ray()
+        written, drift = 0, set()
         with self._data_context():
             ds = ray.data.from_items(items, override_num_blocks=len(items))
             ds = ds.map_batches(
                 write_part, batch_size=1, batch_format="pyarrow",
-                fn_kwargs={
-                    "sample_dir": str(self.sample_dir), "tmp_dir": str(tmp), "schema": schema,
-                },
+                fn_kwargs={"writer": writer, "tmp_dir": str(tmp), "schema": schema},
                 **self._task_args(),
             )  # fmt: skip
-            written = sum(pc.sum(b.column("rows")).as_py() or 0 for b in ds.iter_batches(
-                batch_size=None, batch_format="pyarrow"))  # fmt: skip
+            for b in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                written += pc.sum(b.column("rows")).as_py() or 0
+                for cols in b.column("drift").to_pylist():
+                    drift.update(cols)
+        if drift:
+            raise SchemaDrift(drift)
         if written != total:
             raise RuntimeError(f"wrote {written} subset rows, expected {total}")
         shutil.rmtree(final, ignore_errors=True)

@@ -2,12 +2,19 @@
 
 Layout of ``out/``::
 
-    _work/match-<hash>/<shard>.parquet|.npz|.json   per-shard matches, counts, stats
-    _work/match-<hash>/counts.npz                   global counts per language
-    _work/sample-<hash>/<shard>.parquet|.json       per-shard kept rows
+    _work/match-<hash>/<shard>.arrow     per row: language, entry ids, sample keys (Arrow IPC)
+    _work/match-<hash>/<shard>.npz       the shard's entry counts (sparse)
+    _work/match-<hash>/<shard>.schema    the schema of the shard's subset rows
+    _work/match-<hash>/<shard>.json      stats (written last: the shard is done)
+    _work/match-<hash>/counts.npz        global counts per language
+    _work/sample-<hash>/<shard>.kept.npz kept rows and their keep probabilities
+    _work/sample-<hash>/<shard>.npz|json entry counts and sizes of the kept rows
     _work/sample-<hash>/balance.json, probs.npy     t per language, probabilities
-    subset/part-00000.parquet ...                   the curated subset (input order)
-    datacard.json, report/                          summary and human report
+    subset/part-00000.parquet ...        the curated subset (input order)
+    datacard.json, report/               summary and human report
+
+The pool's texts are read twice: key and text columns to match, then every column once
+to write the subset. Sampling works from the match-stage files alone.
 
 A stage's per-shard output is written atomically, its ``.json`` last; a shard whose
 ``.json`` exists is skipped on rerun, so a killed run resumes. ``<hash>`` covers every
@@ -20,8 +27,9 @@ import functools
 import os
 import shutil
 import sys
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,6 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from metaclip import __version__
+from metaclip.exceptions import InputError
 from metaclip.pipeline import stages
 from metaclip.pipeline.io import (
     atomic_write,
@@ -42,7 +51,18 @@ from metaclip.pipeline.io import (
 )
 from metaclip.pipeline.metadata import Metadata
 from metaclip.pipeline.metadata import load as load_metadata
-from metaclip.pipeline.pool import Columns, Shard, count_rows, discover, read_shard
+from metaclip.pipeline.pool import (
+    Columns,
+    Shard,
+    count_rows,
+    discover,
+    read_parquet,
+    read_shard,
+    standardize,
+)
+
+# Bumped whenever the files under _work/ change, so older work is never reused.
+WORK_LAYOUT = 2
 
 
 @dataclass(frozen=True)
@@ -70,6 +90,7 @@ class Config:
     workers: int = 1
     threads: int = 0
     rows_per_file: int = 1_000_000
+    compression: str = "snappy"
     quiet: bool = False
 
     @property
@@ -78,7 +99,7 @@ class Config:
 
     def match_key(self, md: Metadata) -> str:
         return fingerprint(
-            "match", md.digest(), self.mode, asdict(self.columns), self.lid,
+            "match", WORK_LAYOUT, md.digest(), self.mode, asdict(self.columns), self.lid,
             self.lid_threshold, self.lid_mapping, self.max_text_bytes,
         )  # fmt: skip
 
@@ -88,9 +109,24 @@ class Config:
         )
 
 
-def _write_work(table: pa.Table, path: Path) -> None:
-    """Work files favour speed: LZ4 instead of the default Snappy."""
-    pq.write_table(table, path, compression="lz4")
+def write_arrow(table: pa.Table, path: Path) -> None:
+    """Work tables are uncompressed Arrow IPC: written at memory speed, read memory-mapped."""
+    with pa.OSFile(str(path), "wb") as f, pa.ipc.new_file(f, table.schema) as w:
+        w.write_table(table)
+
+
+def read_arrow(path: Path) -> pa.Table:
+    with pa.memory_map(str(path), "r") as f:
+        return pa.ipc.open_file(f).read_all()
+
+
+def write_schema(path: Path, schema: pa.Schema) -> None:
+    data = schema.serialize().to_pybytes()
+    atomic_write(path, lambda p: p.write_bytes(data))
+
+
+def read_schema(path: Path) -> pa.Schema:
+    return pa.ipc.read_schema(pa.py_buffer(path.read_bytes()))
 
 
 def save_shard_counts(path: Path, counts: dict[str, np.ndarray]) -> None:
@@ -111,14 +147,22 @@ def save_sparse_counts(path: Path, sparse: dict[str, tuple[np.ndarray, np.ndarra
     save_npz(path, arrays)
 
 
-def kept_counts(kept: pa.Table, langs: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def kept_counts(
+    matches: pa.Table, rows: np.ndarray, md: Metadata
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Sparse entry counts of the kept rows, per language (for the report's 'after')."""
+    mask = np.zeros(matches.num_rows, dtype=bool)
+    mask[rows] = True
+    kept = matches.select(["lang", "entry_ids"]).filter(pa.array(mask))
+    lens = pc.list_value_length(kept.column("entry_ids")).to_numpy()
+    ids = pc.list_flatten(kept.column("entry_ids")).to_numpy()
+    lang = np.repeat(kept.column("lang").to_numpy(), lens)
     out = {}
-    lang_col = kept.column("lang")
-    for lang in langs:
-        rows = kept.filter(pc.equal(lang_col, lang)) if kept.num_rows else kept
-        ids = pc.list_flatten(rows.column("entry_ids")).to_numpy() if rows.num_rows else []
-        out[lang] = np.unique(np.asarray(ids, dtype=np.uint32), return_counts=True)
+    for li, name in enumerate(md.langs):
+        sel = ids[lang == li] if len(md.langs) > 1 else ids
+        c = np.bincount(sel, minlength=len(md.entries[name]))
+        nz = np.flatnonzero(c)
+        out[name] = (nz, c[nz])
     return out
 
 
@@ -134,16 +178,34 @@ def add_shard_counts(path: Path, total: dict[str, np.ndarray]) -> None:
             acc[z[f"ids/{lang}"]] += z[f"counts/{lang}"]
 
 
+def output_schema(shard: Shard, cfg: Config, md: Metadata, read: pa.Table) -> pa.Schema:
+    """The schema of a shard's subset rows. ``read``: the table the match stage read (all
+    columns except for parquet, whose full schema comes from the footer)."""
+    if shard.kind == "parquet":
+        empty = pq.read_schema(shard.path).empty_table()
+        empty = empty.append_column("__skip", pa.nulls(0, pa.string()))
+        read = standardize(empty, shard, cfg.columns, cfg.max_text_bytes)
+    return stages.subset_table(
+        read.slice(0, 0), stages.MATCH_SCHEMA.empty_table(), np.zeros(0, np.int64),
+        np.zeros(0), md.langs,
+    ).schema  # fmt: skip
+
+
 def match_shard(
     shard: Shard, cfg: Config, md: Metadata, match_dir: Path, threads: int, lid=None
 ) -> int:
-    """The match stage for one shard: read, (LID), match; writes the shard's matches,
-    sparse counts and stats (its ``.json`` last). Returns the rows read."""
-    table = read_shard(shard, cfg.columns, cfg.max_text_bytes, only_needed=True)
+    """The match stage for one shard: read, (LID), match; writes the shard's matches with
+    its sample keys, sparse counts, subset schema and stats (its ``.json`` last). Returns
+    the rows read."""
+    table = read_shard(shard, cfg.columns, cfg.max_text_bytes, True, use_threads=threads != 1)
     matches, stats, counts = stages.match_table(table, md, threads, lid)
+    matches = matches.append_column("__key", table.column("__key"))
+    if not table.column("__image").equals(table.column("__key")):  # else image = key
+        matches = matches.append_column("__image", table.column("__image"))
     base = match_dir / shard.name
-    atomic_write(base.with_suffix(".parquet"), lambda p: _write_work(matches, p))
+    atomic_write(base.with_suffix(".arrow"), lambda p: write_arrow(matches, p))
     save_shard_counts(base.with_suffix(".npz"), counts)
+    write_schema(base.with_suffix(".schema"), output_schema(shard, cfg, md, table))
     info = stats.to_json() | {"shard": str(shard.path), "rows": table.num_rows}
     write_json(base.with_suffix(".json"), info)
     return table.num_rows
@@ -158,60 +220,167 @@ def sample_shard(
     probs: np.ndarray,
     threads: int,
 ) -> int:
-    """The sample stage for one shard: coins and kept rows; writes the kept rows and their
-    sizes per language (its ``.json`` last). Returns the rows read."""
-    table = read_shard(shard, cfg.columns, cfg.max_text_bytes)
-    matches = pq.read_table(match_dir / f"{shard.name}.parquet")
-    kept = stages.sample_table(table, matches, md, probs, cfg.seed, cfg.unit, cfg.epoch, threads)
+    """The sample stage for one shard, from its match-stage output alone (the pool is not
+    read): coins, kept rows and their keep probabilities, sizes per language (its
+    ``.json`` last). Returns the rows sampled."""
+    matches = read_arrow(match_dir / f"{shard.name}.arrow")
+    rows, prob = stages.sample_table(
+        matches, md, probs, cfg.seed, cfg.unit, cfg.epoch, threads
+    )  # fmt: skip
     base = sample_dir / shard.name
-    atomic_write(base.with_suffix(".parquet"), lambda p: _write_work(kept, p))
-    langs = kept.column("lang").value_counts().to_pylist() if kept.num_rows else []
-    sizes = {d["values"]: d["counts"] for d in langs}
-    save_sparse_counts(base.with_suffix(".npz"), kept_counts(kept, md.langs))
-    write_json(base.with_suffix(".json"), {"kept": kept.num_rows, "lang_kept": sizes})
-    return table.num_rows
+    save_npz(sample_dir / f"{shard.name}.kept.npz", {"rows": rows, "keep_prob": prob})
+    lang = matches.column("lang").to_numpy()[rows]
+    values, freq = np.unique(lang, return_counts=True)
+    sizes = {md.langs[i]: int(c) for i, c in zip(values, freq, strict=True)}
+    save_sparse_counts(base.with_suffix(".npz"), kept_counts(matches, rows, md))
+    write_json(base.with_suffix(".json"), {"kept": len(rows), "lang_kept": sizes})
+    return matches.num_rows
 
 
-def plan_subset_parts(
-    sample_dir: Path, names: list[str], rows_per_file: int
-) -> tuple[list[dict], pa.Schema, int]:
-    """Which slices of which shards' kept rows form each output file.
+class SchemaDrift(Exception):
+    """A string column held invalid UTF-8 in kept rows (its parquet footer said string):
+    the subset must store it as binary, in every file, so the write starts over."""
 
-    Files hold ``rows_per_file`` rows of the kept rows in input order, so they do not
-    depend on how the pool was sharded. Returns (parts, unified schema, total rows)."""
-    kept = np.array([read_json(sample_dir / f"{n}.json")["kept"] for n in names], np.int64)
-    nonempty = [n for n, k in zip(names, kept, strict=True) if k] or names[:1]
-    schemas = [pq.read_schema(sample_dir / f"{n}.parquet") for n in nonempty]
-    schema = pa.unify_schemas(schemas, promote_options="default")
-    step = max(1, rows_per_file)
-    total = int(kept.sum())
-    starts = np.concatenate([[0], np.cumsum(kept)])  # global position of each shard's rows
-    parts = []
-    for i, lo in enumerate(range(0, max(total, 1), step)):
-        hi = min(total, lo + step)
-        part: dict = {"part": i, "step": step, "names": [], "starts": [], "lengths": []}
-        for j in np.flatnonzero((starts[:-1] < hi) & (starts[1:] > lo)):
-            a, b = max(lo, starts[j]), min(hi, starts[j + 1])
-            part["names"].append(names[j])
-            part["starts"].append(int(a - starts[j]))
-            part["lengths"].append(int(b - a))
-        parts.append(part)
-    return parts, schema, total
+    def __init__(self, columns: set[str]) -> None:
+        super().__init__(f"columns stored as binary: {sorted(columns)}")
+        self.columns = columns
 
 
-def write_subset_part(part: dict, sample_dir: Path, out_dir: Path, schema: pa.Schema) -> int:
-    """Write ``part-{i:05d}.parquet`` from its slices; returns its rows. Reads only the
-    shards it needs, so memory holds about one output file, whatever the subset size."""
-    slices = [
-        pq.read_table(sample_dir / f"{name}.parquet").slice(start, length)
-        for name, start, length in zip(part["names"], part["starts"], part["lengths"], strict=True)
-    ]
-    chunk = pa.concat_tables([schema.empty_table(), *slices], promote_options="default")
-    chunk = chunk.combine_chunks()
-    path = out_dir / f"part-{part['part']:05d}.parquet"
-    step = max(1, part["step"])
-    atomic_write(path, lambda p: pq.write_table(chunk, p, row_group_size=step))
-    return chunk.num_rows
+@dataclass
+class SubsetWriter:
+    """Writes the subset files: kept rows in input order, ``rows_per_file`` per file, so
+    the files do not depend on how the pool was sharded or on the worker count.
+
+    Part ``i`` holds kept rows ``[i·step, (i+1)·step)``; it is made from slices of the
+    shards' subset rows (each shard read once per process while its parts are written)."""
+
+    cfg: Config
+    langs: list[str]
+    shards: dict[str, Shard]
+    match_dir: Path
+    sample_dir: Path
+    binary: frozenset[str] = frozenset()
+
+    def plan(self) -> tuple[list[dict], pa.Schema, int]:
+        """(parts, unified schema, total rows). Each part lists (shard, start, length)
+        slices of the shards' kept rows."""
+        names = list(self.shards)
+        kept = np.array([read_json(self.sample_dir / f"{n}.json")["kept"] for n in names])
+        schemas = [read_schema(self.match_dir / f"{n}.schema") for n in names]
+        schema = pa.unify_schemas(schemas, promote_options="default")
+        for col in self.binary:
+            i = schema.get_field_index(col)
+            big = pa.types.is_large_string(schema.field(i).type)
+            typ = pa.large_binary() if big else pa.binary()
+            schema = schema.set(i, schema.field(i).with_type(typ))
+        step = max(1, self.cfg.rows_per_file)
+        total = int(kept.sum())
+        starts = np.concatenate([[0], np.cumsum(kept)]).astype(np.int64)
+        parts = []
+        for i, lo in enumerate(range(0, max(total, 1), step)):
+            hi = min(total, lo + step)
+            part: dict = {"part": i, "step": step, "names": [], "starts": [], "lengths": []}
+            for j in np.flatnonzero((starts[:-1] < hi) & (starts[1:] > lo)):
+                a, b = max(lo, starts[j]), min(hi, starts[j + 1])
+                part["names"].append(names[j])
+                part["starts"].append(int(a - starts[j]))
+                part["lengths"].append(int(b - a))
+            parts.append(part)
+        return parts, schema, total
+
+    def shard_subset(self, name: str) -> pa.Table:
+        """All kept rows of one shard (the shard is read in full, the only time after the
+        match stage that texts are read)."""
+        cfg, shard = self.cfg, self.shards[name]
+        threads = cfg.workers <= 1
+        table = read_parquet(shard, None, threads) if shard.kind == "parquet" else None
+        if table is None or _is_list(table.schema.field(cfg.text_column).type):
+            # Several texts per image (or not parquet): rows as the match stage made them.
+            table = read_shard(shard, cfg.columns, cfg.max_text_bytes, False, threads)
+        matches = read_arrow(self.match_dir / f"{name}.arrow")
+        if table.num_rows != matches.num_rows:
+            raise InputError(
+                f"{self.shards[name].path}: has {table.num_rows} rows, the match stage saw "
+                f"{matches.num_rows}; the pool changed during the run (delete {self.cfg.out})"
+            )
+        with np.load(self.sample_dir / f"{name}.kept.npz") as z:
+            rows, prob = z["rows"], z["keep_prob"]
+        return stages.subset_table(table, matches, rows, prob, self.langs)
+
+    def write_part(
+        self, part: dict, out_dir: Path, schema: pa.Schema, get: Callable | None = None
+    ) -> int:
+        """Write ``part-{i:05d}.parquet``; returns its rows. ``get(name)`` gives a shard's
+        subset rows (a shared cache in the embedded engine)."""
+        get = get or self.shard_subset
+        slices, drift = [], set()
+        for name, start, length in zip(part["names"], part["starts"], part["lengths"], strict=True):
+            piece = get(name).slice(start, length)
+            for i, field in enumerate(piece.schema):
+                want = schema.field(field.name).type
+                if field.type != want and _is_bytes(field.type) and not _is_bytes(want):
+                    try:
+                        piece = piece.set_column(i, field.name, piece.column(i).cast(want))
+                    except pa.ArrowInvalid:
+                        drift.add(field.name)
+            slices.append(piece)
+        if drift:
+            raise SchemaDrift(drift)
+        chunk = pa.concat_tables([schema.empty_table(), *slices], promote_options="default")
+        chunk = chunk.cast(schema).combine_chunks()
+        path = out_dir / f"part-{part['part']:05d}.parquet"
+        step = max(1, part["step"])
+        atomic_write(
+            path,
+            lambda p: pq.write_table(
+                chunk, p, row_group_size=step, compression=self.cfg.compression
+            ),
+        )
+        return chunk.num_rows
+
+
+def _is_list(t: pa.DataType) -> bool:
+    return pa.types.is_list(t) or pa.types.is_large_list(t)
+
+
+def _is_bytes(t: pa.DataType) -> bool:
+    return pa.types.is_binary(t) or pa.types.is_large_binary(t)
+
+
+class ShardCache:
+    """Shards' subset rows shared by the threads writing parts: each is loaded once and
+    dropped when the last part that needs it is done."""
+
+    def __init__(self, load: Callable[[str], pa.Table], parts: list[dict]) -> None:
+        self.load = load
+        self.uses: dict[str, int] = {}
+        for p in parts:
+            for n in p["names"]:
+                self.uses[n] = self.uses.get(n, 0) + 1
+        self.items: dict[str, Future] = {}
+        self.lock = threading.Lock()
+
+    def get(self, name: str) -> pa.Table:
+        with self.lock:
+            fut = self.items.get(name)
+            mine = fut is None
+            if mine:
+                fut = self.items[name] = Future()
+        assert fut is not None
+        if mine:
+            try:
+                fut.set_result(self.load(name))
+            except BaseException as e:
+                fut.set_exception(e)
+                raise
+        return fut.result()
+
+    def done(self, part: dict) -> None:
+        with self.lock:
+            for n in part["names"]:
+                self.uses[n] -= 1
+                if self.uses[n] == 0:
+                    self.items.pop(n, None)
 
 
 class Progress:
@@ -337,18 +506,44 @@ class Engine:
 
         self._each_shard("sample", run, lambda s: (self.sample_dir / f"{s.name}.json").exists())
 
+    def subset_writer(self, binary: frozenset[str] = frozenset()) -> SubsetWriter:
+        shards = {s.name: s for s in self.shards}
+        return SubsetWriter(
+            self.cfg, self.md.langs, shards, self.match_dir, self.sample_dir, binary
+        )
+
     def write(self) -> list[Path]:
         """The subset files: the kept rows in input order, ``rows_per_file`` per file."""
-        names = [s.name for s in self.shards]
-        parts, schema, total = plan_subset_parts(self.sample_dir, names, self.cfg.rows_per_file)
+        binary: frozenset[str] = frozenset()
+        while True:
+            try:
+                return self._write(self.subset_writer(binary))
+            except SchemaDrift as e:
+                binary |= e.columns
+
+    def _write(self, writer: SubsetWriter) -> list[Path]:
+        parts, schema, total = writer.plan()
         final = self.out / "subset"
         tmp = self.out / "_work" / "subset.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        with ThreadPoolExecutor(max(1, self.cfg.workers)) as ex:
-            written = sum(
-                ex.map(lambda p: write_subset_part(p, self.sample_dir, tmp, schema), parts)
-            )
+        cache = ShardCache(writer.shard_subset, parts)
+
+        def run(part: dict) -> int:
+            try:
+                return writer.write_part(part, tmp, schema, cache.get)
+            finally:
+                cache.done(part)
+
+        bar = Progress("write", total, self.cfg.quiet)
+        written = 0
+        try:
+            with ThreadPoolExecutor(max(1, self.cfg.workers)) as ex:
+                for n in ex.map(run, parts):
+                    written += n
+                    bar.update(n)
+        finally:
+            bar.close()
         if written != total:
             raise RuntimeError(f"wrote {written} subset rows, expected {total}")
         shutil.rmtree(final, ignore_errors=True)

@@ -19,9 +19,9 @@ from metaclip import core
 from metaclip.pipeline.metadata import Metadata
 from metaclip.pipeline.pool import SKIP_REASONS
 
-MATCH_SCHEMA = pa.schema(
-    [("row", pa.int64()), ("lang", pa.string()), ("entry_ids", pa.large_list(pa.uint32()))]
-)
+# Per shard, row-aligned with the standardized shard: the row's language (index into
+# ``md.langs``; -1 when it has none) and its matched entry ids (per-language ids).
+MATCH_SCHEMA = pa.schema([("lang", pa.int16()), ("entry_ids", pa.large_list(pa.uint32()))])
 
 
 @dataclass
@@ -62,10 +62,6 @@ class MatchStats:
                 mine[k] = mine.get(k, 0) + v
 
 
-def _csr_rows(offsets: np.ndarray, ids: np.ndarray) -> pa.Array:
-    return pa.LargeListArray.from_arrays(pa.array(offsets, pa.int64()), pa.array(ids, pa.uint32()))
-
-
 def text_languages(table: pa.Table, md: Metadata, lid=None) -> np.ndarray:
     """Index into ``md.langs`` of the language each row is matched against (-1: none)."""
     n = table.num_rows
@@ -93,7 +89,8 @@ def text_languages(table: pa.Table, md: Metadata, lid=None) -> np.ndarray:
 def match_table(
     table: pa.Table, md: Metadata, threads: int = 0, lid=None
 ) -> tuple[pa.Table, MatchStats, dict[str, np.ndarray]]:
-    """Match one standardized shard. Returns (matched rows, stats, counts per language)."""
+    """Match one standardized shard. Returns (matches, stats, counts per language), where
+    ``matches`` (``MATCH_SCHEMA``) has one row per shard row (unmatched rows: no ids)."""
     n = table.num_rows
     stats = MatchStats(texts=n)
     skip = table.column("__skip").combine_chunks()
@@ -108,12 +105,13 @@ def match_table(
         stats.skipped = {r: stats.skipped[r] for r in SKIP_REASONS if r in stats.skipped}
     langs = text_languages(table, md, lid)
     texts = table.column("__text").combine_chunks()
-    parts_rows, parts_lang, parts_lists = [], [], []
     counts: dict[str, np.ndarray] = {}
     # Group usable rows by language once (stable: rows stay in order within a language).
     group = np.where(usable, langs, -1)
     order = np.argsort(group, kind="stable")
     bounds = np.searchsorted(group[order], np.arange(len(md.langs) + 1))
+    lens = np.zeros(n, dtype=np.int64)
+    found: list[tuple[np.ndarray, core.MatchResult]] = []
     for li, lang in enumerate(md.langs):
         sel = order[bounds[li] : bounds[li + 1]]
         stats.lang_texts[lang] = len(sel)
@@ -124,36 +122,31 @@ def match_table(
         sub = texts if len(sel) == n else texts.take(pa.array(sel))
         res = m.match(sub, threads=threads)
         counts[lang] = core.count_entries(res.ids, m.n_entries)
-        hit = res.matched
-        stats.lang_matched[lang] = int(hit.sum())
-        if not hit.any():
-            continue
-        # Unmatched rows are empty, so the matched rows' lists are the same ids with
-        # the offsets of the matched rows (no copy of the ids).
-        offsets = np.append(res.offsets[:-1][hit], res.offsets[-1])
-        parts_rows.append(sel[hit])
-        parts_lang.append(np.full(int(hit.sum()), li, dtype=np.int32))
-        parts_lists.append(_csr_rows(offsets, res.ids))
+        stats.lang_matched[lang] = int(res.matched.sum())
+        lens[sel] = np.diff(res.offsets)
+        found.append((sel, res))
     stats.matched = sum(stats.lang_matched.values())
     stats.unmatched = int(usable.sum()) - stats.matched
-    if parts_rows:
-        rows = np.concatenate(parts_rows)
-        names = pa.array(md.langs, pa.string())
-        lang_idx = np.concatenate(parts_lang)
-        lists = pa.concat_arrays(parts_lists)
-        if len(parts_rows) > 1:  # several languages: back to row order
-            order = np.argsort(rows, kind="stable")
-            rows, lang_idx, lists = rows[order], lang_idx[order], lists.take(pa.array(order))
-        out = pa.table(
-            {
-                "row": pa.array(rows, pa.int64()),
-                "lang": names.take(pa.array(lang_idx)),
-                "entry_ids": lists,
-            },
-            schema=MATCH_SCHEMA,
-        )
-    else:
-        out = MATCH_SCHEMA.empty_table()
+    if len(found) == 1 and len(found[0][0]) == n:  # the common case: no copy of the ids
+        offsets, ids = found[0][1].offsets, found[0][1].ids
+    else:  # scatter each language's lists to their rows
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        ids = np.zeros(int(offsets[-1]), dtype=np.uint32)
+        for sel, res in found:
+            per = np.diff(res.offsets)
+            at = np.repeat(offsets[sel] - res.offsets[:-1], per) + np.arange(len(res.ids))
+            ids[at] = res.ids
+    lang = np.where(usable, langs, -1).astype(np.int16)
+    out = pa.table(
+        {
+            "lang": pa.array(lang, pa.int16()),
+            "entry_ids": pa.LargeListArray.from_arrays(
+                pa.array(offsets, pa.int64()), pa.array(ids, pa.uint32())
+            ),
+        },
+        schema=MATCH_SCHEMA,
+    )
     return out, stats, counts
 
 
@@ -165,22 +158,16 @@ def lang_offsets(md: Metadata) -> dict[str, int]:
     return offsets
 
 
-def global_csr(
-    matches: pa.Table, n_rows: int, offsets: dict[str, int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """CSR over all ``n_rows`` rows (unmatched rows empty) with global entry ids."""
-    rows = matches.column("row").to_numpy()
+def global_csr(matches: pa.Table, offsets: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(CSR offsets, global entry ids) of a shard's matches (``MATCH_SCHEMA`` rows)."""
     lists = matches.column("entry_ids").combine_chunks()
-    lens = np.zeros(n_rows, dtype=np.int64)
-    if len(rows):
-        lens[rows] = pc.list_value_length(lists).to_numpy()
-    csr_offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-    ids = np.asarray(pc.list_flatten(lists).to_numpy(), dtype=np.uint32)
+    raw = np.asarray(lists.offsets.to_numpy(), dtype=np.int64)
+    csr_offsets = raw - raw[0]
+    ids = np.asarray(lists.values.to_numpy(), dtype=np.uint32)[raw[0] : raw[-1]]
     if len(offsets) > 1 and len(ids):
-        enc = pc.dictionary_encode(matches.column("lang").combine_chunks())
-        lut = np.array([offsets[x] for x in enc.dictionary.to_pylist()], np.uint32)
-        base = lut[enc.indices.to_numpy(zero_copy_only=False)]
-        ids = ids + np.repeat(base, pc.list_value_length(lists).to_numpy())
+        lut = np.array([*offsets.values(), 0], dtype=np.uint32)  # -1 (no language): no ids
+        lang = matches.column("lang").to_numpy()
+        ids = ids + np.repeat(lut[lang], np.diff(csr_offsets))
     return csr_offsets, ids
 
 
@@ -193,7 +180,6 @@ def keep_probability(offsets: np.ndarray, ids: np.ndarray, probs: np.ndarray) ->
 
 
 def sample_table(
-    table: pa.Table,
     matches: pa.Table,
     md: Metadata,
     probs: np.ndarray,
@@ -201,26 +187,29 @@ def sample_table(
     unit: str = "pair",
     epoch: int = 0,
     threads: int = 0,
-) -> pa.Table:
-    """The kept rows of one shard: every input column plus ``lang``, ``entry_ids`` and
-    ``keep_prob``. ``probs`` holds the global (language-concatenated) probabilities."""
-    n = table.num_rows
-    offs = lang_offsets(md)
-    csr_offsets, ids = global_csr(matches, n, offs)
+) -> tuple[np.ndarray, np.ndarray]:
+    """The kept rows of one shard and their keep probabilities.
+
+    ``matches``: the shard's ``MATCH_SCHEMA`` rows plus its sample keys ``__key`` (and
+    ``__image`` for image-level sampling). ``probs`` holds the global
+    (language-concatenated) probabilities. Returns (kept row indices, sorted; keep_prob
+    of those rows)."""
+    n = matches.num_rows
+    csr_offsets, ids = global_csr(matches, lang_offsets(md))
     empty = np.zeros(0, dtype=np.int64)
     res = core.MatchResult(csr_offsets, ids, empty, empty)
     if unit == "pair":
-        keep = core.sample_pairs(table.column("__key"), res, probs, seed, epoch, threads)
+        keep = core.sample_pairs(matches.column("__key"), res, probs, seed, epoch, threads)
         kept_rows = np.flatnonzero(keep)
     elif unit == "image":
-        image = table.column("__image").combine_chunks()
+        col = "__image" if "__image" in matches.column_names else "__key"  # image = key
+        image = matches.column(col).combine_chunks()
         codes = pc.dictionary_encode(image).indices.to_numpy(zero_copy_only=False)
-        order = np.argsort(codes, kind="stable")  # rows grouped by image, first-seen order
         _, first = np.unique(codes, return_index=True)
         by_first = np.argsort(first, kind="stable")
         rank = np.empty_like(by_first)
         rank[by_first] = np.arange(len(by_first))
-        order = np.lexsort((np.arange(n), rank[codes]))
+        order = np.lexsort((np.arange(n), rank[codes]))  # rows grouped by image, first-seen
         sizes = np.bincount(rank[codes], minlength=len(first))
         image_offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         lens = np.diff(csr_offsets)[order]
@@ -238,16 +227,26 @@ def sample_table(
     else:
         raise ValueError(f"unknown sampling unit {unit!r} (pair or image)")
     kp = keep_probability(csr_offsets, ids, probs)
-    # Kept rows are matched rows; find each one's position among the (sorted) match rows.
-    pick = pa.array(np.searchsorted(matches.column("row").to_numpy(), kept_rows), pa.int64())
-    kept = table.take(pa.array(kept_rows, pa.int64()))
-    internal = [c for c in kept.column_names if c.startswith("__")]
-    out = kept.drop_columns(internal)
-    lang_col = matches.column("lang").take(pick)
+    return kept_rows.astype(np.int64), kp[kept_rows]
+
+
+def subset_table(
+    table: pa.Table, matches: pa.Table, rows: np.ndarray, keep_prob: np.ndarray, langs: list[str]
+) -> pa.Table:
+    """The subset rows ``rows`` of a standardized shard: every input column plus ``lang``,
+    ``entry_ids`` and ``keep_prob`` (prefixed ``metaclip_`` if the pool has such a column)."""
+    # A boolean filter copies runs of rows; it is several times faster than a take.
+    mask = np.zeros(table.num_rows, dtype=bool)
+    mask[rows] = True
+    keep = pa.array(mask)
+    out = table.drop_columns([c for c in table.column_names if c.startswith("__")])
+    out = out.filter(keep)
+    names = pa.array(langs, pa.string())
+    lang = matches.column("lang").filter(keep).combine_chunks()
     for name, col in (
-        ("lang", lang_col),
-        ("entry_ids", matches.column("entry_ids").take(pick)),
-        ("keep_prob", pa.array(kp[kept_rows], pa.float64())),
+        ("lang", names.take(pc.if_else(pc.less(lang, 0), None, lang))),
+        ("entry_ids", matches.column("entry_ids").filter(keep)),
+        ("keep_prob", pa.array(keep_prob, pa.float64())),
     ):
         if name in out.column_names:
             name = f"metaclip_{name}"
