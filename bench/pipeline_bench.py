@@ -4,9 +4,11 @@
     python bench/pipeline_bench.py --texts 500000 --json out.json
 
 The pool (alt-text-like captions, see workload.py) is generated once and cached under
-bench/out/. Stages: read (parquet → standardized Arrow, measured on its own), match
-(read + LID-free matching + per-shard outputs), count, balance, sample (read again +
-coins + kept rows), write (the final subset files).
+bench/out/. Stages: read (parquet → standardized Arrow, measured on its own, not part of the total),
+match (read key and text + matching + per-shard match files), count, balance, sample
+(coins from the match files; the pool is not read), write (read every column once, keep
+the sampled rows, write the subset files). Each run starts from an empty output folder;
+the fastest of ``--repeat`` runs is shown (this machine is shared and noisy).
 """
 
 from __future__ import annotations
@@ -50,24 +52,9 @@ def make_pool(root: Path, n_entries: int, n_texts: int, shards: int) -> tuple[Pa
     return md, pool
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--entries", type=int, default=500_000)
-    ap.add_argument("--texts", type=int, default=5_000_000)
-    ap.add_argument("--shards", type=int, default=10)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--t", type=float, default=20_000)
-    ap.add_argument("--root", type=Path, default=Path(__file__).parent / "out")
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
-
-    md, pool = make_pool(args.root, args.entries, args.texts, args.shards)
-    out = args.root / "pipeline-run"
-    shutil.rmtree(out, ignore_errors=True)
-    cfg = Config(
-        pool=(str(pool),), out=str(out), metadata=str(md), t=args.t, workers=args.workers,
-        quiet=True,
-    )  # fmt: skip
+def run_once(cfg: Config) -> tuple[dict[str, float], dict[str, float], dict]:
+    """One full run from an empty output folder; (wall s, CPU s) per stage, datacard."""
+    shutil.rmtree(cfg.out, ignore_errors=True)
     times: dict[str, float] = {}
     cpu: dict[str, float] = {}
 
@@ -83,25 +70,57 @@ def main() -> None:
     timed("read only (all shards, for reference)", lambda: [
         read_shard(s, cfg.columns, cfg.max_text_bytes) for s in engine.shards
     ])  # fmt: skip
-    timed("match (read + match + write per shard)", engine.match)
+    timed("match (read key+text, match, save per shard)", engine.match)
     counts = timed("count", engine.count)
     probs, per_lang = timed("balance", lambda: engine.balance(counts))
-    timed("sample (read + coins + write per shard)", lambda: engine.sample(probs))
-    timed("write subset", engine.write)
+    timed("sample (coins from the match files)", lambda: engine.sample(probs))
+    timed("write subset (read all columns, write files)", engine.write)
     card = timed("datacard", lambda: engine.datacard(counts, per_lang))
+    return times, cpu, card
+
+
+def total(times: dict[str, float]) -> float:
+    return sum(v for k, v in times.items() if not k.startswith("read only"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--entries", type=int, default=500_000)
+    ap.add_argument("--texts", type=int, default=5_000_000)
+    ap.add_argument("--shards", type=int, default=10)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--t", type=float, default=20_000)
+    ap.add_argument("--repeat", type=int, default=3, help="runs; the fastest is shown")
+    ap.add_argument("--root", type=Path, default=Path(__file__).parent / "out")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+
+    md, pool = make_pool(args.root, args.entries, args.texts, args.shards)
+    cfg = Config(
+        pool=(str(pool),), out=str(args.root / "pipeline-run"), metadata=str(md), t=args.t,
+        workers=args.workers, quiet=True,
+    )  # fmt: skip
+    runs = [run_once(cfg) for _ in range(max(1, args.repeat))]
+    print(f"end to end per run (s): {[round(total(r[0]), 2) for r in runs]}")
+    times, cpu, card = min(runs, key=lambda r: total(r[0]))
 
     n = card["pool"]["texts"]
-    total = sum(v for k, v in times.items() if not k.startswith("read only"))
+    size = card["subset"]["size"]
     print(f"\npool: {n:,} texts in {args.shards} shards, {args.entries:,} entries, "
-          f"workers={args.workers}; subset {card['subset']['size']:,}")  # fmt: skip
+          f"workers={args.workers}, t={args.t:g}; subset {size:,} ({size / n:.0%} kept); "
+          f"fastest of {len(runs)} runs")  # fmt: skip
     print(f"{'stage':48} {'seconds':>9} {'texts/s':>12} {'CPU s':>8}")
     for k, v in times.items():
         print(f"{k:48} {v:9.2f} {n / v if v > 0 else 0:12,.0f} {cpu[k]:8.2f}")
+    end = total(times)
     total_cpu = sum(v for k, v in cpu.items() if not k.startswith("read only"))
-    print(f"{'end to end (all but read-only)':48} {total:9.2f} {n / total:12,.0f} {total_cpu:8.2f}")
+    print(f"{'end to end (all but read-only)':48} {end:9.2f} {n / end:12,.0f} {total_cpu:8.2f}")
     print(f"texts per CPU-second end to end: {n / total_cpu:,.0f}")
     if args.json:
-        figures = {"texts": n, "stages_s": times, "stages_cpu_s": cpu, "total_s": total}
+        figures = {
+            "texts": n, "subset": size, "t": args.t, "stages_s": times, "stages_cpu_s": cpu,
+            "total_s": end, "runs_total_s": [total(r[0]) for r in runs],
+        }  # fmt: skip
         args.json.write_text(json.dumps(figures, indent=2))
 
 

@@ -107,8 +107,10 @@ fn mix(key: u64) -> u64 {
 }
 
 /// Words of up to 7 bytes are their own key (bytes + length in the top byte); longer
-/// words keep their first 7 bytes and a length byte of 8, and are checked in full.
+/// words keep their first 7 bytes and a length byte (capped at 255), and hash in full.
 const SHORT: usize = 7;
+/// Words of up to 15 bytes are checked inline: bytes 7..15 sit in the slot's `tail`.
+const INLINE: usize = 15;
 
 /// (key, hash) of a word.
 #[inline(always)]
@@ -116,7 +118,7 @@ fn word_key(tok: &[u8], long_hasher: &FixedState) -> (u64, u64) {
     let mut buf = [0u8; 8];
     let n = tok.len().min(SHORT);
     buf[..n].copy_from_slice(&tok[..n]);
-    buf[7] = tok.len().min(SHORT + 1) as u8;
+    buf[7] = tok.len().min(255) as u8;
     let key = u64::from_le_bytes(buf);
     let h = if tok.len() <= SHORT {
         mix(key)
@@ -126,10 +128,31 @@ fn word_key(tok: &[u8], long_hasher: &FixedState) -> (u64, u64) {
     (key, h)
 }
 
+/// Bytes 7..15 of a word (zero-padded; the length is in the key), 0 for short words.
+#[inline(always)]
+fn word_tail(tok: &[u8]) -> u64 {
+    if tok.len() <= SHORT {
+        return 0;
+    }
+    let mut buf = [0u8; 8];
+    let rest = &tok[SHORT..tok.len().min(INLINE)];
+    buf[..rest.len()].copy_from_slice(rest);
+    u64::from_le_bytes(buf)
+}
+
+/// A vocabulary slot's value: the word's tail (see [`word_tail`]), id and root info.
+#[derive(Clone, Copy, Default)]
+struct Word {
+    tail: u64,
+    id: u32,
+    info: u32,
+}
+
 /// Interned words of the padded entries: key → (word id, root info). The root info holds
-/// the entry id of the one-word entry (low 31 bits) and `HAS_CHILDREN` (top bit).
+/// the entry id of the one-word entry (low 31 bits) and `HAS_CHILDREN` (top bit). Words
+/// of up to 15 bytes are compared inside the slot; only longer ones read `bytes`.
 struct Vocab {
-    table: FlatMap<(u32, u32)>,
+    table: FlatMap<Word>,
     /// Bytes of every word, `spans[id]` = (start, len) in `bytes`.
     bytes: Vec<u8>,
     spans: Vec<(u32, u32)>,
@@ -154,13 +177,17 @@ impl Vocab {
 
     #[inline(always)]
     fn get(&self, key: u64, hash: u64, tok: &[u8]) -> Option<(u32, u32)> {
-        if tok.len() <= SHORT {
-            self.table.find(hash, key, |_| true).copied()
+        let found = if tok.len() <= SHORT {
+            self.table.find(hash, key, |_| true)
+        } else if tok.len() <= INLINE {
+            let tail = word_tail(tok);
+            self.table.find(hash, key, |v| v.tail == tail)
         } else {
+            let tail = word_tail(tok);
             self.table
-                .find(hash, key, |v| self.word(v.0) == tok)
-                .copied()
-        }
+                .find(hash, key, |v| v.tail == tail && self.word(v.id) == tok)
+        };
+        found.map(|v| (v.id, v.info))
     }
 
     fn lookup(&self, tok: &[u8]) -> Option<(u32, u32)> {
@@ -173,10 +200,10 @@ impl Vocab {
         let (table, bytes, spans) = (&mut self.table, &self.bytes, &self.spans);
         table
             .find_mut(hash, key, |v| {
-                let (s, n) = spans[v.0 as usize];
+                let (s, n) = spans[v.id as usize];
                 &bytes[s as usize..(s + n) as usize] == tok
             })
-            .map(|v| &mut v.1)
+            .map(|v| &mut v.info)
     }
 
     /// The word's id, inserting it if new.
@@ -195,8 +222,13 @@ impl Vocab {
         self.spans.push((start, len));
         let (key, hash) = word_key(tok, &self.hasher);
         let (bytes, spans, hasher) = (&self.bytes, &self.spans, &self.hasher);
-        self.table.insert_new(hash, key, (id, NO_ENTRY), |key, v| {
-            let (s, n) = spans[v.0 as usize];
+        let word = Word {
+            tail: word_tail(tok),
+            id,
+            info: NO_ENTRY,
+        };
+        self.table.insert_new(hash, key, word, |key, v| {
+            let (s, n) = spans[v.id as usize];
             if n as usize <= SHORT {
                 mix(key)
             } else {
@@ -787,6 +819,32 @@ mod tests {
         let f = Matcher::new(&entries, Mode::Fixed).unwrap();
         assert_eq!(ids(&f, "新しいカメラを買った"), vec![0]);
         assert_eq!(ids(&f, "a\u{3000}dog\u{a0}"), vec![2]);
+    }
+
+    #[test]
+    fn long_words_differ_only_where_they_differ() {
+        let long_a = "x".repeat(300);
+        let long_b = format!("{}y", "x".repeat(299));
+        let entries = [
+            "abcdefg",          // 7 bytes: the key alone
+            "abcdefgh",         // 8: key + tail
+            "abcdefghij",       // 10
+            "abcdefghik",       // 10, differs in the tail
+            "abcdefghijklmnop", // 16: tail + bytes check
+            "abcdefghijklmnoq", // 16, differs past the tail
+            long_a.as_str(),    // length byte capped at 255
+            "abcdefghij abcdefg",
+        ];
+        let m = Matcher::new(&entries, Mode::Mc1).unwrap();
+        assert_eq!(ids(&m, "abcdefgh abcdefghik"), vec![1, 3]);
+        assert_eq!(ids(&m, "abcdefghijklmnoq abcdefghijklmnor"), vec![5]);
+        assert_eq!(
+            ids(&m, "abcdefghijklmno abcdefghijklmnopp"),
+            Vec::<u32>::new()
+        );
+        assert_eq!(ids(&m, "abcdefghij abcdefg"), vec![0, 2, 7]);
+        assert_eq!(ids(&m, &format!("{long_a} {long_b}")), vec![6]);
+        assert_eq!(ids(&m, &format!("{long_a}x")), Vec::<u32>::new());
     }
 
     #[test]
