@@ -35,6 +35,11 @@ impl<V: Copy + Default> FlatMap<V> {
         self.len == 0
     }
 
+    /// Every stored key (in slot order).
+    pub fn keys(&self) -> impl Iterator<Item = u64> + '_ {
+        self.slots.iter().map(|s| s.key).filter(|&k| k != EMPTY)
+    }
+
     pub fn memory_bytes(&self) -> usize {
         self.slots.capacity() * std::mem::size_of::<Slot<V>>()
     }

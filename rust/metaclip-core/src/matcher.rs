@@ -256,10 +256,16 @@ fn edge_key(parent: u64, word: u32) -> u64 {
 }
 
 /// A word trie: `edges` maps (parent node, word id) to (child node, child info).
+///
+/// `first` is a one-hash Bloom filter of the edges that leave a root (a word pair that
+/// starts an entry), sized to stay in L2: most tokens start some entry, but most pairs of
+/// tokens start none, and the filter answers those without touching `edges`.
 struct WordTrie {
     vocab: Vocab,
     edges: FlatMap<(u32, u32)>,
     n_nodes: u32,
+    first: Vec<u64>,
+    first_shift: u32,
 }
 
 impl WordTrie {
@@ -268,7 +274,28 @@ impl WordTrie {
             vocab: Vocab::new(),
             edges: FlatMap::new(),
             n_nodes: 0,
+            first: vec![0; 1],
+            first_shift: 58,
         }
+    }
+
+    /// Build `first` once every entry is in (about 8 bits per root edge).
+    fn build_filter(&mut self) {
+        let roots: Vec<u64> = self.edges.keys().filter(|k| k >> 32 >= ROOT).collect();
+        let bits = (roots.len() * 8).next_power_of_two().max(64);
+        self.first = vec![0; bits / 64];
+        self.first_shift = 64 - bits.trailing_zeros();
+        for key in roots {
+            let b = (mix(key) >> self.first_shift) as usize;
+            self.first[b / 64] |= 1 << (b % 64);
+        }
+    }
+
+    /// False when no entry starts with this root edge (`hash` = `mix` of its key).
+    #[inline(always)]
+    fn may_start(&self, hash: u64) -> bool {
+        let b = (hash >> self.first_shift) as usize;
+        self.first[b / 64] & (1 << (b % 64)) != 0
     }
 
     /// Insert; returns the entry already stored at this node, if any (a duplicate).
@@ -345,7 +372,11 @@ impl WordTrie {
                     break;
                 }
                 let key = edge_key(node, toks[next].0);
-                match self.edges.find(mix(key), key, |_| true) {
+                let hash = mix(key);
+                if next == start + 1 && !self.may_start(hash) {
+                    break;
+                }
+                match self.edges.find(hash, key, |_| true) {
                     Some(&(child, child_info)) => {
                         node = child as u64;
                         info = child_info;
@@ -362,14 +393,16 @@ impl WordTrie {
     fn prefetch_edges(&self, toks: &[(u32, u32)]) {
         for w in toks.windows(2) {
             if w[0].1 & HAS_CHILDREN != 0 && w[1].0 != NONE {
-                self.edges
-                    .prefetch(mix(edge_key(ROOT | w[0].0 as u64, w[1].0)));
+                let hash = mix(edge_key(ROOT | w[0].0 as u64, w[1].0));
+                if self.may_start(hash) {
+                    self.edges.prefetch(hash);
+                }
             }
         }
     }
 
     fn memory_bytes(&self) -> usize {
-        self.vocab.memory_bytes() + self.edges.memory_bytes()
+        self.vocab.memory_bytes() + self.edges.memory_bytes() + self.first.capacity() * 8
     }
 }
 
@@ -522,6 +555,7 @@ impl Matcher {
                     .join(", "),
             });
         }
+        words.build_filter();
         let substr = if patterns.is_empty() {
             None
         } else {
