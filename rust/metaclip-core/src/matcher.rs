@@ -112,32 +112,54 @@ const SHORT: usize = 7;
 /// Words of up to 15 bytes are checked inline: bytes 7..15 sit in the slot's `tail`.
 const INLINE: usize = 15;
 
-/// (key, hash) of a word.
+/// `n <= 8` bytes of `buf` from `at`, little-endian, zero above: one unaligned load when
+/// 8 bytes are in bounds (assembling them byte by byte on the stack stalls the load).
 #[inline(always)]
-fn word_key(tok: &[u8], long_hasher: &FixedState) -> (u64, u64) {
-    let mut buf = [0u8; 8];
-    let n = tok.len().min(SHORT);
-    buf[..n].copy_from_slice(&tok[..n]);
-    buf[7] = tok.len().min(255) as u8;
-    let key = u64::from_le_bytes(buf);
-    let h = if tok.len() <= SHORT {
+fn load_le(buf: &[u8], at: usize, n: usize) -> u64 {
+    if let Some(w) = buf
+        .get(at..at + 8)
+        .and_then(|w| <[u8; 8]>::try_from(w).ok())
+    {
+        let v = u64::from_le_bytes(w);
+        return if n >= 8 {
+            v
+        } else {
+            v & ((1u64 << (8 * n)) - 1)
+        };
+    }
+    let mut tmp = [0u8; 8];
+    tmp[..n].copy_from_slice(&buf[at..at + n]);
+    u64::from_le_bytes(tmp)
+}
+
+/// (key, hash) of the word `buf[at..at + len]`.
+#[inline(always)]
+fn word_key_at(buf: &[u8], at: usize, len: usize, long_hasher: &FixedState) -> (u64, u64) {
+    let key = load_le(buf, at, len.min(SHORT)) | ((len.min(255) as u64) << 56);
+    let h = if len <= SHORT {
         mix(key)
     } else {
-        long_hasher.hash_one(tok)
+        long_hasher.hash_one(&buf[at..at + len])
     };
     (key, h)
 }
 
-/// Bytes 7..15 of a word (zero-padded; the length is in the key), 0 for short words.
+/// Bytes 7..15 of the word `buf[at..at + len]` (zero-padded; the length is in the key),
+/// 0 for short words.
 #[inline(always)]
-fn word_tail(tok: &[u8]) -> u64 {
-    if tok.len() <= SHORT {
+fn word_tail_at(buf: &[u8], at: usize, len: usize) -> u64 {
+    if len <= SHORT {
         return 0;
     }
-    let mut buf = [0u8; 8];
-    let rest = &tok[SHORT..tok.len().min(INLINE)];
-    buf[..rest.len()].copy_from_slice(rest);
-    u64::from_le_bytes(buf)
+    load_le(buf, at + SHORT, (len - SHORT).min(INLINE - SHORT))
+}
+
+fn word_key(tok: &[u8], long_hasher: &FixedState) -> (u64, u64) {
+    word_key_at(tok, 0, tok.len(), long_hasher)
+}
+
+fn word_tail(tok: &[u8]) -> u64 {
+    word_tail_at(tok, 0, tok.len())
 }
 
 /// A vocabulary slot's value: the word's tail (see [`word_tail`]), id and root info.
@@ -175,15 +197,17 @@ impl Vocab {
         &self.bytes[s as usize..(s + n) as usize]
     }
 
+    /// The word `src[at..at + len]` (its key and hash already computed).
     #[inline(always)]
-    fn get(&self, key: u64, hash: u64, tok: &[u8]) -> Option<(u32, u32)> {
-        let found = if tok.len() <= SHORT {
+    fn get(&self, key: u64, hash: u64, src: &[u8], at: usize, len: usize) -> Option<(u32, u32)> {
+        let found = if len <= SHORT {
             self.table.find(hash, key, |_| true)
-        } else if tok.len() <= INLINE {
-            let tail = word_tail(tok);
+        } else if len <= INLINE {
+            let tail = word_tail_at(src, at, len);
             self.table.find(hash, key, |v| v.tail == tail)
         } else {
-            let tail = word_tail(tok);
+            let tail = word_tail_at(src, at, len);
+            let tok = &src[at..at + len];
             self.table
                 .find(hash, key, |v| v.tail == tail && self.word(v.id) == tok)
         };
@@ -192,7 +216,7 @@ impl Vocab {
 
     fn lookup(&self, tok: &[u8]) -> Option<(u32, u32)> {
         let (key, hash) = word_key(tok, &self.hasher);
-        self.get(key, hash, tok)
+        self.get(key, hash, tok, 0, tok.len())
     }
 
     fn info_mut(&mut self, tok: &[u8]) -> Option<&mut u32> {
@@ -407,10 +431,10 @@ impl WordTrie {
 }
 
 #[inline(always)]
-fn push_key(vocab: &Vocab, tok: &[u8], at: usize, keys: &mut Vec<TokenKey>) {
-    let (key, hash) = word_key(tok, &vocab.hasher);
+fn push_key(vocab: &Vocab, buf: &[u8], at: usize, len: usize, keys: &mut Vec<TokenKey>) {
+    let (key, hash) = word_key_at(buf, at, len, &vocab.hasher);
     vocab.table.prefetch(hash);
-    keys.push((key, hash, at as u32, tok.len() as u32));
+    keys.push((key, hash, at as u32, len as u32));
 }
 
 /// (key, hash, start, len) of a token in its text.
@@ -639,15 +663,16 @@ impl Matcher {
             let inner = &spaced[1..spaced.len() - 1];
             let mut at = 0;
             for tok in inner.split(|&b| b == b' ') {
-                push_key(vocab, tok, at, keys);
+                push_key(vocab, inner, at, tok.len(), keys);
                 at += tok.len() + 1;
             }
             inner
         } else {
             let src = py_strip(text).as_bytes();
             let base = src.as_ptr() as usize - text.as_ptr() as usize;
-            for_each_token(src, |s, e| push_key(vocab, &src[s..e], base + s, keys));
-            text.as_bytes()
+            let all = text.as_bytes();
+            for_each_token(src, |s, e| push_key(vocab, all, base + s, e - s, keys));
+            all
         }
     }
 
@@ -674,8 +699,9 @@ impl Matcher {
         let vocab = &self.words.vocab;
         let first = toks.len();
         toks.extend(keys.iter().map(|&(key, hash, s, n)| {
-            let tok = &src[s as usize..(s + n) as usize];
-            vocab.get(key, hash, tok).unwrap_or((NONE, NO_ENTRY))
+            vocab
+                .get(key, hash, src, s as usize, n as usize)
+                .unwrap_or((NONE, NO_ENTRY))
         }));
         self.words.prefetch_edges(&toks[first..]);
     }
