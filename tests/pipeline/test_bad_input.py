@@ -145,3 +145,63 @@ def test_duplicate_metadata_is_named(tmp_path):
 def test_missing_pool(tmp_path, md):
     r = invoke("run", str(tmp_path / "nothing"), "-m", str(md), "-o", str(tmp_path / "o"))
     one_line_error(r, "no pool shards")
+
+
+def test_shards_with_different_column_types(tmp_path, md):
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    a = {"key": ["a", "b"], "text": ["a dog", "cat"], "url": ["x", "y"], "n": [1, 2]}
+    b = {"key": ["c"], "text": ["dog"], "url": pa.array([b"\xff"], pa.binary()), "n": [None]}
+    pq.write_table(pa.table(a), pool / "a.parquet")
+    pq.write_table(pa.table(b), pool / "b.parquet")
+    run_ok(pool, md, tmp_path / "o")  # string + binary → binary, int + null → int
+    subset = pq.read_table(tmp_path / "o" / "subset")
+    assert subset.schema.field("url").type == pa.binary()
+    assert subset.column("url").to_pylist() == [b"x", b"y", b"\xff"]
+    assert subset.column("n").to_pylist() == [1, 2, None]
+    # A column that is int in one shard and string in another cannot share one file.
+    pq.write_table(pa.table({"key": ["d"], "text": ["dog"], "n": ["one"]}), pool / "c.parquet")
+    r = invoke("run", str(pool), "-m", str(md), "-o", str(tmp_path / "o2"), "--t", "10", "-q")
+    one_line_error(r, "'n'", "a.parquet", "c.parquet", "int64", "string")
+
+
+def test_invalid_utf8_in_kept_rows_of_a_string_column_restarts_as_binary(tmp_path):
+    """Readers that validate UTF-8 hand such a column over as binary; the part that meets
+    it asks for the whole subset to store the column as binary (same type in every file)."""
+    from metaclip.pipeline.run import Config, SchemaDrift, SubsetWriter
+
+    cfg = Config(pool=(), out=str(tmp_path), metadata="")
+    writer = SubsetWriter(cfg, ["en"], {}, tmp_path, tmp_path)
+    schema = pa.schema([("key", pa.string()), ("url", pa.string())])
+    good = pa.table({"key": ["a"], "url": pa.array([b"ok"], pa.binary())})
+    bad = pa.table({"key": ["b"], "url": pa.array([b"\xff"], pa.binary())})
+    part = {"part": 0, "step": 10, "names": ["s"], "starts": [0], "lengths": [1]}
+    assert writer.write_part(part, tmp_path, schema, lambda _: good) == 1  # valid: cast
+    with pytest.raises(SchemaDrift) as e:
+        writer.write_part(part, tmp_path, schema, lambda _: bad)
+    assert e.value.columns == {"url"}
+
+
+def test_schema_drift_rewrites_every_file_with_the_binary_column(tmp_path, md, monkeypatch):
+    from metaclip.pipeline import run
+
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    pq.write_table(pa.table({"key": ["a"], "text": ["dog"], "url": ["x"]}), pool / "a.parquet")
+    pq.write_table(pa.table({"key": ["b"], "text": ["cat"], "url": ["y"]}), pool / "b.parquet")
+    real = run.read_parquet
+
+    def validating_reader(shard, columns=None, use_threads=True):
+        table = real(shard, columns, use_threads)
+        if shard.path.name == "b.parquet" and "url" in table.column_names:
+            i = table.column_names.index("url")
+            table = table.set_column(i, "url", pa.array([b"\xff"], pa.binary()))
+        return table
+
+    monkeypatch.setattr(run, "read_parquet", validating_reader)
+    out = tmp_path / "o"
+    run_ok(pool, md, out, "--rows-per-file", "1")
+    files = sorted((out / "subset").glob("*.parquet"))
+    assert len(files) == 2
+    assert {pq.read_schema(f).field("url").type for f in files} == {pa.binary()}
+    assert pq.read_table(out / "subset").column("url").to_pylist() == [b"x", b"\xff"]

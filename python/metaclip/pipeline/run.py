@@ -267,7 +267,7 @@ class SubsetWriter:
         names = list(self.shards)
         kept = np.array([read_json(self.sample_dir / f"{n}.json")["kept"] for n in names])
         schemas = [read_schema(self.match_dir / f"{n}.schema") for n in names]
-        schema = pa.unify_schemas(schemas, promote_options="default")
+        schema = self.unify(schemas)
         for col in self.binary:
             i = schema.get_field_index(col)
             big = pa.types.is_large_string(schema.field(i).type)
@@ -287,6 +287,30 @@ class SubsetWriter:
                 part["lengths"].append(int(b - a))
             parts.append(part)
         return parts, schema, total
+
+    def unify(self, schemas: list[pa.Schema]) -> pa.Schema:
+        """One schema for every subset file (a column that is null in one shard and int in
+        another is int; string in one and binary in another is binary). Types that cannot
+        be reconciled are an ``InputError`` naming two shards and the column."""
+        try:
+            return pa.unify_schemas(schemas, promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            pass
+        seen: dict[str, tuple[pa.DataType, str]] = {}
+        for shard, schema in zip(self.shards.values(), schemas, strict=True):
+            for field in schema:
+                typ, where = seen.setdefault(field.name, (field.type, str(shard.path)))
+                try:
+                    pa.unify_schemas(
+                        [pa.schema([(field.name, typ)]), pa.schema([field])],
+                        promote_options="permissive",
+                    )
+                except (pa.ArrowInvalid, pa.ArrowTypeError):
+                    raise InputError(
+                        f"column {field.name!r} is {typ} in {where} but {field.type} in "
+                        f"{shard.path}: the subset files need one type per column"
+                    ) from None
+        raise InputError("the pool shards have columns of incompatible types")
 
     def shard_subset(self, name: str) -> pa.Table:
         """All kept rows of one shard (the shard is read in full, the only time after the
@@ -326,7 +350,7 @@ class SubsetWriter:
             slices.append(piece)
         if drift:
             raise SchemaDrift(drift)
-        chunk = pa.concat_tables([schema.empty_table(), *slices], promote_options="default")
+        chunk = pa.concat_tables([schema.empty_table(), *slices], promote_options="permissive")
         chunk = chunk.cast(schema).combine_chunks()
         path = out_dir / f"part-{part['part']:05d}.parquet"
         step = max(1, part["step"])
