@@ -759,17 +759,17 @@ impl Matcher {
         range: Range<usize>,
         threads: usize,
     ) -> Csr {
+        if threads == 1 || range.len() <= CHUNK {
+            // One thread: one output, no per-chunk parts to concatenate.
+            return self.match_chunk(texts, range.clone(), range.start);
+        }
         let chunks: Vec<Range<usize>> = range
             .clone()
             .step_by(CHUNK)
             .map(|s| s..(s + CHUNK).min(range.end))
             .collect();
         let run = |r: &Range<usize>| self.match_chunk(texts, r.clone(), range.start);
-        let parts: Vec<Csr> = if threads == 1 || chunks.len() <= 1 {
-            chunks.iter().map(run).collect()
-        } else {
-            pool::install(threads, || chunks.par_iter().map(run).collect())
-        };
+        let parts: Vec<Csr> = pool::install(threads, || chunks.par_iter().map(run).collect());
         concat(parts, range.len())
     }
 

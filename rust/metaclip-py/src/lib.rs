@@ -58,11 +58,13 @@ fn as_slice<T: Element>(buf: &PyBuffer<T>) -> PyResult<&[T]> {
     Ok(unsafe { std::slice::from_raw_parts(buf.buf_ptr() as *const T, n) })
 }
 
-fn bytes_of<'py, T: Copy>(py: Python<'py>, v: &[T]) -> Bound<'py, PyByteArray> {
+fn raw_bytes<T: Copy>(v: &[T]) -> &[u8] {
     // SAFETY: T is a plain numeric type (u8/u32/u64/i64/f64) with no padding.
-    let raw =
-        unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) };
-    PyByteArray::new(py, raw)
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, std::mem::size_of_val(v)) }
+}
+
+fn bytes_of<'py, T: Copy>(py: Python<'py>, v: &[T]) -> Bound<'py, PyByteArray> {
+    PyByteArray::new(py, raw_bytes(v))
 }
 
 /// Copy Python strings into one packed buffer (so the work can run detached).
@@ -108,20 +110,38 @@ impl Matcher {
             parts.push(py.detach(|| self.inner.match_batch(&packed, range, threads)));
             py.check_signals()?;
         }
-        let csr = matcher::concat(parts, n);
-        let csr = if n == 0 {
-            matcher::Csr {
-                offsets: vec![0],
-                ..csr
+        // Straight from the parts into the Python buffers: no concatenated copy in between.
+        let n_ids: usize = parts.iter().map(|p| p.ids.len()).sum();
+        let offsets = PyByteArray::new_with(py, (n + 1) * 8, |out| {
+            let mut at = out.chunks_exact_mut(8);
+            let mut base = 0i64;
+            if let Some(first) = at.next() {
+                first.copy_from_slice(&0i64.to_ne_bytes());
             }
-        } else {
-            csr
-        };
-        Ok((
-            bytes_of(py, &csr.offsets),
-            bytes_of(py, &csr.ids),
-            bytes_of(py, &csr.invalid),
-        ))
+            for p in &parts {
+                for (dst, o) in at.by_ref().zip(&p.offsets[1..]) {
+                    dst.copy_from_slice(&(o + base).to_ne_bytes());
+                }
+                base += p.ids.len() as i64;
+            }
+            Ok(())
+        })?;
+        let ids = PyByteArray::new_with(py, n_ids * 4, |out| {
+            let mut at = 0;
+            for p in &parts {
+                let raw = raw_bytes(&p.ids);
+                out[at..at + raw.len()].copy_from_slice(raw);
+                at += raw.len();
+            }
+            Ok(())
+        })?;
+        let mut invalid = Vec::new();
+        let mut rows = 0u64;
+        for p in &parts {
+            invalid.extend(p.invalid.iter().map(|i| i + rows));
+            rows += (p.offsets.len() - 1) as u64;
+        }
+        Ok((offsets, ids, bytes_of(py, &invalid)))
     }
 }
 
