@@ -114,3 +114,18 @@ def test_ctrl_c_interrupts_a_long_match():
     word, when = out.split()
     # The whole call takes seconds; a 131k-text chunk takes tens of milliseconds.
     assert word == "interrupted" and float(when) - sent < 0.5
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_batch_larger_than_one_detached_call_equals_text_by_text(threads):
+    """A batch is matched in chunks of 131,072 texts between signal checks; the chunks'
+    results are stitched into one CSR (offsets rebased, nothing skipped)."""
+    m = core.Matcher([f"w{i}" for i in range(50)] + ["w1 w2"])
+    texts = [f"w{i % 53} w{(i * 7) % 51} w2" if i % 5 else "" for i in range(300_000)]
+    for batch in (texts, pa.array(texts, pa.large_string())):
+        res = m.match(batch, threads=threads)
+        assert len(res.offsets) == len(texts) + 1
+        for i in [0, 1, 4, 131_071, 131_072, 131_073, 262_144, 299_999]:
+            assert res.row(i).tolist() == m.match_text(texts[i]), i
+        lens = [len(m.match_text(t)) for t in texts[::997]]
+        assert (res.offsets[1:] - res.offsets[:-1])[::997].tolist() == lens

@@ -119,7 +119,8 @@ impl Matcher {
                 first.copy_from_slice(&0i64.to_ne_bytes());
             }
             for p in &parts {
-                for (dst, o) in at.by_ref().zip(&p.offsets[1..]) {
+                // Offsets first in the zip: zip pulls its left side before its right one.
+                for (o, dst) in p.offsets[1..].iter().zip(at.by_ref()) {
                     dst.copy_from_slice(&(o + base).to_ne_bytes());
                 }
                 base += p.ids.len() as i64;
