@@ -171,7 +171,7 @@ def test_invalid_utf8_in_kept_rows_of_a_string_column_restarts_as_binary(tmp_pat
     from metaclip.pipeline.run import Config, SchemaDrift, SubsetWriter
 
     cfg = Config(pool=(), out=str(tmp_path), metadata="")
-    writer = SubsetWriter(cfg, ["en"], {}, tmp_path, tmp_path)
+    writer = SubsetWriter(cfg, {"en": 0}, {}, tmp_path, tmp_path)
     schema = pa.schema([("key", pa.string()), ("url", pa.string())])
     good = pa.table({"key": ["a"], "url": pa.array([b"ok"], pa.binary())})
     bad = pa.table({"key": ["b"], "url": pa.array([b"\xff"], pa.binary())})

@@ -7,7 +7,7 @@ Layout of ``out/``::
     _work/match-<hash>/<shard>.schema    the schema of the shard's subset rows
     _work/match-<hash>/<shard>.json      stats (written last: the shard is done)
     _work/match-<hash>/counts.npz        global counts per language
-    _work/sample-<hash>/<shard>.kept.npz kept rows and their keep probabilities
+    _work/sample-<hash>/<shard>.kept.npy kept rows (a bit per row, np.packbits)
     _work/sample-<hash>/<shard>.npz|json entry counts and sizes of the kept rows
     _work/sample-<hash>/balance.json, probs.npy     t per language, probabilities
     subset/part-00000.parquet ...        the curated subset (input order)
@@ -62,7 +62,7 @@ from metaclip.pipeline.pool import (
 )
 
 # Bumped whenever the files under _work/ change, so older work is never reused.
-WORK_LAYOUT = 2
+WORK_LAYOUT = 3
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,7 @@ def output_schema(shard: Shard, cfg: Config, md: Metadata, read: pa.Table) -> pa
         empty = empty.append_column("__skip", pa.nulls(0, pa.string()))
         read = standardize(empty, shard, cfg.columns, cfg.max_text_bytes)
     return stages.subset_table(
-        read.slice(0, 0), stages.MATCH_SCHEMA.empty_table(), np.zeros(0, np.int64),
+        read.slice(0, 0), stages.MATCH_SCHEMA.empty_table(), np.zeros(0, bool),
         np.zeros(0), md.langs,
     ).schema  # fmt: skip
 
@@ -224,11 +224,11 @@ def sample_shard(
     read): coins, kept rows and their keep probabilities, sizes per language (its
     ``.json`` last). Returns the rows sampled."""
     matches = read_arrow(match_dir / f"{shard.name}.arrow")
-    rows, prob = stages.sample_table(
-        matches, md, probs, cfg.seed, cfg.unit, cfg.epoch, threads
-    )  # fmt: skip
+    rows = stages.sample_table(matches, md, probs, cfg.seed, cfg.unit, cfg.epoch, threads)
     base = sample_dir / shard.name
-    save_npz(sample_dir / f"{shard.name}.kept.npz", {"rows": rows, "keep_prob": prob})
+    mask = np.zeros(matches.num_rows, dtype=bool)
+    mask[rows] = True
+    save_npy(sample_dir / f"{shard.name}.kept.npy", np.packbits(mask))
     lang = matches.column("lang").to_numpy()[rows]
     values, freq = np.unique(lang, return_counts=True)
     sizes = {md.langs[i]: int(c) for i, c in zip(values, freq, strict=True)}
@@ -255,7 +255,7 @@ class SubsetWriter:
     shards' subset rows (each shard read once per process while its parts are written)."""
 
     cfg: Config
-    langs: list[str]
+    offsets: dict[str, int]  # language → its first global entry id (languages in order)
     shards: dict[str, Shard]
     match_dir: Path
     sample_dir: Path
@@ -327,9 +327,14 @@ class SubsetWriter:
                 f"{self.shards[name].path}: has {table.num_rows} rows, the match stage saw "
                 f"{matches.num_rows}; the pool changed during the run (delete {self.cfg.out})"
             )
-        with np.load(self.sample_dir / f"{name}.kept.npz") as z:
-            rows, prob = z["rows"], z["keep_prob"]
-        return stages.subset_table(table, matches, rows, prob, self.langs)
+        mask = np.unpackbits(np.load(self.sample_dir / f"{name}.kept.npy"), count=len(table))
+        mask = mask.astype(bool)
+        prob = stages.kept_keep_probability(matches, mask, self.probs, self.offsets)
+        return stages.subset_table(table, matches, mask, prob, list(self.offsets))
+
+    @functools.cached_property
+    def probs(self) -> np.ndarray:
+        return np.load(self.sample_dir / "probs.npy")
 
     def write_part(
         self, part: dict, out_dir: Path, schema: pa.Schema, get: Callable | None = None
@@ -532,9 +537,8 @@ class Engine:
 
     def subset_writer(self, binary: frozenset[str] = frozenset()) -> SubsetWriter:
         shards = {s.name: s for s in self.shards}
-        return SubsetWriter(
-            self.cfg, self.md.langs, shards, self.match_dir, self.sample_dir, binary
-        )
+        offsets = stages.lang_offsets(self.md)
+        return SubsetWriter(self.cfg, offsets, shards, self.match_dir, self.sample_dir, binary)
 
     def write(self) -> list[Path]:
         """The subset files: the kept rows in input order, ``rows_per_file`` per file."""

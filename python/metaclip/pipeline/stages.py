@@ -187,13 +187,13 @@ def sample_table(
     unit: str = "pair",
     epoch: int = 0,
     threads: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The kept rows of one shard and their keep probabilities.
+) -> np.ndarray:
+    """The kept rows of one shard.
 
     ``matches``: the shard's ``MATCH_SCHEMA`` rows plus its sample keys ``__key`` (and
-    ``__image`` for image-level sampling). ``probs`` holds the global
-    (language-concatenated) probabilities. Returns (kept row indices, sorted; keep_prob
-    of those rows)."""
+    ``__image`` for image-level sampling when images have several rows). ``probs`` holds
+    the global (language-concatenated) probabilities. Returns the kept row indices,
+    sorted."""
     n = matches.num_rows
     csr_offsets, ids = global_csr(matches, lang_offsets(md))
     empty = np.zeros(0, dtype=np.int64)
@@ -226,18 +226,25 @@ def sample_table(
         kept_rows = np.sort(order[picked[keep]])
     else:
         raise ValueError(f"unknown sampling unit {unit!r} (pair or image)")
-    kp = keep_probability(csr_offsets, ids, probs)
-    return kept_rows.astype(np.int64), kp[kept_rows]
+    return kept_rows.astype(np.int64)
+
+
+def kept_keep_probability(
+    matches: pa.Table, mask: np.ndarray, probs: np.ndarray, offsets: dict[str, int]
+) -> np.ndarray:
+    """``keep_prob`` of the rows in ``mask`` (the same value ``keep_probability`` gives
+    each of them in the whole shard: it is computed row by row)."""
+    kept = matches.select(["lang", "entry_ids"]).filter(pa.array(mask))
+    csr_offsets, ids = global_csr(kept, offsets)
+    return keep_probability(csr_offsets, ids, probs)
 
 
 def subset_table(
-    table: pa.Table, matches: pa.Table, rows: np.ndarray, keep_prob: np.ndarray, langs: list[str]
+    table: pa.Table, matches: pa.Table, mask: np.ndarray, keep_prob: np.ndarray, langs: list[str]
 ) -> pa.Table:
-    """The subset rows ``rows`` of a standardized shard: every input column plus ``lang``,
+    """The subset rows (``mask``) of a standardized shard: every input column plus ``lang``,
     ``entry_ids`` and ``keep_prob`` (prefixed ``metaclip_`` if the pool has such a column)."""
     # A boolean filter copies runs of rows; it is several times faster than a take.
-    mask = np.zeros(table.num_rows, dtype=bool)
-    mask[rows] = True
     keep = pa.array(mask)
     out = table.drop_columns([c for c in table.column_names if c.startswith("__")])
     out = out.filter(keep)
