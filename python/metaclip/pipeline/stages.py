@@ -234,7 +234,8 @@ def kept_keep_probability(
 ) -> np.ndarray:
     """``keep_prob`` of the rows in ``mask`` (the same value ``keep_probability`` gives
     each of them in the whole shard: it is computed row by row)."""
-    kept = matches.select(["lang", "entry_ids"]).filter(pa.array(mask))
+    kept = matches.select(["lang", "entry_ids"])
+    kept = kept if mask.all() else kept.filter(pa.array(mask))
     csr_offsets, ids = global_csr(kept, offsets)
     return keep_probability(csr_offsets, ids, probs)
 
@@ -245,14 +246,15 @@ def subset_table(
     """The subset rows (``mask``) of a standardized shard: every input column plus ``lang``,
     ``entry_ids`` and ``keep_prob`` (prefixed ``metaclip_`` if the pool has such a column)."""
     # A boolean filter copies runs of rows; it is several times faster than a take.
-    keep = pa.array(mask)
-    out = table.drop_columns([c for c in table.column_names if c.startswith("__")])
-    out = out.filter(keep)
+    def pick(x):
+        return x if mask.all() else x.filter(pa.array(mask))
+
+    out = pick(table.drop_columns([c for c in table.column_names if c.startswith("__")]))
     names = pa.array(langs, pa.string())
-    lang = matches.column("lang").filter(keep).combine_chunks()
+    lang = pick(matches.column("lang")).combine_chunks()
     for name, col in (
         ("lang", names.take(pc.if_else(pc.less(lang, 0), None, lang))),
-        ("entry_ids", matches.column("entry_ids").filter(keep)),
+        ("entry_ids", pick(matches.column("entry_ids"))),
         ("keep_prob", pa.array(keep_prob, pa.float64())),
     ):
         if name in out.column_names:
