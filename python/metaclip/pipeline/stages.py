@@ -245,6 +245,7 @@ def subset_table(
 ) -> pa.Table:
     """The subset rows (``mask``) of a standardized shard: every input column plus ``lang``,
     ``entry_ids`` and ``keep_prob`` (prefixed ``metaclip_`` if the pool has such a column)."""
+
     # A boolean filter copies runs of rows; it is several times faster than a take.
     def pick(x):
         return x if mask.all() else x.filter(pa.array(mask))
