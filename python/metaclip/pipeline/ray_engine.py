@@ -123,7 +123,8 @@ class MatchWorker(ShardWorker):
 
 
 class SampleWorker(ShardWorker):
-    """Coins and kept rows of a shard; writes its kept rows and sizes (as ``Engine``)."""
+    """Coins and kept rows of a shard; writes which rows are kept and their sizes (as
+    ``Engine``)."""
 
     def __init__(
         self, entries: list, cfg: Config, work_dir: str, threads: int, match_dir: str, probs: list

@@ -221,8 +221,8 @@ def sample_shard(
     threads: int,
 ) -> int:
     """The sample stage for one shard, from its match-stage output alone (the pool is not
-    read): coins, kept rows and their keep probabilities, sizes per language (its
-    ``.json`` last). Returns the rows sampled."""
+    read): coins, then the kept rows (a bit per row), their entry counts and sizes per
+    language (its ``.json`` last). Returns the rows sampled."""
     matches = read_arrow(match_dir / f"{shard.name}.arrow")
     rows = stages.sample_table(matches, md, probs, cfg.seed, cfg.unit, cfg.epoch, threads)
     base = sample_dir / shard.name
