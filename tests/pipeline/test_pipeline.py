@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from pathlib import Path
@@ -46,6 +47,7 @@ def write_pool(dirpath: Path, texts: list[str], shards: int, extra: bool = True)
             "key": [f"k{i:06d}" for i in range(len(texts))],
             "text": texts,
             **({"url": [f"http://x/{i}.jpg" for i in range(len(texts))]} if extra else {}),
+            **({"score": [None if i % 7 else i / 3 for i in range(len(texts))]} if extra else {}),
         }
     )
     step = -(-len(texts) // shards)
@@ -115,6 +117,43 @@ def test_output_independent_of_workers_and_sharding(pool, tmp_path):
         outs[name] = subset_bytes(out)
     assert len(outs["w1"]) > 1
     assert outs["w1"] == outs["w2"] == outs["s7"]
+
+
+def test_parquet_bytes_depend_on_rows_not_on_how_they_were_chunked():
+    """Subset files are made of slices of several shards. The parquet writer's bytes depend
+    on where chunks start (here: when the text column's dictionary overflows), so the
+    writer gets fixed chunk boundaries, and files do not depend on where slices fall."""
+    import io
+
+    from metaclip.pipeline.run import canonical_chunks
+
+    n, step = 30_000, 4096
+    rng = random.Random(0)
+    texts = [" ".join(f"w{rng.randrange(3000)}" for _ in range(14)) for _ in range(n)]
+    lists = pa.LargeListArray.from_arrays(
+        pa.array(np.arange(0, 3 * n + 1, 3)), pa.array(np.arange(3 * n) % 97, pa.uint32())
+    )
+    table = pa.table(
+        {
+            "text": [t if i % 5 else None for i, t in enumerate(texts)],
+            "entry_ids": lists,
+            "keep_prob": np.linspace(0, 1, n),
+        }
+    )
+
+    def parquet(t: pa.Table, canonical: bool = True) -> bytes:
+        buf = io.BytesIO()
+        pq.write_table(canonical_chunks(t, step) if canonical else t, buf, row_group_size=n)
+        return buf.getvalue()
+
+    def split(cuts: list[int]) -> pa.Table:
+        bounds = [0, *cuts, n]
+        return pa.concat_tables([table.slice(a, b - a) for a, b in itertools.pairwise(bounds)])
+
+    want = parquet(table)
+    for cuts in ([10_000, 20_000], [1, 7, n - 1], [step], [step - 1, step + 1], [12_345]):
+        assert parquet(split(cuts)) == want, cuts
+    assert parquet(split([10_000]), canonical=False) != parquet(table, canonical=False)
 
 
 def test_killed_run_resumes_to_identical_output(pool, tmp_path, monkeypatch):

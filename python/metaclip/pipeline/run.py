@@ -356,7 +356,7 @@ class SubsetWriter:
         if drift:
             raise SchemaDrift(drift)
         chunk = pa.concat_tables([schema.empty_table(), *slices], promote_options="permissive")
-        chunk = chunk.cast(schema).combine_chunks()
+        chunk = canonical_chunks(chunk.cast(schema))
         path = out_dir / f"part-{part['part']:05d}.parquet"
         step = max(1, part["step"])
         atomic_write(
@@ -366,6 +366,24 @@ class SubsetWriter:
             ),
         )
         return chunk.num_rows
+
+
+# Rows per Arrow chunk handed to the parquet writer (see ``canonical_chunks``).
+WRITE_CHUNK = 1 << 16
+
+
+def canonical_chunks(table: pa.Table, step: int = WRITE_CHUNK) -> pa.Table:
+    """The table re-chunked at every ``step`` rows. The parquet writer's bytes depend on
+    where chunks start, so fixed boundaries make a file's bytes independent of the shard
+    slices it was made from; only chunks that straddle a slice boundary are copied."""
+    columns = []
+    for col in table.columns:
+        out = []
+        for lo in range(0, len(col), step):
+            parts = [c for c in col.slice(lo, step).chunks if len(c)]
+            out.append(parts[0] if len(parts) == 1 else pa.concat_arrays(parts))
+        columns.append(pa.chunked_array(out, type=col.type))
+    return pa.table(columns, schema=table.schema)
 
 
 def _is_list(t: pa.DataType) -> bool:
