@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +12,10 @@ import click
 
 from metaclip import __version__
 from metaclip.exceptions import MetaclipError
+
+# --workers 0 on the embedded engine: one per core, at most this many (each worker holds a
+# shard in memory while it matches or writes).
+AUTO_WORKERS = 8
 
 POOL_HELP = """
 \b
@@ -56,8 +61,10 @@ def _options(f):
                           "metaclip/data/lid/mapping.tsv."),
         click.option("--max-text-bytes", type=int, default=1 << 20, show_default=True,
                      help="Longer texts are skipped and counted as too_long."),
-        click.option("--workers", type=int, default=1, show_default=True,
-                     help="Shards processed at once."),
+        click.option("--workers", type=int, default=0, show_default=True,
+                     help="Shards (and subset files) processed at once; 0: one per core, "
+                          "at most 8 (each holds a shard in memory). With --engine ray: "
+                          "the most actors per stage (0: one per CPU)."),
         click.option("--threads", type=int, default=0,
                      help="Matching threads per shard (0: cores / workers)."),
         click.option("--rows-per-file", type=int, default=1_000_000, show_default=True,
@@ -91,6 +98,10 @@ def _engine(kw: dict):
     engine, address = kw.pop("engine", "embedded"), kw.pop("ray_address", None)
     kw["pool"] = tuple(kw["pool"])
     kw["out"] = str(kw["out"])
+    if kw.get("workers", 1) < 0:
+        raise MetaclipError("--workers must be 0 (automatic) or more")
+    if engine == "embedded" and not kw.get("workers"):
+        kw["workers"] = min(os.cpu_count() or 1, AUTO_WORKERS)
     cfg = Config(**kw)
     if engine == "ray":
         try:

@@ -162,6 +162,7 @@ def test_killed_run_resumes_to_identical_output(pool, tmp_path, monkeypatch):
     run_cli("run", str(pool["seven"]), "-o", str(ref), *args)
 
     out = tmp_path / "killed"
+    args += ["--workers", "1"]  # shards one after the other: the kill lands after two
     real = stages.sample_table
     calls = {"n": 0}
 
