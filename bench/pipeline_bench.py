@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).parent))
 import workload
 
+from metaclip.pipeline.memory import use_reusing_pool
 from metaclip.pipeline.pool import read_shard
 from metaclip.pipeline.run import Config, Engine
 
@@ -91,9 +92,15 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--t", type=float, default=20_000)
     ap.add_argument("--repeat", type=int, default=3, help="runs; the fastest is shown")
+    ap.add_argument(
+        "--arrow-pool", choices=["reusing", "default"], default="reusing",
+        help="reusing: jemalloc keeping freed pages, as metaclip-curate sets it; "
+        "default: pyarrow's default pool",
+    )  # fmt: skip
     ap.add_argument("--root", type=Path, default=Path(__file__).parent / "out")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    pool_name = use_reusing_pool() if args.arrow_pool == "reusing" else "default"
 
     md, pool = make_pool(args.root, args.entries, args.texts, args.shards)
     cfg = Config(
@@ -108,7 +115,7 @@ def main() -> None:
     size = card["subset"]["size"]
     print(f"\npool: {n:,} texts in {args.shards} shards, {args.entries:,} entries, "
           f"workers={args.workers}, t={args.t:g}; subset {size:,} ({size / n:.0%} kept); "
-          f"fastest of {len(runs)} runs")  # fmt: skip
+          f"fastest of {len(runs)} runs; Arrow pool {pool_name}")  # fmt: skip
     print(f"{'stage':48} {'seconds':>9} {'texts/s':>12} {'CPU s':>8}")
     for k, v in times.items():
         print(f"{k:48} {v:9.2f} {n / v if v > 0 else 0:12,.0f} {cpu[k]:8.2f}")

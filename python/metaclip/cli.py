@@ -92,7 +92,10 @@ def _options(f):
 
 
 def _engine(kw: dict):
+    from metaclip.pipeline.memory import use_reusing_pool
     from metaclip.pipeline.run import Config, Engine
+
+    use_reusing_pool()  # this process is ours: an allocator that reuses freed pages
 
     kw = dict(kw)
     engine, address = kw.pop("engine", "embedded"), kw.pop("ray_address", None)
@@ -261,7 +264,9 @@ def demo(out: Path, texts_per_lang: int, quiet: bool) -> None:  # fmt: skip
     of parquet shards, curates it in MC2 mode and prints the summary.
     """
     from metaclip.pipeline.demo import run_demo
+    from metaclip.pipeline.memory import use_reusing_pool
 
+    use_reusing_pool()
     card = run_demo(out, texts_per_lang=texts_per_lang, quiet=quiet)
     _summary(card, out / "curated")
 
