@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from pipeline_bench import make_pool
 
+from metaclip.pipeline.memory import use_reusing_pool
 from metaclip.pipeline.run import Config, Engine
 
 STAGES = ["setup", "match", "count", "balance", "sample", "write", "datacard"]
@@ -65,6 +66,7 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=Path(__file__).parent / "out")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    use_reusing_pool()  # as metaclip-curate (and the Ray engine's workers) set it
 
     import ray
 

@@ -48,6 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from metaclip.exceptions import MetaclipError
+from metaclip.pipeline.memory import use_reusing_pool
 from metaclip.pipeline.metadata import Metadata
 from metaclip.pipeline.pool import Shard, read_shard
 from metaclip.pipeline.run import (
@@ -89,6 +90,7 @@ class ShardWorker:
     def __init__(self, entries: list, cfg: Config, work_dir: str, threads: int) -> None:
         import ray
 
+        use_reusing_pool()  # the actor's process is this job's (as metaclip-curate's is)
         self.cfg = cfg
         self.md = Metadata(ray.get(entries[0]), cfg.mode)
         self.dir = Path(work_dir)
@@ -196,6 +198,7 @@ WRITE_SCHEMA = pa.schema([("rows", pa.int64()), ("drift", pa.list_(pa.string()))
 def write_part(batch: pa.Table, writer: SubsetWriter, tmp_dir: str, schema: pa.Schema) -> pa.Table:
     """Write output file(s) ``part-{i:05d}.parquet`` (one per planned part in the batch).
     A schema drift (see ``SchemaDrift``) is returned to the driver, which starts over."""
+    use_reusing_pool()
     rows, drift = [], []
     for part in batch.to_pylist():
         try:
