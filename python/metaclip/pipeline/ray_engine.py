@@ -36,7 +36,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import shutil
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,7 +49,7 @@ import pyarrow.compute as pc
 from metaclip.exceptions import MetaclipError
 from metaclip.pipeline.memory import use_reusing_pool
 from metaclip.pipeline.metadata import Metadata
-from metaclip.pipeline.pool import Shard, read_shard
+from metaclip.pipeline.pool import Shard
 from metaclip.pipeline.run import (
     Config,
     Engine,
@@ -108,9 +107,6 @@ class ShardWorker:
             except (MetaclipError, ValueError) as e:  # bad input: deterministic, no retry
                 out.append({"index": shard.index, "rows": 0, "error": _error(e)})
         return pa.Table.from_pylist(out, schema=RESULT_SCHEMA)
-
-    def read(self, shard: Shard, only_needed: bool = False) -> pa.Table:
-        return read_shard(shard, self.cfg.columns, self.cfg.max_text_bytes, only_needed)
 
 
 class MatchWorker(ShardWorker):
@@ -390,17 +386,14 @@ class RayEngine(Engine):
             match_dir=str(self.match_dir), probs=[ref],
         )  # fmt: skip
 
-    def _write(self, writer: SubsetWriter) -> list[Path]:
+    def _write_parts(
+        self, writer: SubsetWriter, parts: list[dict], schema: pa.Schema, tmp: Path
+    ) -> int:
         """The subset files, one task each; the same files as ``Engine.write``."""
-        items, schema, total = writer.plan()
-        final = self.out / "subset"
-        tmp = self.out / "_work" / "subset.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
         ray = self._ray()
         written, drift = 0, set()
         with self._data_context():
-            ds = ray.data.from_items(items, override_num_blocks=len(items))
+            ds = ray.data.from_items(parts, override_num_blocks=len(parts))
             ds = ds.map_batches(
                 write_part, batch_size=1, batch_format="pyarrow",
                 fn_kwargs={"writer": writer, "tmp_dir": str(tmp), "schema": schema},
@@ -412,11 +405,7 @@ class RayEngine(Engine):
                     drift.update(cols)
         if drift:
             raise SchemaDrift(drift)
-        if written != total:
-            raise RuntimeError(f"wrote {written} subset rows, expected {total}")
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        return sorted(final.glob("*.parquet"))
+        return written
 
     def run(self) -> dict:
         """All stages; returns the datacard. Shuts down a local Ray it started."""

@@ -147,13 +147,9 @@ def save_sparse_counts(path: Path, sparse: dict[str, tuple[np.ndarray, np.ndarra
     save_npz(path, arrays)
 
 
-def kept_counts(
-    matches: pa.Table, rows: np.ndarray, md: Metadata
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Sparse entry counts of the kept rows, per language (for the report's 'after')."""
-    mask = np.zeros(matches.num_rows, dtype=bool)
-    mask[rows] = True
-    kept = matches.select(["lang", "entry_ids"]).filter(pa.array(mask))
+def kept_counts(kept: pa.Table, md: Metadata) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Sparse entry counts of the kept rows (their ``MATCH_SCHEMA`` rows), per language
+    (for the report's 'after')."""
     lens = pc.list_value_length(kept.column("entry_ids")).to_numpy()
     ids = pc.list_flatten(kept.column("entry_ids")).to_numpy()
     lang = np.repeat(kept.column("lang").to_numpy(), lens)
@@ -185,10 +181,8 @@ def output_schema(shard: Shard, cfg: Config, md: Metadata, read: pa.Table) -> pa
         empty = pq.read_schema(shard.path).empty_table()
         empty = empty.append_column("__skip", pa.nulls(0, pa.string()))
         read = standardize(empty, shard, cfg.columns, cfg.max_text_bytes)
-    return stages.subset_table(
-        read.slice(0, 0), stages.MATCH_SCHEMA.empty_table(), np.zeros(0, bool),
-        np.zeros(0), md.langs,
-    ).schema  # fmt: skip
+    empty = stages.MATCH_SCHEMA.empty_table()
+    return stages.subset_table(read.slice(0, 0), empty, np.zeros(0), md.langs).schema
 
 
 def match_shard(
@@ -229,10 +223,10 @@ def sample_shard(
     mask = np.zeros(matches.num_rows, dtype=bool)
     mask[rows] = True
     save_npy(sample_dir / f"{shard.name}.kept.npy", np.packbits(mask))
-    lang = matches.column("lang").to_numpy()[rows]
-    values, freq = np.unique(lang, return_counts=True)
+    kept = stages.select_rows(matches.select(["lang", "entry_ids"]), mask)
+    values, freq = np.unique(kept.column("lang").to_numpy(), return_counts=True)
     sizes = {md.langs[i]: int(c) for i, c in zip(values, freq, strict=True)}
-    save_sparse_counts(base.with_suffix(".npz"), kept_counts(matches, rows, md))
+    save_sparse_counts(base.with_suffix(".npz"), kept_counts(kept, md))
     write_json(base.with_suffix(".json"), {"kept": len(rows), "lang_kept": sizes})
     return matches.num_rows
 
@@ -324,13 +318,16 @@ class SubsetWriter:
         matches = read_arrow(self.match_dir / f"{name}.arrow")
         if table.num_rows != matches.num_rows:
             raise InputError(
-                f"{self.shards[name].path}: has {table.num_rows} rows, the match stage saw "
+                f"{shard.path}: has {table.num_rows} rows, the match stage saw "
                 f"{matches.num_rows}; the pool changed during the run (delete {self.cfg.out})"
             )
         mask = np.unpackbits(np.load(self.sample_dir / f"{name}.kept.npy"), count=len(table))
         mask = mask.astype(bool)
-        prob = stages.kept_keep_probability(matches, mask, self.probs, self.offsets)
-        return stages.subset_table(table, matches, mask, prob, list(self.offsets))
+        kept = stages.select_rows(matches.select(["lang", "entry_ids"]), mask)
+        # Row by row in Rust: the same value the whole shard's computation gives each row.
+        prob = stages.keep_probability(*stages.global_csr(kept, self.offsets), self.probs)
+        table = stages.select_rows(table, mask)
+        return stages.subset_table(table, kept, prob, list(self.offsets))
 
     @functools.cached_property
     def probs(self) -> np.ndarray:
@@ -519,9 +516,6 @@ class Engine:
         finally:
             bar.close()
 
-    def _read(self, shard: Shard, only_needed: bool = False) -> pa.Table:
-        return read_shard(shard, self.cfg.columns, self.cfg.max_text_bytes, only_needed)
-
     # -- stages --------------------------------------------------------------------------
     def match(self) -> None:
         """Per shard: (LID), match, per-shard counts and stats."""
@@ -559,20 +553,31 @@ class Engine:
         return SubsetWriter(self.cfg, offsets, shards, self.match_dir, self.sample_dir, binary)
 
     def write(self) -> list[Path]:
-        """The subset files: the kept rows in input order, ``rows_per_file`` per file."""
+        """The subset files: the kept rows in input order, ``rows_per_file`` per file.
+        Written into a temp folder that replaces ``subset/`` only when complete."""
         binary: frozenset[str] = frozenset()
         while True:
+            writer = self.subset_writer(binary)
+            parts, schema, total = writer.plan()
+            tmp = self.out / "_work" / "subset.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
             try:
-                return self._write(self.subset_writer(binary))
+                written = self._write_parts(writer, parts, schema, tmp)
             except SchemaDrift as e:
                 binary |= e.columns
+                continue
+            if written != total:
+                raise RuntimeError(f"wrote {written} subset rows, expected {total}")
+            final = self.out / "subset"
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            return sorted(final.glob("*.parquet"))
 
-    def _write(self, writer: SubsetWriter) -> list[Path]:
-        parts, schema, total = writer.plan()
-        final = self.out / "subset"
-        tmp = self.out / "_work" / "subset.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+    def _write_parts(
+        self, writer: SubsetWriter, parts: list[dict], schema: pa.Schema, tmp: Path
+    ) -> int:
+        """Write every part into ``tmp`` on a thread pool; returns the rows written."""
         cache = ShardCache(writer.shard_subset, parts)
 
         def run(part: dict) -> int:
@@ -581,7 +586,7 @@ class Engine:
             finally:
                 cache.done(part)
 
-        bar = Progress("write", total, self.cfg.quiet)
+        bar = Progress("write", sum(sum(p["lengths"]) for p in parts), self.cfg.quiet)
         written = 0
         try:
             with ThreadPoolExecutor(max(1, self.cfg.workers)) as ex:
@@ -590,11 +595,7 @@ class Engine:
                     bar.update(n)
         finally:
             bar.close()
-        if written != total:
-            raise RuntimeError(f"wrote {written} subset rows, expected {total}")
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        return sorted(final.glob("*.parquet"))
+        return written
 
     def subset_counts(self) -> dict[str, np.ndarray]:
         """Entry counts inside the curated subset (the sum of the per-shard kept counts)."""

@@ -229,33 +229,24 @@ def sample_table(
     return kept_rows.astype(np.int64)
 
 
-def kept_keep_probability(
-    matches: pa.Table, mask: np.ndarray, probs: np.ndarray, offsets: dict[str, int]
-) -> np.ndarray:
-    """``keep_prob`` of the rows in ``mask`` (the same value ``keep_probability`` gives
-    each of them in the whole shard: it is computed row by row)."""
-    kept = matches.select(["lang", "entry_ids"])
-    kept = kept if mask.all() else kept.filter(pa.array(mask))
-    csr_offsets, ids = global_csr(kept, offsets)
-    return keep_probability(csr_offsets, ids, probs)
+def select_rows(table: pa.Table, mask: np.ndarray) -> pa.Table:
+    """The rows in ``mask``. A boolean filter copies runs of rows, several times faster
+    than a take; with every row selected nothing is copied."""
+    return table if mask.all() else table.filter(pa.array(mask))
 
 
 def subset_table(
-    table: pa.Table, matches: pa.Table, mask: np.ndarray, keep_prob: np.ndarray, langs: list[str]
+    kept: pa.Table, matches: pa.Table, keep_prob: np.ndarray, langs: list[str]
 ) -> pa.Table:
-    """The subset rows (``mask``) of a standardized shard: every input column plus ``lang``,
-    ``entry_ids`` and ``keep_prob`` (prefixed ``metaclip_`` if the pool has such a column)."""
-
-    # A boolean filter copies runs of rows; it is several times faster than a take.
-    def pick(x):
-        return x if mask.all() else x.filter(pa.array(mask))
-
-    out = pick(table.drop_columns([c for c in table.column_names if c.startswith("__")]))
+    """Subset rows: the kept rows of a standardized shard with every input column, plus
+    ``lang``, ``entry_ids`` (from their ``MATCH_SCHEMA`` rows) and ``keep_prob`` (each
+    prefixed ``metaclip_`` if the pool has such a column)."""
+    out = kept.drop_columns([c for c in kept.column_names if c.startswith("__")])
     names = pa.array(langs, pa.string())
-    lang = pick(matches.column("lang")).combine_chunks()
+    lang = matches.column("lang").combine_chunks()
     for name, col in (
         ("lang", names.take(pc.if_else(pc.less(lang, 0), None, lang))),
-        ("entry_ids", pick(matches.column("entry_ids"))),
+        ("entry_ids", matches.column("entry_ids")),
         ("keep_prob", pa.array(keep_prob, pa.float64())),
     ):
         if name in out.column_names:

@@ -72,53 +72,48 @@ fn count(path: &Path, line: u64, s: &str) -> Result<u64> {
     })
 }
 
-/// Load `word count` lines (whitespace-separated, exactly two fields; blank lines and lines
-/// starting with `#` are skipped) into the counter's unigram counts. Returns lines loaded.
-pub fn load_unigram_counts(counter: &mut NgramCounter, path: &Path) -> Result<u64> {
+/// Call `f(line number, fields)` on each line of `path` that holds exactly `N`
+/// whitespace-separated fields; blank lines and lines starting with `#` are skipped, other
+/// lines are an error naming the file, the line and the expected `layout`. Returns the
+/// lines passed to `f`.
+fn for_each_record<const N: usize>(
+    path: &Path,
+    layout: &str,
+    mut f: impl FnMut(u64, [&str; N]) -> Result<()>,
+) -> Result<u64> {
     let mut loaded = 0;
     for_each_line(path, |n, raw| {
-        let line = utf8(path, n, raw)?;
-        let t = line.trim();
+        let t = utf8(path, n, raw)?.trim();
         if t.is_empty() || t.starts_with('#') {
             return Ok(());
         }
         let fields: Vec<&str> = t.split_whitespace().collect();
-        let [w, c] = fields[..] else {
+        let Ok(record) = <[&str; N]>::try_from(fields.as_slice()) else {
             return Err(parse_err(
                 path,
                 n,
-                format!("expected `word count`, got {} fields", fields.len()),
+                format!("expected `{layout}`, got {} fields", fields.len()),
             ));
         };
-        counter.add_unigram_count(w, count(path, n, c)?)?;
+        f(n, record)?;
         loaded += 1;
         Ok(())
     })?;
     Ok(loaded)
 }
 
-/// Load `first second count` lines (exactly three fields) into the bigram counts.
+/// Load `word count` lines into the counter's unigram counts. Returns lines loaded.
+pub fn load_unigram_counts(counter: &mut NgramCounter, path: &Path) -> Result<u64> {
+    for_each_record(path, "word count", |n, [w, c]| {
+        counter.add_unigram_count(w, count(path, n, c)?)
+    })
+}
+
+/// Load `first second count` lines into the bigram counts. Returns lines loaded.
 pub fn load_bigram_counts(counter: &mut NgramCounter, path: &Path) -> Result<u64> {
-    let mut loaded = 0;
-    for_each_line(path, |n, raw| {
-        let line = utf8(path, n, raw)?;
-        let t = line.trim();
-        if t.is_empty() || t.starts_with('#') {
-            return Ok(());
-        }
-        let fields: Vec<&str> = t.split_whitespace().collect();
-        let [a, b, c] = fields[..] else {
-            return Err(parse_err(
-                path,
-                n,
-                format!("expected `first second count`, got {} fields", fields.len()),
-            ));
-        };
-        counter.add_bigram_count(a, b, count(path, n, c)?)?;
-        loaded += 1;
-        Ok(())
-    })?;
-    Ok(loaded)
+    for_each_record(path, "first second count", |n, [a, b, c]| {
+        counter.add_bigram_count(a, b, count(path, n, c)?)
+    })
 }
 
 /// Options for reading pageview dumps.
