@@ -71,7 +71,8 @@ def packed_strings(arr: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     import pyarrow as pa
 
     if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
+        # combine_chunks copies even a single chunk
+        arr = arr.chunk(0) if arr.num_chunks == 1 else arr.combine_chunks()
     if not (pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)):
         if pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type):
             arr = arr.cast(pa.large_binary())

@@ -238,6 +238,12 @@ def read_shard(
     return standardize(table, shard, cols, max_text_bytes)
 
 
+def contiguous(column: pa.ChunkedArray) -> pa.Array:
+    """One array for a column: its only chunk as is (``combine_chunks`` copies even then,
+    which for a shard's texts costs more than matching a tenth of them)."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
 def _require(table: pa.Table, name: str, shard: Shard, what: str) -> pa.ChunkedArray:
     if name not in table.column_names:
         if table.num_rows == 0:
@@ -252,9 +258,9 @@ def _require(table: pa.Table, name: str, shard: Shard, what: str) -> pa.ChunkedA
 
 def standardize(table: pa.Table, shard: Shard, cols: Columns, max_text_bytes: int) -> pa.Table:
     n = table.num_rows
-    skip = table.column("__skip").combine_chunks()
-    text = _require(table, cols.text, shard, "text").combine_chunks()
-    key = _require(table, cols.key, shard, "key").combine_chunks()
+    skip = contiguous(table.column("__skip"))
+    text = contiguous(_require(table, cols.text, shard, "text"))
+    key = contiguous(_require(table, cols.key, shard, "key"))
     key = key.cast(pa.large_string())
     if key.null_count:
         # Without a key a row has no coins: it is skipped (counted as null_key).
@@ -264,7 +270,7 @@ def standardize(table: pa.Table, shard: Shard, cols: Columns, max_text_bytes: in
         key = pc.if_else(pa.array(nulls), filler, key)
     image = key
     if cols.image:
-        image = _require(table, cols.image, shard, "image").combine_chunks().cast(pa.large_string())
+        image = contiguous(_require(table, cols.image, shard, "image")).cast(pa.large_string())
         if image.null_count:  # no image key (e.g. a malformed row): the row is its own image
             image = pc.if_else(image.is_null(), key, image)
     if pa.types.is_list(text.type) or pa.types.is_large_list(text.type):
@@ -298,7 +304,7 @@ def standardize(table: pa.Table, shard: Shard, cols: Columns, max_text_bytes: in
     out = out.append_column("__text", text)
     out = out.append_column("__skip", reasons)
     if cols.lang:
-        lang = _require(table, cols.lang, shard, "lang").combine_chunks().cast(pa.string())
+        lang = contiguous(_require(table, cols.lang, shard, "lang")).cast(pa.string())
         out = out.append_column("__lang", lang)
     return out
 

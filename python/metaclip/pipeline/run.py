@@ -35,10 +35,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from metaclip import __version__
+from metaclip import __version__, core
 from metaclip.exceptions import InputError
 from metaclip.pipeline import stages
 from metaclip.pipeline.io import (
@@ -54,6 +53,7 @@ from metaclip.pipeline.metadata import load as load_metadata
 from metaclip.pipeline.pool import (
     Columns,
     Shard,
+    contiguous,
     count_rows,
     discover,
     read_parquet,
@@ -150,15 +150,14 @@ def save_sparse_counts(path: Path, sparse: dict[str, tuple[np.ndarray, np.ndarra
 def kept_counts(kept: pa.Table, md: Metadata) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Sparse entry counts of the kept rows (their ``MATCH_SCHEMA`` rows), per language
     (for the report's 'after')."""
-    lens = pc.list_value_length(kept.column("entry_ids")).to_numpy()
-    ids = pc.list_flatten(kept.column("entry_ids")).to_numpy()
-    lang = np.repeat(kept.column("lang").to_numpy(), lens)
+    offsets = stages.lang_offsets(md)
+    _, ids = stages.global_csr(kept, offsets)
+    total = core.count_entries(ids, sum(len(md.entries[lang]) for lang in md.langs))
     out = {}
-    for li, name in enumerate(md.langs):
-        sel = ids[lang == li] if len(md.langs) > 1 else ids
-        c = np.bincount(sel, minlength=len(md.entries[name]))
+    for lang, at in offsets.items():
+        c = total[at : at + len(md.entries[lang])]
         nz = np.flatnonzero(c)
-        out[name] = (nz, c[nz])
+        out[lang] = (nz, c[nz])
     return out
 
 
@@ -223,7 +222,7 @@ def sample_shard(
     mask = np.zeros(matches.num_rows, dtype=bool)
     mask[rows] = True
     save_npy(sample_dir / f"{shard.name}.kept.npy", np.packbits(mask))
-    kept = stages.select_rows(matches.select(["lang", "entry_ids"]), mask)
+    kept = stages.select_matches(matches, mask)
     values, freq = np.unique(kept.column("lang").to_numpy(), return_counts=True)
     sizes = {md.langs[i]: int(c) for i, c in zip(values, freq, strict=True)}
     save_sparse_counts(base.with_suffix(".npz"), kept_counts(kept, md))
@@ -323,7 +322,7 @@ class SubsetWriter:
             )
         mask = np.unpackbits(np.load(self.sample_dir / f"{name}.kept.npy"), count=len(table))
         mask = mask.astype(bool)
-        kept = stages.select_rows(matches.select(["lang", "entry_ids"]), mask)
+        kept = stages.select_matches(matches, mask)
         # Row by row in Rust: the same value the whole shard's computation gives each row.
         prob = stages.keep_probability(*stages.global_csr(kept, self.offsets), self.probs)
         table = stages.select_rows(table, mask)
@@ -356,13 +355,35 @@ class SubsetWriter:
         chunk = canonical_chunks(chunk.cast(schema))
         path = out_dir / f"part-{part['part']:05d}.parquet"
         step = max(1, part["step"])
+        options = parquet_options(schema, self.cfg)
         atomic_write(
             path,
             lambda p: pq.write_table(
-                chunk, p, row_group_size=step, compression=self.cfg.compression
+                chunk, p, row_group_size=step, compression=self.cfg.compression, **options
             ),
         )
         return chunk.num_rows
+
+
+def parquet_options(schema: pa.Schema, cfg: Config) -> dict:
+    """Per-column encodings of the subset files. A dictionary pays off on repeated values
+    (the language, a source column) but only costs time on columns whose values are
+    (nearly) all distinct (keys, texts, image keys, entry-id lists, keep probabilities):
+    there the writer builds a dictionary, then falls back to plain. Entry ids are sorted
+    within a row, so delta encoding packs them about as tight as a dictionary, faster."""
+    ours = {n.removeprefix("metaclip_"): n for n in schema.names[-3:]}  # see subset_table
+    ids, prob = ours.get("entry_ids"), ours.get("keep_prob")
+    distinct = {c for c in (cfg.key_column, cfg.text_column, cfg.image_column, ids, prob) if c}
+    buf = pa.BufferOutputStream()
+    pq.write_table(schema.empty_table(), buf)
+    leaves = pq.ParquetFile(pa.BufferReader(buf.getvalue())).schema  # parquet column paths
+    dictionary = [
+        path
+        for path in (leaves.column(i).path for i in range(len(leaves)))
+        if not any(path == d or path.startswith(f"{d}.") for d in distinct)
+    ]
+    delta = {f"{ids}.list.element": "DELTA_BINARY_PACKED"} if ids else None
+    return {"use_dictionary": dictionary, "column_encoding": delta}
 
 
 # Rows per Arrow chunk handed to the parquet writer (see ``canonical_chunks``).
@@ -463,7 +484,7 @@ def _lid_function(cfg: Config) -> tuple[Callable | None, dict]:
     names = pa.array(ident.languages, pa.string())
 
     def identify(texts: pa.ChunkedArray) -> pa.Array:
-        idx, _ = ident.identify(texts.combine_chunks(), threads=cfg.threads)
+        idx, _ = ident.identify(contiguous(texts), threads=cfg.threads)
         return pa.DictionaryArray.from_arrays(pa.array(idx, pa.int16()), names)
 
     info = {

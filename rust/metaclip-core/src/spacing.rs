@@ -92,21 +92,68 @@ static CLASS: [u8; 256] = {
 #[inline]
 pub fn for_each_token(b: &[u8], mut f: impl FnMut(usize, usize)) {
     let mut start = 0;
-    for (i, &c) in b.iter().enumerate() {
-        match CLASS[c as usize] {
-            0 => {}
-            1 => {
-                f(start, i);
-                start = i + 1;
-            }
-            _ => {
-                f(start, i);
+    let mut base = 0;
+    // Blocks of 16 bytes: a bit mask of the bytes that end a token, then one step per
+    // token instead of a branch per byte (a byte loop mispredicts at every token end).
+    while base < b.len() {
+        let mut mask = special_mask(b, base);
+        while mask != 0 {
+            let i = base + mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            f(start, i);
+            if CLASS[b[i] as usize] == 2 {
                 f(i, i + 1);
-                start = i + 1;
             }
+            start = i + 1;
         }
+        base += 16;
     }
     f(start, b.len());
+}
+
+/// Bit `k` set iff `b[at + k]` (k < 16, within `b`) is a space, tab, newline, return or
+/// wrapped mark.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn special_mask(b: &[u8], at: usize) -> u32 {
+    use std::arch::x86_64::*;
+    let mut tail = [0u8; 16];
+    let block: &[u8] = match b.get(at..at + 16) {
+        Some(full) => full,
+        None => {
+            // Zero bytes are never special, so padding adds no bits.
+            tail[..b.len() - at].copy_from_slice(&b[at..]);
+            &tail
+        }
+    };
+    // SAFETY: SSE2 is part of the x86_64 baseline; the load reads the 16 bytes of `block`.
+    unsafe {
+        let v = _mm_loadu_si128(block.as_ptr() as *const __m128i);
+        let eq = |c: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(c as i8));
+        let controls = _mm_or_si128(
+            _mm_or_si128(eq(b' '), eq(b'\t')),
+            _mm_or_si128(eq(b'\n'), eq(b'\r')),
+        );
+        let marks = _mm_or_si128(
+            _mm_or_si128(
+                _mm_or_si128(eq(WRAPPED[0]), eq(WRAPPED[1])),
+                _mm_or_si128(eq(WRAPPED[2]), eq(WRAPPED[3])),
+            ),
+            _mm_or_si128(_mm_or_si128(eq(WRAPPED[4]), eq(WRAPPED[5])), eq(WRAPPED[6])),
+        );
+        _mm_movemask_epi8(_mm_or_si128(controls, marks)) as u32
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn special_mask(b: &[u8], at: usize) -> u32 {
+    let end = (at + 16).min(b.len());
+    let mut mask = 0;
+    for (k, &c) in b[at..end].iter().enumerate() {
+        mask |= ((CLASS[c as usize] != 0) as u32) << k;
+    }
+    mask
 }
 
 /// `spacing(text.strip())` as a `String` (for tests and small callers).
@@ -131,7 +178,14 @@ mod tests {
 
     #[test]
     fn tokens_equal_split_of_spaced_text() {
-        for text in ["a.b", "a. b", "", ".", " x\t,y ", "a  b", "\u{3000}猫,\n"] {
+        let long = [
+            "a".repeat(15) + "," + &"b".repeat(16) + " c",
+            "x".repeat(16) + "." + &"y ".repeat(9) + "\t\r\n`:?" + &"z".repeat(31) + "!",
+            ",".repeat(40),
+            "word ".repeat(20) + "déjà vu; 猫 " + &"q".repeat(17),
+        ];
+        let short = ["a.b", "a. b", "", ".", " x\t,y ", "a  b", "\u{3000}猫,\n"];
+        for text in short.iter().copied().chain(long.iter().map(|s| s.as_str())) {
             let s = spaced(text);
             let want: Vec<&[u8]> = s.as_bytes()[1..s.len() - 1].split(|&b| b == b' ').collect();
             let mut got: Vec<Vec<u8>> = Vec::new();
