@@ -48,6 +48,15 @@ class Metadata:
             return lang
         return OTHER if OTHER in self.entries else None
 
+    def prebuild(self) -> None:
+        """Build every language's matcher now (for a background thread). A failure is left
+        for the caller of ``matcher`` to raise."""
+        for lang in self.langs:
+            try:
+                self.matcher(lang)
+            except Exception:
+                return
+
     def matcher(self, lang: str) -> core.Matcher:
         """Build on first use; later calls (from any thread) share the same matcher."""
         m = self._matchers.get(lang)

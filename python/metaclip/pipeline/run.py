@@ -544,7 +544,14 @@ class Engine:
         def run(shard: Shard) -> int:
             return match_shard(shard, self.cfg, self.md, self.match_dir, self.threads, self.lid)
 
-        self._each_shard("match", run, lambda s: (self.match_dir / f"{s.name}.json").exists())
+        def done(shard: Shard) -> bool:
+            return (self.match_dir / f"{shard.name}.json").exists()
+
+        if self.md.single and self.cfg.workers > 1 and not all(done(s) for s in self.shards):
+            # Build the matcher while the workers read their first shards (the build
+            # releases the GIL); else every worker would wait for it after its read.
+            threading.Thread(target=self.md.prebuild, daemon=True).start()
+        self._each_shard("match", run, done)
 
     def count(self) -> dict[str, np.ndarray]:
         """Global counts = exact sum of the per-shard counts."""

@@ -397,9 +397,6 @@ impl WordTrie {
                 }
                 let key = edge_key(node, toks[next].0);
                 let hash = mix(key);
-                if next == start + 1 && !self.may_start(hash) {
-                    break;
-                }
                 match self.edges.find(hash, key, |_| true) {
                     Some(&(child, child_info)) => {
                         node = child as u64;
@@ -412,15 +409,24 @@ impl WordTrie {
         }
     }
 
-    /// Prefetch the first edge of every token that starts a longer entry.
+    /// Prefetch the first edge of every token that starts a longer entry with the next
+    /// token, and clear `HAS_CHILDREN` on the others (so `walk` never probes for them).
     #[inline]
-    fn prefetch_edges(&self, toks: &[(u32, u32)]) {
-        for w in toks.windows(2) {
-            if w[0].1 & HAS_CHILDREN != 0 && w[1].0 != NONE {
-                let hash = mix(edge_key(ROOT | w[0].0 as u64, w[1].0));
-                if self.may_start(hash) {
-                    self.edges.prefetch(hash);
-                }
+    fn prefetch_edges(&self, toks: &mut [(u32, u32)]) {
+        let Some(last) = toks.len().checked_sub(1) else {
+            return;
+        };
+        for i in 0..last {
+            let (wid, info) = toks[i];
+            if info & HAS_CHILDREN == 0 {
+                continue;
+            }
+            let next = toks[i + 1].0;
+            let hash = mix(edge_key(ROOT | wid as u64, next));
+            if next != NONE && self.may_start(hash) {
+                self.edges.prefetch(hash);
+            } else {
+                toks[i].1 = info & !HAS_CHILDREN;
             }
         }
     }
@@ -703,7 +709,7 @@ impl Matcher {
                 .get(key, hash, src, s as usize, n as usize)
                 .unwrap_or((NONE, NO_ENTRY))
         }));
-        self.words.prefetch_edges(&toks[first..]);
+        self.words.prefetch_edges(&mut toks[first..]);
     }
 
     /// Pass 3 for one text of a looked-up group: walk, substring automaton, sort, dedup.
