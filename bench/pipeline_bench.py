@@ -4,10 +4,11 @@
     python bench/pipeline_bench.py --texts 500000 --json out.json
 
 The pool (alt-text-like captions, see workload.py) is generated once and cached under
-bench/out/. Stages: read (parquet → standardized Arrow, measured on its own, not part of the total),
-match (read key and text + matching + per-shard match files), count, balance, sample
+bench/out/. Stages: setup (load the metadata), match (the matcher built in the background as
+metaclip-curate builds it; read key and text, match, per-shard match files), count, balance, sample
 (coins from the match files; the pool is not read), write (read every column once, keep
-the sampled rows, write the subset files). Each run starts from an empty output folder;
+the sampled rows, write the subset files). References, not in the total: the matcher build
+alone and a read of every shard. Each run starts from an empty output folder;
 the fastest of ``--repeat`` runs is shown (this machine is shared and noisy).
 """
 

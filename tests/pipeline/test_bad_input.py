@@ -135,10 +135,14 @@ def test_huge_texts(tmp_path, md):
     assert card["pool"]["matched"] == 3
 
 
-def test_duplicate_metadata_is_named(tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"])  # 2: the matcher is built in the background
+def test_duplicate_metadata_is_named(tmp_path, workers):
     (tmp_path / "md.json").write_text(json.dumps(["dog", "cat", "dog"]))
-    pq.write_table(pa.table({"key": ["a"], "text": ["dog"]}), tmp_path / "s.parquet")
-    r = invoke("run", str(tmp_path / "s.parquet"), "-m", str(tmp_path / "md.json"), "-o", "o")
+    for i in range(3):
+        pq.write_table(pa.table({"key": [f"a{i}"], "text": ["dog"]}), tmp_path / f"s{i}.parquet")
+    out = str(tmp_path / "o")
+    md = str(tmp_path / "md.json")
+    r = invoke("run", str(tmp_path), "-m", md, "-o", out, "--workers", workers)
     one_line_error(r, '"dog" (ids 0 and 2)')
 
 

@@ -1,0 +1,104 @@
+"""Helpers the stages rely on for speed: they must give what the plain Arrow calls give."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from metaclip.cli import main
+from metaclip.pipeline import stages
+from metaclip.pipeline.pool import contiguous
+
+
+def random_matches(rng: np.random.Generator, n: int, chunks: int) -> pa.Table:
+    lists = [rng.integers(0, 1000, rng.integers(0, 6)).tolist() for _ in range(n)]
+    lang = rng.integers(-1, 3, n).tolist()
+    cut = sorted(rng.integers(0, n + 1, chunks - 1).tolist())
+    bounds = [0, *cut, n]
+    batches = [
+        pa.record_batch(
+            [pa.array(lang[a:b], pa.int16()), pa.array(lists[a:b], pa.large_list(pa.uint32()))],
+            schema=stages.MATCH_SCHEMA,
+        )
+        for a, b in itertools.pairwise(bounds)
+    ]
+    return pa.Table.from_batches(batches, schema=stages.MATCH_SCHEMA)
+
+
+@pytest.mark.parametrize("chunks", [1, 3])
+def test_select_matches_equals_arrow_filter(chunks):
+    rng = np.random.default_rng(chunks)
+    table = random_matches(rng, 500, chunks)
+    for sliced in (table, table.slice(17, 400)):
+        n = sliced.num_rows
+        for mask in (rng.random(n) < 0.4, np.ones(n, bool), np.zeros(n, bool)):
+            got = stages.select_matches(sliced, mask)
+            want = sliced.filter(pa.array(mask))
+            assert got.schema == stages.MATCH_SCHEMA
+            assert got.column("lang").to_pylist() == want.column("lang").to_pylist()
+            assert got.column("entry_ids").to_pylist() == want.column("entry_ids").to_pylist()
+
+
+def test_flat_lists_of_a_slice_start_at_zero():
+    table = random_matches(np.random.default_rng(0), 50, 1).slice(5, 20)
+    offsets, ids = stages.flat_lists(table.column("entry_ids"))
+    lists = table.column("entry_ids").to_pylist()
+    assert offsets[0] == 0 and len(offsets) == 21
+    assert [ids[a:b].tolist() for a, b in itertools.pairwise(offsets)] == lists
+
+
+def test_contiguous_does_not_copy_a_single_chunk():
+    one = pa.chunked_array([pa.array(["a", "bb", None])])
+    assert contiguous(one).buffers()[2].address == one.chunk(0).buffers()[2].address
+    many = pa.chunked_array([pa.array(["a"]), pa.array(["bb", None])])
+    assert contiguous(many).to_pylist() == ["a", "bb", None]
+    assert contiguous(pa.chunked_array([], pa.string())).to_pylist() == []
+
+
+@pytest.mark.parametrize("clash", [False, True])
+def test_subset_encodings(tmp_path, clash):
+    """Distinct-valued columns get no dictionary, entry ids are delta-encoded, a repeated
+    user column keeps its dictionary; with the pool holding its own ``entry_ids`` column,
+    ours (``metaclip_entry_ids``) is the delta-encoded one."""
+    md = tmp_path / "md.json"
+    md.write_text(json.dumps(["dog", "cat", "hot dog"]))
+    n = 200
+    cols = {
+        "key": [f"k{i}" for i in range(n)],
+        "text": [f"a hot dog {i}" if i % 2 else f"cat {i}" for i in range(n)],
+        "source": ["web" if i % 3 else "book" for i in range(n)],
+    }
+    if clash:
+        cols["entry_ids"] = [str(i) for i in range(n)]
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    pq.write_table(pa.table(cols), pool / "a.parquet")
+    out = tmp_path / "o"
+    r = CliRunner().invoke(
+        main, ["run", str(pool), "-m", str(md), "-o", str(out), "--t", "1000", "-q"]
+    )
+    assert r.exit_code == 0, r.output
+    meta = pq.ParquetFile(out / "subset" / "part-00000.parquet").metadata
+    enc = {}
+    for i in range(meta.num_columns):
+        c = meta.row_group(0).column(i)
+        enc[c.path_in_schema] = set(c.encodings)
+    ids = "metaclip_entry_ids" if clash else "entry_ids"
+    assert "DELTA_BINARY_PACKED" in enc[f"{ids}.list.element"]
+    for col in ("key", "text", "keep_prob"):
+        assert not any("DICTIONARY" in e for e in enc[col]), (col, enc[col])
+    for col in ("source", "lang"):
+        assert "RLE_DICTIONARY" in enc[col], (col, enc[col])
+    if clash:  # the pool's own column is an ordinary user column
+        assert "RLE_DICTIONARY" in enc["entry_ids"]
+    table = pq.read_table(out / "subset")
+    kept = table.column(ids).to_pylist()
+    assert all(row == sorted(set(row)) and row for row in kept)
+    assert pc.all(pc.greater(table.column("keep_prob"), 0)).as_py()
