@@ -63,6 +63,12 @@ def _to_arrow(texts: Any) -> Any | None:
     return None
 
 
+def contiguous(column: Any) -> Any:
+    """One array for a pyarrow column: its only chunk as is (``combine_chunks`` copies even
+    then, which for a shard's texts costs more than matching a tenth of them)."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
 def packed_strings(arr: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(data uint8, offsets int64[n+1], null indices) of a pyarrow string array.
 
@@ -71,8 +77,7 @@ def packed_strings(arr: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     import pyarrow as pa
 
     if isinstance(arr, pa.ChunkedArray):
-        # combine_chunks copies even a single chunk
-        arr = arr.chunk(0) if arr.num_chunks == 1 else arr.combine_chunks()
+        arr = contiguous(arr)
     if not (pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)):
         if pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type):
             arr = arr.cast(pa.large_binary())

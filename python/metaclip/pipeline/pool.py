@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from metaclip.core import contiguous
 from metaclip.exceptions import InputError
 
 SUFFIXES = {".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".tar": "tar"}
@@ -236,12 +237,6 @@ def read_shard(
     else:
         table = _read_tar(shard, cols)
     return standardize(table, shard, cols, max_text_bytes)
-
-
-def contiguous(column: pa.ChunkedArray) -> pa.Array:
-    """One array for a column: its only chunk as is (``combine_chunks`` copies even then,
-    which for a shard's texts costs more than matching a tenth of them)."""
-    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 def _require(table: pa.Table, name: str, shard: Shard, what: str) -> pa.ChunkedArray:

@@ -53,7 +53,6 @@ from metaclip.pipeline.metadata import load as load_metadata
 from metaclip.pipeline.pool import (
     Columns,
     Shard,
-    contiguous,
     count_rows,
     discover,
     read_parquet,
@@ -484,7 +483,7 @@ def _lid_function(cfg: Config) -> tuple[Callable | None, dict]:
     names = pa.array(ident.languages, pa.string())
 
     def identify(texts: pa.ChunkedArray) -> pa.Array:
-        idx, _ = ident.identify(contiguous(texts), threads=cfg.threads)
+        idx, _ = ident.identify(core.contiguous(texts), threads=cfg.threads)
         return pa.DictionaryArray.from_arrays(pa.array(idx, pa.int16()), names)
 
     info = {

@@ -16,8 +16,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from metaclip import core
+from metaclip.core import contiguous
 from metaclip.pipeline.metadata import Metadata
-from metaclip.pipeline.pool import SKIP_REASONS, contiguous
+from metaclip.pipeline.pool import SKIP_REASONS
 
 # Per shard, row-aligned with the standardized shard: the row's language (index into
 # ``md.langs``; -1 when it has none) and its matched entry ids (per-language ids).
@@ -137,17 +138,20 @@ def match_table(
             per = np.diff(res.offsets)
             at = np.repeat(offsets[sel] - res.offsets[:-1], per) + np.arange(len(res.ids))
             ids[at] = res.ids
-    lang = np.where(usable, langs, -1).astype(np.int16)
-    out = pa.table(
+    return match_rows(np.where(usable, langs, -1), offsets, ids), stats, counts
+
+
+def match_rows(lang: np.ndarray, offsets: np.ndarray, ids: np.ndarray) -> pa.Table:
+    """A ``MATCH_SCHEMA`` table from language indices and CSR (offsets, ids)."""
+    return pa.table(
         {
-            "lang": pa.array(lang, pa.int16()),
+            "lang": pa.array(np.asarray(lang, dtype=np.int16), pa.int16()),
             "entry_ids": pa.LargeListArray.from_arrays(
                 pa.array(offsets, pa.int64()), pa.array(ids, pa.uint32())
             ),
         },
         schema=MATCH_SCHEMA,
     )
-    return out, stats, counts
 
 
 def lang_offsets(md: Metadata) -> dict[str, int]:
@@ -244,16 +248,7 @@ def select_matches(matches: pa.Table, mask: np.ndarray) -> pa.Table:
     ids = values[np.repeat(mask, lens)]
     offsets = np.zeros(int(mask.sum()) + 1, dtype=np.int64)
     np.cumsum(lens[mask], out=offsets[1:])
-    lang = matches.column("lang").to_numpy()[mask]
-    return pa.table(
-        {
-            "lang": pa.array(lang, pa.int16()),
-            "entry_ids": pa.LargeListArray.from_arrays(
-                pa.array(offsets, pa.int64()), pa.array(ids, pa.uint32())
-            ),
-        },
-        schema=MATCH_SCHEMA,
-    )
+    return match_rows(matches.column("lang").to_numpy()[mask], offsets, ids)
 
 
 def select_rows(table: pa.Table, mask: np.ndarray) -> pa.Table:
