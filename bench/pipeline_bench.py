@@ -21,13 +21,17 @@ import sys
 import time
 from pathlib import Path
 
+from metaclip.pipeline.memory import keep_freed_pages, use_reusing_pool
+
+if "default" not in sys.argv:  # --arrow-pool reusing: as metaclip-curate, before pyarrow loads
+    keep_freed_pages()
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).parent))
 import workload
 
-from metaclip.pipeline.memory import use_reusing_pool
 from metaclip.pipeline.metadata import Metadata
 from metaclip.pipeline.pool import read_shard
 from metaclip.pipeline.run import Config, Engine

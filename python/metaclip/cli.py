@@ -12,6 +12,11 @@ import click
 
 from metaclip import __version__
 from metaclip.exceptions import MetaclipError
+from metaclip.pipeline.memory import keep_freed_pages
+
+# Before anything loads pyarrow: Arrow's jemalloc (the pool _engine selects) then reuses
+# freed blocks of every size instead of faulting in fresh pages per shard.
+keep_freed_pages()
 
 # --workers 0 on the embedded engine: one per core, at most this many (each worker holds a
 # shard in memory while it matches or writes).

@@ -47,7 +47,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from metaclip.exceptions import MetaclipError
-from metaclip.pipeline.memory import use_reusing_pool
+from metaclip.pipeline.memory import jemalloc_env, use_reusing_pool
 from metaclip.pipeline.metadata import Metadata
 from metaclip.pipeline.pool import Shard
 from metaclip.pipeline.run import (
@@ -242,7 +242,12 @@ class RayEngine(Engine):
 
         if not ray.is_initialized():
             level = logging.WARNING if self.cfg.quiet else logging.INFO
-            common = {"log_to_driver": not self.cfg.quiet, "logging_level": level}
+            common = {
+                "log_to_driver": not self.cfg.quiet,
+                "logging_level": level,
+                # Workers load pyarrow with this set (see memory.keep_freed_pages).
+                "runtime_env": {"env_vars": jemalloc_env()},
+            }
             if self.address:
                 ray.init(address=self.address, **common)
             else:

@@ -385,8 +385,9 @@ def parquet_options(schema: pa.Schema, cfg: Config) -> dict:
     return {"use_dictionary": dictionary, "column_encoding": delta}
 
 
-# Rows per Arrow chunk handed to the parquet writer (see ``canonical_chunks``).
-WRITE_CHUNK = 1 << 16
+# Rows per Arrow chunk handed to the parquet writer (see ``canonical_chunks``). Small, so
+# that few rows are copied: only a chunk that straddles two input chunks is.
+WRITE_CHUNK = 1 << 12
 
 
 def canonical_chunks(table: pa.Table, step: int = WRITE_CHUNK) -> pa.Table:

@@ -5,6 +5,7 @@
 //! crate is a thin binding over this one.
 
 pub mod count;
+pub mod dedup;
 pub mod error;
 pub mod flat;
 pub mod lid;

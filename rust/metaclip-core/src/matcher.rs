@@ -15,6 +15,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use foldhash::fast::FixedState;
 use rayon::prelude::*;
 
+use crate::dedup;
 use crate::error::{Error, Result};
 use crate::flat::FlatMap;
 use crate::pool;
@@ -528,6 +529,8 @@ pub struct Matcher {
     words: WordTrie,
     n_word_entries: usize,
     substr: Option<(AhoCorasick, Vec<u32>)>,
+    /// Whether `dedup::sort_dedup` may take its AVX2 path (checked once, here).
+    avx2: bool,
 }
 
 impl Matcher {
@@ -601,6 +604,7 @@ impl Matcher {
             words,
             n_word_entries,
             substr,
+            avx2: dedup::has_avx2(),
         })
     }
 
@@ -736,18 +740,8 @@ impl Matcher {
                 out.push(pattern_entry[m.pattern().as_usize()]);
             }
         }
-        let found = &mut out[start..];
-        if found.len() > 1 {
-            found.sort_unstable();
-            let mut keep = 1;
-            for i in 1..found.len() {
-                if found[i] != found[keep - 1] {
-                    found[keep] = found[i];
-                    keep += 1;
-                }
-            }
-            out.truncate(start + keep);
-        }
+        let keep = dedup::sort_dedup(&mut out[start..], self.avx2);
+        out.truncate(start + keep);
     }
 
     /// Sorted, unique ids matched by one text.
