@@ -163,6 +163,11 @@ def spaced(text: str, fixed: bool = False) -> str:
     return _core.spaced(text, fixed)
 
 
+def digest_strings(strings: Sequence[str]) -> str:
+    """Hex content digest (xxh3-128) of a list of str; any change to any string changes it."""
+    return _core.digest_strings(strings if isinstance(strings, list) else list(strings))
+
+
 def count_entries(ids: np.ndarray, n_entries: int) -> np.ndarray:
     """uint64 count per entry of CSR ids (a text counts once per entry)."""
     ids = np.ascontiguousarray(ids, dtype=np.uint32)
@@ -236,6 +241,17 @@ def sample_pairs(
     probs = np.ascontiguousarray(probs, dtype=np.float64)
     keep = _core.sample_pairs(hashes, matches.offsets, matches.ids, probs, epoch, threads)
     return _view(keep, np.uint8).astype(bool)
+
+
+def select_rows(
+    offsets: np.ndarray, ids: np.ndarray, keep: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets from 0, ids) of the CSR rows where the boolean ``keep`` is set."""
+    keep = np.ascontiguousarray(keep, dtype=bool).view(np.uint8)
+    o, i = _core.select_rows(
+        np.ascontiguousarray(offsets, dtype=np.int64), np.ascontiguousarray(ids, np.uint32), keep
+    )
+    return _view(o, np.int64), _view(i, np.uint32)
 
 
 def keep_probability(matches: MatchResult, probs: np.ndarray, threads: int = 0) -> np.ndarray:

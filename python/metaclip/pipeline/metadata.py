@@ -36,7 +36,10 @@ class Metadata:
     def digest(self) -> str:
         """Content digest of (mode, entries); computed once (it hashes every entry)."""
         if self._digest is None:
-            blob = json.dumps([self.mode, self.entries], ensure_ascii=False).encode()
+            parts = [self.mode] + [
+                f"{lang}:{len(v)}:{core.digest_strings(v)}" for lang, v in self.entries.items()
+            ]
+            blob = json.dumps(parts, ensure_ascii=False).encode()
             self._digest = hashlib.sha256(blob).hexdigest()[:16]
         return self._digest
 

@@ -87,20 +87,20 @@ def read_parquet(
     binary); a missing column or an unreadable file is an ``InputError``."""
     import pyarrow.parquet as pq
 
-    if columns is not None:
-        try:
-            names = pq.read_schema(shard.path).names
-        except (pa.ArrowInvalid, OSError) as e:
-            raise InputError(f"{shard.path}: cannot read parquet ({e})") from None
-        missing = [c for c in columns if c not in names]
-        if missing and pq.ParquetFile(shard.path).metadata.num_rows:
-            raise InputError(
-                f"{shard.path}: no column {missing[0]!r} (columns: {names}); "
-                "name the columns with --key-column / --text-column / --lang-column"
-            )
-        columns = [c for c in columns if c in names]
     try:
-        return pq.read_table(shard.path, columns=columns, use_threads=use_threads)
+        with pq.ParquetFile(shard.path) as f:
+            if columns is not None:
+                names = f.schema_arrow.names
+                missing = [c for c in columns if c not in names]
+                if missing and f.metadata.num_rows:
+                    raise InputError(
+                        f"{shard.path}: no column {missing[0]!r} (columns: {names}); "
+                        "name the columns with --key-column / --text-column / --lang-column"
+                    )
+                columns = [c for c in columns if c in names]
+            # One chunk per row group: read_table cuts row groups into batches, which the
+            # stages would then copy back into one array.
+            return f.read(columns=columns, use_threads=use_threads)
     except pa.ArrowInvalid as e:
         if "UTF8" not in str(e):
             raise InputError(f"{shard.path}: cannot read parquet ({e})") from None

@@ -239,15 +239,11 @@ def sample_table(
 
 
 def select_matches(matches: pa.Table, mask: np.ndarray) -> pa.Table:
-    """The ``MATCH_SCHEMA`` rows in ``mask``, selected on the flat id array with numpy
-    (Arrow's filter of a list column is several times slower)."""
+    """The ``MATCH_SCHEMA`` rows in ``mask``, selected in Rust on the flat id array
+    (Arrow's filter of a list column is several times slower, numpy's twice)."""
     if mask.all():
         return matches.select(["lang", "entry_ids"])
-    raw, values = flat_lists(matches.column("entry_ids"))
-    lens = np.diff(raw)
-    ids = values[np.repeat(mask, lens)]
-    offsets = np.zeros(int(mask.sum()) + 1, dtype=np.int64)
-    np.cumsum(lens[mask], out=offsets[1:])
+    offsets, ids = core.select_rows(*flat_lists(matches.column("entry_ids")), mask)
     return match_rows(matches.column("lang").to_numpy()[mask], offsets, ids)
 
 

@@ -18,6 +18,41 @@ pub fn count_ids(ids: &[u32], n_entries: usize) -> Result<Vec<u64>> {
     Ok(counts)
 }
 
+/// The rows of a CSR list (`offsets`, `ids`) where `keep` (one byte per row, 0 = drop) is
+/// set, as a new CSR list.
+pub fn select_rows(offsets: &[i64], ids: &[u32], keep: &[u8]) -> Result<(Vec<i64>, Vec<u32>)> {
+    let valid = offsets.len() == keep.len() + 1
+        && offsets.first().is_some_and(|&o| o >= 0)
+        && offsets.windows(2).all(|w| w[0] <= w[1])
+        && offsets.last().is_some_and(|&o| o as usize <= ids.len());
+    if !valid {
+        return Err(Error::invalid(format!(
+            "select_rows: {} offsets for {} rows (need rows + 1, non-decreasing, within {} ids)",
+            offsets.len(),
+            keep.len(),
+            ids.len()
+        )));
+    }
+    let (mut rows, mut n_ids) = (0, 0);
+    for (row, &k) in keep.iter().enumerate() {
+        if k != 0 {
+            rows += 1;
+            n_ids += (offsets[row + 1] - offsets[row]) as usize;
+        }
+    }
+    let mut out_offsets = Vec::with_capacity(rows + 1);
+    out_offsets.push(0i64);
+    let mut out_ids = Vec::with_capacity(n_ids);
+    for (row, &k) in keep.iter().enumerate() {
+        if k != 0 {
+            let (a, b) = (offsets[row] as usize, offsets[row + 1] as usize);
+            out_ids.extend_from_slice(&ids[a..b]);
+            out_offsets.push(out_ids.len() as i64);
+        }
+    }
+    Ok((out_offsets, out_ids))
+}
+
 /// Add `other` into `acc` (exact, order-independent).
 pub fn merge_into(acc: &mut [u64], other: &[u64]) -> Result<()> {
     if acc.len() != other.len() {
@@ -46,5 +81,19 @@ mod tests {
         merge_into(&mut a, &[1, 1, 1]).unwrap();
         assert_eq!(a, vec![2, 1, 3]);
         assert!(count_ids(&[3], 3).is_err());
+    }
+
+    #[test]
+    fn selects_rows() {
+        // Rows: [5, 6], [], [7], [8, 9, 10]; offsets may start past 0 (a slice).
+        let ids = [1, 5, 6, 7, 8, 9, 10];
+        let offsets = [1, 3, 3, 4, 7];
+        let (o, i) = select_rows(&offsets, &ids, &[1, 1, 0, 1]).unwrap();
+        assert_eq!((o, i), (vec![0, 2, 2, 5], vec![5, 6, 8, 9, 10]));
+        let (o, i) = select_rows(&offsets, &ids, &[0, 0, 0, 0]).unwrap();
+        assert_eq!((o, i), (vec![0], vec![]));
+        assert!(select_rows(&offsets, &ids, &[1, 1, 1]).is_err());
+        assert!(select_rows(&[0, 2, 1], &ids, &[1, 1]).is_err());
+        assert!(select_rows(&[0, 8], &ids, &[1]).is_err());
     }
 }

@@ -70,9 +70,38 @@ pub fn load_lines(path: &Path) -> Result<Vec<String>> {
     Ok(entries)
 }
 
+/// xxh3-128 of strings packed as bytes plus offsets, each prefixed by its byte length (a
+/// content digest of a metadata list).
+pub fn digest_packed(data: &[u8], offsets: &[i64]) -> u128 {
+    let mut buf = Vec::with_capacity(data.len() + offsets.len() * 8);
+    for w in offsets.windows(2) {
+        buf.extend_from_slice(&((w[1] - w[0]) as u64).to_le_bytes());
+        buf.extend_from_slice(&data[w[0] as usize..w[1] as usize]);
+    }
+    xxhash_rust::xxh3::xxh3_128(&buf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digest_tells_splits_and_contents_apart() {
+        let d = |parts: &[&str]| {
+            let mut data = Vec::new();
+            let mut offsets = vec![0i64];
+            for p in parts {
+                data.extend_from_slice(p.as_bytes());
+                offsets.push(data.len() as i64);
+            }
+            digest_packed(&data, &offsets)
+        };
+        assert_eq!(d(&["ab", "c"]), d(&["ab", "c"]));
+        assert_ne!(d(&["ab", "c"]), d(&["a", "bc"]));
+        assert_ne!(d(&["ab", "c"]), d(&["ab", "d"]));
+        assert_ne!(d(&["ab", "c"]), d(&["c", "ab"]));
+        assert_ne!(d(&[""]), d(&[]));
+    }
 
     #[test]
     fn lines_and_json() {

@@ -281,6 +281,14 @@ fn threshold_for_tail(counts: PyBuffer<u64>, tail: f64) -> PyResult<u64> {
     Ok(threshold::threshold_for_tail(as_slice(&counts)?, tail))
 }
 
+/// Hex xxh3-128 of a list of str, each prefixed by its UTF-8 length (a content digest:
+/// about ten times faster than JSON-encoding and SHA-256 for a 500k-entry list).
+#[pyfunction]
+fn digest_strings(list: &Bound<'_, PyList>) -> PyResult<String> {
+    let (data, offsets) = pack_strings(list)?;
+    Ok(format!("{:032x}", metadata::digest_packed(&data, &offsets)))
+}
+
 /// xxh3 hashes (uint64 bytes) of str keys under a seed.
 #[pyfunction]
 fn hash_keys<'py>(
@@ -348,6 +356,21 @@ fn sample_pairs<'py>(
         .map_err(|e| to_py(py, e))?;
     let keep: Vec<u8> = keep.into_iter().map(u8::from).collect();
     Ok(PyByteArray::new(py, &keep))
+}
+
+/// The CSR rows whose `keep` byte is set: (offsets int64 bytes, ids uint32 bytes).
+#[pyfunction]
+fn select_rows<'py>(
+    py: Python<'py>,
+    offsets: PyBuffer<i64>,
+    ids: PyBuffer<u32>,
+    keep: PyBuffer<u8>,
+) -> PyResult<(Bound<'py, PyByteArray>, Bound<'py, PyByteArray>)> {
+    let (o, i, k) = (as_slice(&offsets)?, as_slice(&ids)?, as_slice(&keep)?);
+    let (o, i) = py
+        .detach(|| count::select_rows(o, i, k))
+        .map_err(|e| to_py(py, e))?;
+    Ok((bytes_of(py, &o), bytes_of(py, &i)))
 }
 
 /// 1 − Π(1 − p) per CSR row (float64 bytes); 0 for rows without ids.
@@ -421,11 +444,13 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(tail_mass, m)?)?;
     m.add_function(wrap_pyfunction!(threshold_for_tail, m)?)?;
     m.add_function(wrap_pyfunction!(hash_keys, m)?)?;
+    m.add_function(wrap_pyfunction!(digest_strings, m)?)?;
     m.add_function(wrap_pyfunction!(hash_keys_packed, m)?)?;
     m.add_function(wrap_pyfunction!(coin, m)?)?;
     m.add_function(wrap_pyfunction!(sample_pairs, m)?)?;
     m.add_function(wrap_pyfunction!(sample_images, m)?)?;
     m.add_function(wrap_pyfunction!(keep_probability, m)?)?;
+    m.add_function(wrap_pyfunction!(select_rows, m)?)?;
     m.add_function(wrap_pyfunction!(load_metadata_json, m)?)?;
     m.add_function(wrap_pyfunction!(load_metadata_lines, m)?)?;
     m.add_function(wrap_pyfunction!(check_unique, m)?)?;
