@@ -48,8 +48,16 @@ class MatchResult:
         return np.diff(self.offsets) > 0
 
 
-def _view(buf: bytearray, dtype: Any) -> np.ndarray:
+def _view(buf: Any, dtype: Any) -> np.ndarray:
     return np.frombuffer(buf, dtype=dtype)
+
+
+def _alloc(nbytes: int) -> Any:
+    """A buffer for a large result from Arrow's pool, which can reuse freed memory (a
+    fresh ``bytearray`` of tens of MB costs fresh pages from the kernel every time)."""
+    import pyarrow as pa
+
+    return pa.allocate_buffer(nbytes)
 
 
 def _to_arrow(texts: Any) -> Any | None:
@@ -144,12 +152,12 @@ class Matcher:
         arrow = _to_arrow(texts)
         if arrow is not None:
             data, offsets, nulls = packed_strings(arrow)
-            o, i, bad = self._m.match_packed(data, offsets, threads)
+            o, i, bad = self._m.match_packed(data, offsets, threads, _alloc)
         else:
             if not isinstance(texts, list):
                 texts = list(texts)
             nulls = np.zeros(0, dtype=np.int64)
-            o, i, bad = self._m.match_list(texts, threads)
+            o, i, bad = self._m.match_list(texts, threads, _alloc)
         return MatchResult(
             offsets=_view(o, np.int64),
             ids=_view(i, np.uint32),
@@ -249,7 +257,10 @@ def select_rows(
     """(offsets from 0, ids) of the CSR rows where the boolean ``keep`` is set."""
     keep = np.ascontiguousarray(keep, dtype=bool).view(np.uint8)
     o, i = _core.select_rows(
-        np.ascontiguousarray(offsets, dtype=np.int64), np.ascontiguousarray(ids, np.uint32), keep
+        np.ascontiguousarray(offsets, dtype=np.int64),
+        np.ascontiguousarray(ids, np.uint32),
+        keep,
+        _alloc,
     )
     return _view(o, np.int64), _view(i, np.uint32)
 

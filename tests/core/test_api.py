@@ -129,3 +129,23 @@ def test_a_batch_larger_than_one_detached_call_equals_text_by_text(threads):
             assert res.row(i).tolist() == m.match_text(texts[i]), i
         lens = [len(m.match_text(t)) for t in texts[::997]]
         assert (res.offsets[1:] - res.offsets[:-1])[::997].tolist() == lens
+
+
+def test_results_in_caller_buffers_equal_bytearrays():
+    """Large results can be written into buffers the caller allocates (the wrapper uses
+    Arrow's pool); a buffer that cannot take them is refused, not overrun."""
+    from metaclip import _core
+
+    m = _core.Matcher(["a b", "b", "c"], "mc1")
+    texts = ["a b c", "x", "b b", ""]
+    plain = m.match_list(texts, 1)
+    given = m.match_list(texts, 1, lambda n: bytearray(n))
+    arrow = m.match_list(texts, 1, pa.allocate_buffer)
+    for got in (given, arrow):
+        assert [bytes(b) for b in got] == [bytes(b) for b in plain]
+    with pytest.raises(ValueError, match="writable"):
+        m.match_list(texts, 1, lambda n: bytes(n))
+    with pytest.raises(ValueError, match="at least"):
+        m.match_list(texts, 1, lambda n: bytearray(max(0, n - 1)))
+    offsets, ids = core.select_rows([0, 3, 3, 4, 4], [0, 1, 2, 1], [True, False, True, True])
+    assert offsets.tolist() == [0, 3, 4, 4] and ids.tolist() == [0, 1, 2, 1]

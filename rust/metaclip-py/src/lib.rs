@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use metaclip_core::matcher::{self, Mode, Packed};
 use metaclip_core::{count, metadata, sample, spacing, threshold, Error};
-use pyo3::buffer::{Element, PyBuffer};
+use pyo3::buffer::{Element, PyBuffer, PyUntypedBuffer};
 use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyList, PyString};
@@ -67,6 +67,37 @@ fn bytes_of<'py, T: Copy>(py: Python<'py>, v: &[T]) -> Bound<'py, PyByteArray> {
     PyByteArray::new(py, raw_bytes(v))
 }
 
+/// An output of `nbytes` filled by `fill`: a `bytearray`, or when `alloc` is given the
+/// writable buffer `alloc(nbytes)` returns (e.g. `pyarrow.allocate_buffer`, whose pool
+/// reuses freed memory where a fresh `bytearray` this large costs fresh pages).
+fn output<'py>(
+    py: Python<'py>,
+    alloc: Option<&Bound<'py, PyAny>>,
+    nbytes: usize,
+    fill: impl FnOnce(&mut [u8]),
+) -> PyResult<Bound<'py, PyAny>> {
+    let Some(alloc) = alloc else {
+        return Ok(PyByteArray::new_with(py, nbytes, |out| {
+            fill(out);
+            Ok(())
+        })?
+        .into_any());
+    };
+    let obj = alloc.call1((nbytes,))?;
+    let buf = PyUntypedBuffer::get(&obj)?;
+    if buf.readonly() || !buf.is_c_contiguous() || buf.len_bytes() < nbytes {
+        return Err(PyValueError::new_err(format!(
+            "alloc({nbytes}) must return a writable, contiguous buffer of at least that size"
+        )));
+    }
+    if nbytes > 0 {
+        // SAFETY: a writable, contiguous buffer of at least `nbytes` bytes, which `obj`
+        // keeps alive; nothing else has seen the fresh object yet.
+        fill(unsafe { std::slice::from_raw_parts_mut(buf.buf_ptr() as *mut u8, nbytes) });
+    }
+    Ok(obj)
+}
+
 /// Copy Python strings into one packed buffer (so the work can run detached).
 fn pack_strings(list: &Bound<'_, PyList>) -> PyResult<(Vec<u8>, Vec<i64>)> {
     let mut data = Vec::new();
@@ -89,8 +120,8 @@ struct Matcher {
 }
 
 type CsrBytes<'py> = (
-    Bound<'py, PyByteArray>,
-    Bound<'py, PyByteArray>,
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
     Bound<'py, PyByteArray>,
 );
 
@@ -101,6 +132,7 @@ impl Matcher {
         data: &[u8],
         offsets: &[i64],
         threads: usize,
+        alloc: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<CsrBytes<'py>> {
         let packed = Packed::new(data, offsets).map_err(|e| to_py(py, e))?;
         let n = offsets.len() - 1;
@@ -112,7 +144,7 @@ impl Matcher {
         }
         // Straight from the parts into the Python buffers: no concatenated copy in between.
         let n_ids: usize = parts.iter().map(|p| p.ids.len()).sum();
-        let offsets = PyByteArray::new_with(py, (n + 1) * 8, |out| {
+        let offsets = output(py, alloc, (n + 1) * 8, |out| {
             let mut at = out.chunks_exact_mut(8);
             let mut base = 0i64;
             if let Some(first) = at.next() {
@@ -125,16 +157,14 @@ impl Matcher {
                 }
                 base += p.ids.len() as i64;
             }
-            Ok(())
         })?;
-        let ids = PyByteArray::new_with(py, n_ids * 4, |out| {
+        let ids = output(py, alloc, n_ids * 4, |out| {
             let mut at = 0;
             for p in &parts {
                 let raw = raw_bytes(&p.ids);
                 out[at..at + raw.len()].copy_from_slice(raw);
                 at += raw.len();
             }
-            Ok(())
         })?;
         let mut invalid = Vec::new();
         let mut rows = 0u64;
@@ -196,28 +226,31 @@ impl Matcher {
         self.inner.match_text(text)
     }
 
-    /// Match a list of str. Returns (offsets int64, ids uint32, invalid uint64) as bytes.
-    #[pyo3(signature = (texts, threads = 0))]
+    /// Match a list of str. Returns (offsets int64, ids uint32, invalid uint64) as bytes
+    /// (offsets and ids in buffers from `alloc(nbytes)` when given, see `output`).
+    #[pyo3(signature = (texts, threads = 0, alloc = None))]
     fn match_list<'py>(
         &self,
         py: Python<'py>,
         texts: &Bound<'py, PyList>,
         threads: usize,
+        alloc: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<CsrBytes<'py>> {
         let (data, offsets) = pack_strings(texts)?;
-        self.run(py, &data, &offsets, threads)
+        self.run(py, &data, &offsets, threads, alloc)
     }
 
     /// Match texts packed as UTF-8 bytes plus int64 offsets (an Arrow string column).
-    #[pyo3(signature = (data, offsets, threads = 0))]
+    #[pyo3(signature = (data, offsets, threads = 0, alloc = None))]
     fn match_packed<'py>(
         &self,
         py: Python<'py>,
         data: PyBuffer<u8>,
         offsets: PyBuffer<i64>,
         threads: usize,
+        alloc: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<CsrBytes<'py>> {
-        self.run(py, as_slice(&data)?, as_slice(&offsets)?, threads)
+        self.run(py, as_slice(&data)?, as_slice(&offsets)?, threads, alloc)
     }
 }
 
@@ -358,19 +391,25 @@ fn sample_pairs<'py>(
     Ok(PyByteArray::new(py, &keep))
 }
 
-/// The CSR rows whose `keep` byte is set: (offsets int64 bytes, ids uint32 bytes).
+/// The CSR rows whose `keep` byte is set: (offsets int64 bytes, ids uint32 bytes), in
+/// buffers from `alloc(nbytes)` when given (see `output`).
 #[pyfunction]
+#[pyo3(signature = (offsets, ids, keep, alloc = None))]
 fn select_rows<'py>(
     py: Python<'py>,
     offsets: PyBuffer<i64>,
     ids: PyBuffer<u32>,
     keep: PyBuffer<u8>,
-) -> PyResult<(Bound<'py, PyByteArray>, Bound<'py, PyByteArray>)> {
+    alloc: Option<&Bound<'py, PyAny>>,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
     let (o, i, k) = (as_slice(&offsets)?, as_slice(&ids)?, as_slice(&keep)?);
     let (o, i) = py
         .detach(|| count::select_rows(o, i, k))
         .map_err(|e| to_py(py, e))?;
-    Ok((bytes_of(py, &o), bytes_of(py, &i)))
+    let copy = |out: &mut [u8], raw: &[u8]| out.copy_from_slice(raw);
+    let o = output(py, alloc, o.len() * 8, |out| copy(out, raw_bytes(&o)))?;
+    let i = output(py, alloc, i.len() * 4, |out| copy(out, raw_bytes(&i)))?;
+    Ok((o, i))
 }
 
 /// 1 − Π(1 − p) per CSR row (float64 bytes); 0 for rows without ids.
