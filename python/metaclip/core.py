@@ -176,10 +176,17 @@ def digest_strings(strings: Sequence[str]) -> str:
     return _core.digest_strings(strings if isinstance(strings, list) else list(strings))
 
 
-def count_entries(ids: np.ndarray, n_entries: int) -> np.ndarray:
-    """uint64 count per entry of CSR ids (a text counts once per entry)."""
+def count_entries(
+    ids: np.ndarray, n_entries: int, offsets: np.ndarray | None = None, keep: Any = None
+) -> np.ndarray:
+    """uint64 count per entry of CSR ids (a text counts once per entry); with ``offsets``
+    and a boolean ``keep`` per row, of the kept rows only."""
     ids = np.ascontiguousarray(ids, dtype=np.uint32)
-    return _view(_core.count_ids(ids, n_entries), np.uint64)
+    if keep is None:
+        return _view(_core.count_ids(ids, n_entries), np.uint64)
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    keep = np.ascontiguousarray(keep, dtype=bool).view(np.uint8)
+    return _view(_core.count_rows(offsets, ids, keep, n_entries), np.uint64)
 
 
 def probabilities(counts: np.ndarray, t: float) -> np.ndarray:

@@ -146,12 +146,15 @@ def save_sparse_counts(path: Path, sparse: dict[str, tuple[np.ndarray, np.ndarra
     save_npz(path, arrays)
 
 
-def kept_counts(kept: pa.Table, md: Metadata) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Sparse entry counts of the kept rows (their ``MATCH_SCHEMA`` rows), per language
-    (for the report's 'after')."""
+def kept_counts(
+    matches: pa.Table, mask: np.ndarray, md: Metadata
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Sparse entry counts of the rows in ``mask`` (of a shard's ``MATCH_SCHEMA`` rows),
+    per language (for the report's 'after')."""
     offsets = stages.lang_offsets(md)
-    _, ids = stages.global_csr(kept, offsets)
-    total = core.count_entries(ids, sum(len(md.entries[lang]) for lang in md.langs))
+    rows, ids = stages.global_csr(matches, offsets)
+    n = sum(len(md.entries[lang]) for lang in md.langs)
+    total = core.count_entries(ids, n, rows, mask)
     out = {}
     for lang, at in offsets.items():
         c = total[at : at + len(md.entries[lang])]
@@ -221,10 +224,10 @@ def sample_shard(
     mask = np.zeros(matches.num_rows, dtype=bool)
     mask[rows] = True
     save_npy(sample_dir / f"{shard.name}.kept.npy", np.packbits(mask))
-    kept = stages.select_matches(matches, mask)
-    values, freq = np.unique(kept.column("lang").to_numpy(), return_counts=True)
-    sizes = {md.langs[i]: int(c) for i, c in zip(values, freq, strict=True)}
-    save_sparse_counts(base.with_suffix(".npz"), kept_counts(kept, md))
+    lang = matches.column("lang").to_numpy()[mask]  # kept rows have ids, so a language
+    freq = np.bincount(lang[lang >= 0], minlength=len(md.langs))
+    sizes = {md.langs[i]: int(c) for i, c in enumerate(freq) if c}
+    save_sparse_counts(base.with_suffix(".npz"), kept_counts(matches, mask, md))
     write_json(base.with_suffix(".json"), {"kept": len(rows), "lang_kept": sizes})
     return matches.num_rows
 

@@ -18,21 +18,48 @@ pub fn count_ids(ids: &[u32], n_entries: usize) -> Result<Vec<u64>> {
     Ok(counts)
 }
 
-/// The rows of a CSR list (`offsets`, `ids`) where `keep` (one byte per row, 0 = drop) is
-/// set, as a new CSR list.
-pub fn select_rows(offsets: &[i64], ids: &[u32], keep: &[u8]) -> Result<(Vec<i64>, Vec<u32>)> {
+/// Counts (as [`count_ids`]) of the ids in the CSR rows where `keep` (one byte per row)
+/// is set.
+pub fn count_rows(offsets: &[i64], ids: &[u32], keep: &[u8], n_entries: usize) -> Result<Vec<u64>> {
+    check_rows(offsets, ids, keep)?;
+    let mut counts = vec![0u64; n_entries];
+    for (row, &k) in keep.iter().enumerate() {
+        if k != 0 {
+            for &id in &ids[offsets[row] as usize..offsets[row + 1] as usize] {
+                match counts.get_mut(id as usize) {
+                    Some(c) => *c += 1,
+                    None => {
+                        return Err(Error::invalid(format!(
+                            "entry id {id} out of range for {n_entries} entries"
+                        )))
+                    }
+                }
+            }
+        }
+    }
+    Ok(counts)
+}
+
+fn check_rows(offsets: &[i64], ids: &[u32], keep: &[u8]) -> Result<()> {
     let valid = offsets.len() == keep.len() + 1
         && offsets.first().is_some_and(|&o| o >= 0)
         && offsets.windows(2).all(|w| w[0] <= w[1])
         && offsets.last().is_some_and(|&o| o as usize <= ids.len());
-    if !valid {
-        return Err(Error::invalid(format!(
-            "select_rows: {} offsets for {} rows (need rows + 1, non-decreasing, within {} ids)",
-            offsets.len(),
-            keep.len(),
-            ids.len()
-        )));
+    if valid {
+        return Ok(());
     }
+    Err(Error::invalid(format!(
+        "{} offsets for {} rows (need rows + 1, non-decreasing, within {} ids)",
+        offsets.len(),
+        keep.len(),
+        ids.len()
+    )))
+}
+
+/// The rows of a CSR list (`offsets`, `ids`) where `keep` (one byte per row, 0 = drop) is
+/// set, as a new CSR list.
+pub fn select_rows(offsets: &[i64], ids: &[u32], keep: &[u8]) -> Result<(Vec<i64>, Vec<u32>)> {
+    check_rows(offsets, ids, keep)?;
     let (mut rows, mut n_ids) = (0, 0);
     for (row, &k) in keep.iter().enumerate() {
         if k != 0 {
@@ -95,5 +122,9 @@ mod tests {
         assert!(select_rows(&offsets, &ids, &[1, 1, 1]).is_err());
         assert!(select_rows(&[0, 2, 1], &ids, &[1, 1]).is_err());
         assert!(select_rows(&[0, 8], &ids, &[1]).is_err());
+        let counts = count_rows(&offsets, &ids, &[1, 1, 0, 1], 11).unwrap();
+        assert_eq!(counts, vec![0, 0, 0, 0, 0, 1, 1, 0, 1, 1, 1]);
+        assert!(count_rows(&offsets, &ids, &[1, 1, 0, 1], 10).is_err());
+        assert!(count_rows(&offsets, &ids, &[1, 1, 0], 11).is_err());
     }
 }

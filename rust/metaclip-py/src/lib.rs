@@ -282,6 +282,22 @@ fn count_ids<'py>(
     Ok(bytes_of(py, &counts))
 }
 
+/// Per-entry counts (uint64 bytes) of the ids in the CSR rows whose `keep` byte is set.
+#[pyfunction]
+fn count_rows<'py>(
+    py: Python<'py>,
+    offsets: PyBuffer<i64>,
+    ids: PyBuffer<u32>,
+    keep: PyBuffer<u8>,
+    n_entries: usize,
+) -> PyResult<Bound<'py, PyByteArray>> {
+    let (o, i, k) = (as_slice(&offsets)?, as_slice(&ids)?, as_slice(&keep)?);
+    let counts = py
+        .detach(|| count::count_rows(o, i, k, n_entries))
+        .map_err(|e| to_py(py, e))?;
+    Ok(bytes_of(py, &counts))
+}
+
 /// MC1 probabilities `min(1, t / count)`, 0 for count 0 (float64 bytes).
 #[pyfunction]
 fn probabilities<'py>(
@@ -479,6 +495,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(spaced, m)?)?;
     m.add_function(wrap_pyfunction!(is_cjk_like, m)?)?;
     m.add_function(wrap_pyfunction!(count_ids, m)?)?;
+    m.add_function(wrap_pyfunction!(count_rows, m)?)?;
     m.add_function(wrap_pyfunction!(probabilities, m)?)?;
     m.add_function(wrap_pyfunction!(tail_mass, m)?)?;
     m.add_function(wrap_pyfunction!(threshold_for_tail, m)?)?;
