@@ -104,6 +104,7 @@ def main() -> None:
         help="reusing: jemalloc keeping freed pages, as metaclip-curate sets it; "
         "default: pyarrow's default pool",
     )  # fmt: skip
+    ap.add_argument("--compression", default="snappy", help="of the subset files (as the CLI's)")
     ap.add_argument("--root", type=Path, default=Path(__file__).parent / "out")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -112,7 +113,7 @@ def main() -> None:
     md, pool = make_pool(args.root, args.entries, args.texts, args.shards)
     cfg = Config(
         pool=(str(pool),), out=str(args.root / "pipeline-run"), metadata=str(md), t=args.t,
-        workers=args.workers, quiet=True,
+        workers=args.workers, quiet=True, compression=args.compression,
     )  # fmt: skip
     runs = [run_once(cfg) for _ in range(max(1, args.repeat))]
     print(f"end to end per run (s): {[round(total(r[0]), 2) for r in runs]}")
@@ -122,7 +123,7 @@ def main() -> None:
     size = card["subset"]["size"]
     print(f"\npool: {n:,} texts in {args.shards} shards, {args.entries:,} entries, "
           f"workers={args.workers}, t={args.t:g}; subset {size:,} ({size / n:.0%} kept); "
-          f"fastest of {len(runs)} runs; Arrow pool {pool_name}")  # fmt: skip
+          f"fastest of {len(runs)} runs; Arrow pool {pool_name}; {args.compression}")  # fmt: skip
     print(f"{'stage':48} {'seconds':>9} {'texts/s':>12} {'CPU s':>8}")
     for k, v in times.items():
         print(f"{k:48} {v:9.2f} {n / v if v > 0 else 0:12,.0f} {cpu[k]:8.2f}")
