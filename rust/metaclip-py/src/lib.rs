@@ -67,21 +67,22 @@ fn bytes_of<'py, T: Copy>(py: Python<'py>, v: &[T]) -> Bound<'py, PyByteArray> {
     PyByteArray::new(py, raw_bytes(v))
 }
 
-/// An output of `nbytes` filled by `fill`: a `bytearray`, or when `alloc` is given the
-/// writable buffer `alloc(nbytes)` returns (e.g. `pyarrow.allocate_buffer`, whose pool
-/// reuses freed memory where a fresh `bytearray` this large costs fresh pages).
+/// An output of `nbytes` filled by `fill` (detached, so other threads keep running Python
+/// during large copies): a `bytearray`, or when `alloc` is given the writable buffer
+/// `alloc(nbytes)` returns (e.g. `pyarrow.allocate_buffer`, whose pool reuses freed memory
+/// where a fresh `bytearray` this large costs fresh pages).
 fn output<'py>(
     py: Python<'py>,
     alloc: Option<&Bound<'py, PyAny>>,
     nbytes: usize,
-    fill: impl FnOnce(&mut [u8]),
+    fill: impl FnOnce(&mut [u8]) + Send,
 ) -> PyResult<Bound<'py, PyAny>> {
     let Some(alloc) = alloc else {
-        return Ok(PyByteArray::new_with(py, nbytes, |out| {
-            fill(out);
-            Ok(())
-        })?
-        .into_any());
+        let out = PyByteArray::new_with(py, nbytes, |_| Ok(()))?;
+        // SAFETY: a fresh bytearray that no Python code has seen, so nothing resizes it.
+        let bytes = unsafe { out.as_bytes_mut() };
+        py.detach(move || fill(bytes));
+        return Ok(out.into_any());
     };
     let obj = alloc.call1((nbytes,))?;
     let buf = PyUntypedBuffer::get(&obj)?;
@@ -92,8 +93,9 @@ fn output<'py>(
     }
     if nbytes > 0 {
         // SAFETY: a writable, contiguous buffer of at least `nbytes` bytes, which `obj`
-        // keeps alive; nothing else has seen the fresh object yet.
-        fill(unsafe { std::slice::from_raw_parts_mut(buf.buf_ptr() as *mut u8, nbytes) });
+        // and the `buf` view keep alive; nothing else has seen the fresh object yet.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(buf.buf_ptr() as *mut u8, nbytes) };
+        py.detach(move || fill(bytes));
     }
     Ok(obj)
 }
