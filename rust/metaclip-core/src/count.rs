@@ -5,16 +5,7 @@ use crate::error::{Error, Result};
 /// Count how often each id occurs in `ids` (CSR ids: already unique per text).
 pub fn count_ids(ids: &[u32], n_entries: usize) -> Result<Vec<u64>> {
     let mut counts = vec![0u64; n_entries];
-    for &id in ids {
-        match counts.get_mut(id as usize) {
-            Some(c) => *c += 1,
-            None => {
-                return Err(Error::invalid(format!(
-                    "entry id {id} out of range for {n_entries} entries"
-                )))
-            }
-        }
-    }
+    add_ids(&mut counts, ids)?;
     Ok(counts)
 }
 
@@ -25,19 +16,28 @@ pub fn count_rows(offsets: &[i64], ids: &[u32], keep: &[u8], n_entries: usize) -
     let mut counts = vec![0u64; n_entries];
     for (row, &k) in keep.iter().enumerate() {
         if k != 0 {
-            for &id in &ids[offsets[row] as usize..offsets[row + 1] as usize] {
-                match counts.get_mut(id as usize) {
-                    Some(c) => *c += 1,
-                    None => {
-                        return Err(Error::invalid(format!(
-                            "entry id {id} out of range for {n_entries} entries"
-                        )))
-                    }
-                }
-            }
+            add_ids(
+                &mut counts,
+                &ids[offsets[row] as usize..offsets[row + 1] as usize],
+            )?;
         }
     }
     Ok(counts)
+}
+
+fn add_ids(counts: &mut [u64], ids: &[u32]) -> Result<()> {
+    let n = counts.len();
+    for &id in ids {
+        match counts.get_mut(id as usize) {
+            Some(c) => *c += 1,
+            None => {
+                return Err(Error::invalid(format!(
+                    "entry id {id} out of range for {n} entries"
+                )))
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_rows(offsets: &[i64], ids: &[u32], keep: &[u8]) -> Result<()> {
