@@ -133,7 +133,7 @@ def test_a_batch_larger_than_one_detached_call_equals_text_by_text(threads):
 
 def test_results_in_caller_buffers_equal_bytearrays():
     """Large results can be written into buffers the caller allocates (the wrapper uses
-    Arrow's pool); a buffer that cannot take them is refused, not overrun."""
+    Arrow's pool); a buffer that does not fit them exactly is refused."""
     from metaclip import _core
 
     m = _core.Matcher(["a b", "b", "c"], "mc1")
@@ -145,7 +145,20 @@ def test_results_in_caller_buffers_equal_bytearrays():
         assert [bytes(b) for b in got] == [bytes(b) for b in plain]
     with pytest.raises(ValueError, match="writable"):
         m.match_list(texts, 1, lambda n: bytes(n))
-    with pytest.raises(ValueError, match="at least"):
-        m.match_list(texts, 1, lambda n: bytearray(max(0, n - 1)))
+    for wrong in (-1, 1):  # a short buffer would be overrun, a long one read past the data
+        with pytest.raises(ValueError, match="exactly"):
+            m.match_list(texts, 1, lambda n, d=wrong: bytearray(max(0, n + d)))
     offsets, ids = core.select_rows([0, 3, 3, 4, 4], [0, 1, 2, 1], [True, False, True, True])
     assert offsets.tolist() == [0, 3, 4, 4] and ids.tolist() == [0, 1, 2, 1]
+
+
+def test_counts_of_kept_rows_and_string_digest():
+    offsets, ids = [0, 2, 2, 3, 5], [0, 2, 1, 0, 1]
+    keep = [True, True, False, True]
+    assert core.count_entries(ids, 3, offsets, keep).tolist() == [2, 1, 1]
+    assert core.count_entries(ids, 3).tolist() == [2, 2, 1]
+    with pytest.raises(ValueError, match="out of range"):
+        core.count_entries(ids, 2, offsets, keep)
+    d = core.digest_strings
+    assert d(["ab", "c"]) == d(("ab", "c")) != d(["a", "bc"])
+    assert d(["é"]) != d(["e"]) and len(d([])) == 32

@@ -6,10 +6,11 @@ fresh, zeroed pages again: in perf, page zeroing was a fifth of the write stage.
 jemalloc that keeps freed pages reuses them instead (write stage ~20% faster, match
 stage ~5-10%, on our 2-core machine).
 
-Arrow's jemalloc purges freed blocks of 8 MB and more at once unless its decay is
-disabled (``-1``), which only its start-up configuration can do: ``keep_freed_pages``
-must run before pyarrow is imported. The process then keeps its peak Arrow memory until
-it exits, which suits a batch job.
+Measured with pyarrow 26: freed blocks of 8 MB and more (a shard's text column, match
+results) came back as fresh pages whatever the decay time, until decay was disabled
+(``-1``); that only jemalloc's start-up configuration can do, so ``keep_freed_pages`` must
+run before pyarrow is imported. The process then keeps its peak Arrow memory until it
+exits, which suits a batch job (bench: end to end 6.25 → 5.8 s, same peak RSS).
 """
 
 from __future__ import annotations

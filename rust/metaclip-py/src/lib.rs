@@ -1,8 +1,9 @@
 //! `metaclip._core`: thin PyO3 glue over metaclip-core.
 //!
 //! Inputs are extracted into owned data or borrowed buffers while attached, the work runs
-//! detached from the interpreter, and results come back as `bytearray`s that the Python
-//! wrapper (`metaclip.core`) views as numpy arrays without copying.
+//! detached from the interpreter, and results come back as `bytearray`s (or, for the large
+//! ones, buffers from a caller's `alloc`) that the Python wrapper (`metaclip.core`) views
+//! as numpy arrays without copying.
 
 use std::path::PathBuf;
 
@@ -86,13 +87,13 @@ fn output<'py>(
     };
     let obj = alloc.call1((nbytes,))?;
     let buf = PyUntypedBuffer::get(&obj)?;
-    if buf.readonly() || !buf.is_c_contiguous() || buf.len_bytes() < nbytes {
+    if buf.readonly() || !buf.is_c_contiguous() || buf.len_bytes() != nbytes {
         return Err(PyValueError::new_err(format!(
-            "alloc({nbytes}) must return a writable, contiguous buffer of at least that size"
+            "alloc({nbytes}) must return a writable, contiguous buffer of exactly that size"
         )));
     }
     if nbytes > 0 {
-        // SAFETY: a writable, contiguous buffer of at least `nbytes` bytes, which `obj`
+        // SAFETY: a writable, contiguous buffer of `nbytes` bytes, which `obj`
         // and the `buf` view keep alive; nothing else has seen the fresh object yet.
         let bytes = unsafe { std::slice::from_raw_parts_mut(buf.buf_ptr() as *mut u8, nbytes) };
         py.detach(move || fill(bytes));
