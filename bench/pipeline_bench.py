@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -23,8 +24,8 @@ from pathlib import Path
 
 from metaclip.pipeline.memory import keep_freed_pages, use_reusing_pool
 
-if "default" not in sys.argv:  # --arrow-pool reusing: as metaclip-curate, before pyarrow loads
-    keep_freed_pages()
+if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:  # else use_reusing_pool leaves the pool
+    keep_freed_pages()  # as metaclip-curate: before pyarrow loads
 
 import pyarrow as pa
 import pyarrow.parquet as pq

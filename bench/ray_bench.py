@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pipeline_bench import make_pool
+from pipeline_bench import make_pool  # sets Arrow's jemalloc up before pyarrow loads
 
 from metaclip.pipeline.memory import use_reusing_pool
 from metaclip.pipeline.run import Config, Engine

@@ -7,10 +7,11 @@ jemalloc that keeps freed pages reuses them instead (write stage ~20% faster, ma
 stage ~5-10%, on our 2-core machine).
 
 Measured with pyarrow 26: freed blocks of 8 MB and more (a shard's text column, match
-results) came back as fresh pages whatever the decay time, until decay was disabled
-(``-1``); that only jemalloc's start-up configuration can do, so ``keep_freed_pages`` must
-run before pyarrow is imported. The process then keeps its peak Arrow memory until it
-exits, which suits a batch job (bench: end to end 6.25 → 5.8 s, same peak RSS).
+results) came back as fresh pages whatever decay time jemalloc started with, until
+that was ``-1`` (no purging); only jemalloc's start-up configuration sets it for every
+arena, so ``keep_freed_pages`` must run before pyarrow is imported. The process then
+keeps its peak Arrow memory until it exits, which suits a batch job (bench: end to end
+6.25 → 5.8 s, same peak RSS).
 """
 
 from __future__ import annotations
@@ -34,18 +35,18 @@ def keep_freed_pages() -> None:
     os.environ.update(jemalloc_env())
 
 
-def use_reusing_pool(decay_ms: int = 10_000) -> str:
-    """Make jemalloc, keeping freed pages for ``decay_ms`` (arenas created from now on;
-    see ``keep_freed_pages`` for all of them), Arrow's default pool for this process;
-    returns the pool in use. A pool chosen with ``ARROW_DEFAULT_MEMORY_POOL`` is left
-    alone, as is the default where pyarrow has no jemalloc (e.g. macOS)."""
+def use_reusing_pool() -> str:
+    """Make jemalloc Arrow's default pool for this process; returns the pool in use. Arenas
+    created from now on never purge either (the same rule as ``keep_freed_pages``, for a
+    process where pyarrow loaded first). A pool chosen with ``ARROW_DEFAULT_MEMORY_POOL``
+    is left alone, as is the default where pyarrow has no jemalloc (e.g. macOS)."""
     import pyarrow as pa
 
     if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
         return pa.default_memory_pool().backend_name
     try:
         pool = pa.jemalloc_memory_pool()
-        pa.jemalloc_set_decay_ms(decay_ms)
+        pa.jemalloc_set_decay_ms(-1)
     except (NotImplementedError, pa.ArrowNotImplementedError):
         return pa.default_memory_pool().backend_name
     pa.set_memory_pool(pool)
