@@ -106,6 +106,7 @@ def main() -> None:
         "default: pyarrow's default pool",
     )  # fmt: skip
     ap.add_argument("--compression", default="snappy", help="of the subset files (as the CLI's)")
+    ap.add_argument("--rows-per-file", type=int, default=Config.rows_per_file)
     ap.add_argument("--root", type=Path, default=Path(__file__).parent / "out")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -115,6 +116,7 @@ def main() -> None:
     cfg = Config(
         pool=(str(pool),), out=str(args.root / "pipeline-run"), metadata=str(md), t=args.t,
         workers=args.workers, quiet=True, compression=args.compression,
+        rows_per_file=args.rows_per_file,
     )  # fmt: skip
     runs = [run_once(cfg) for _ in range(max(1, args.repeat))]
     print(f"end to end per run (s): {[round(total(r[0]), 2) for r in runs]}")

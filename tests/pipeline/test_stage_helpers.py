@@ -102,3 +102,16 @@ def test_subset_encodings(tmp_path, clash):
     kept = table.column(ids).to_pylist()
     assert all(row == sorted(set(row)) and row for row in kept)
     assert pc.all(pc.greater(table.column("keep_prob"), 0)).as_py()
+
+
+def test_ranked_curve_keeps_both_ends_and_the_values_at_its_ranks():
+    from metaclip.pipeline.report import _ranked
+
+    counts = np.sort(np.random.default_rng(0).zipf(1.3, 500_000))[::-1]
+    ranks, values = _ranked(counts, points=2048)
+    assert ranks[0] == 1 and ranks[-1] == len(counts)
+    assert np.all(np.diff(ranks) > 0) and len(ranks) <= 2048
+    assert np.array_equal(values, counts[ranks - 1])
+    # A short curve keeps every rank.
+    ranks, values = _ranked(counts[:100], points=2048)
+    assert np.array_equal(ranks, np.arange(1, 101)) and np.array_equal(values, counts[:100])

@@ -22,10 +22,10 @@ def _plots(out: Path, card: dict, before: dict, after: dict) -> list[str]:
     for lang in before:
         b = np.sort(before[lang][before[lang] > 0])[::-1]
         if len(b):
-            ax.plot(np.arange(1, len(b) + 1), b, label=f"{lang} pool")
+            ax.plot(*_ranked(b), label=f"{lang} pool")
         a = np.sort(after[lang][after[lang] > 0])[::-1]
         if len(a):
-            ax.plot(np.arange(1, len(a) + 1), a, "--", label=f"{lang} curated")
+            ax.plot(*_ranked(a), "--", label=f"{lang} curated")
     for t in card["t_per_language"].values():
         ax.axhline(t, color="grey", lw=0.5)
     ax.set_xscale("log")
@@ -61,8 +61,18 @@ def _plots(out: Path, card: dict, before: dict, after: dict) -> list[str]:
     return names
 
 
+def _ranked(counts: np.ndarray, points: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """(rank, count) of counts sorted in decreasing order, at log-spaced ranks (first and
+    last included): on a log axis that draws the same curve as every rank, and drawing
+    every rank of a 500k-entry metadata took matplotlib about a second per plot."""
+    ranks = np.unique(np.geomspace(1, len(counts), points).round().astype(np.int64))
+    return ranks, counts[ranks - 1]
+
+
 def _save(fig, path: Path) -> None:
-    fig.tight_layout()
+    # Fixed margins: matplotlib's tight layout measured every tick label and took ~0.2 s
+    # per figure.
+    fig.subplots_adjust(left=0.11, right=0.98, bottom=0.14, top=0.91)
     atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
 
 
