@@ -115,3 +115,10 @@ def test_ranked_curve_keeps_both_ends_and_the_values_at_its_ranks():
     # A short curve keeps every rank.
     ranks, values = _ranked(counts[:100], points=2048)
     assert np.array_equal(ranks, np.arange(1, 101)) and np.array_equal(values, counts[:100])
+
+
+def test_short_log_axis_labels():
+    from metaclip.pipeline.report import _short
+
+    labels = [_short(x) for x in (1, 10, 100, 1e3, 1e4, 2.5e5, 1e6, 3e9, 0.1)]
+    assert labels == ["1", "10", "100", "1k", "10k", "250k", "1M", "3G", "0.1"]
