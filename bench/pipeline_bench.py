@@ -106,7 +106,9 @@ def main() -> None:
         "default: pyarrow's default pool",
     )  # fmt: skip
     ap.add_argument("--compression", default="snappy", help="of the subset files (as the CLI's)")
-    ap.add_argument("--rows-per-file", type=int, default=Config.rows_per_file)
+    ap.add_argument(
+        "--rows-per-file", type=int, default=Config.rows_per_file, help="(as the CLI's)"
+    )
     ap.add_argument("--root", type=Path, default=Path(__file__).parent / "out")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
