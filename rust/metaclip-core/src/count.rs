@@ -1,5 +1,7 @@
 //! Per-entry counts (spec §4): a text counts once per entry it matched.
 
+use std::ops::Range;
+
 use crate::error::{Error, Result};
 
 /// Count how often each id occurs in `ids` (CSR ids: already unique per text).
@@ -12,15 +14,9 @@ pub fn count_ids(ids: &[u32], n_entries: usize) -> Result<Vec<u64>> {
 /// Counts (as [`count_ids`]) of the ids in the CSR rows where `keep` (one byte per row)
 /// is set.
 pub fn count_rows(offsets: &[i64], ids: &[u32], keep: &[u8], n_entries: usize) -> Result<Vec<u64>> {
-    check_rows(offsets, ids, keep)?;
     let mut counts = vec![0u64; n_entries];
-    for (row, &k) in keep.iter().enumerate() {
-        if k != 0 {
-            add_ids(
-                &mut counts,
-                &ids[offsets[row] as usize..offsets[row + 1] as usize],
-            )?;
-        }
+    for r in kept_ranges(offsets, ids, keep)? {
+        add_ids(&mut counts, &ids[r])?;
     }
     Ok(counts)
 }
@@ -56,26 +52,30 @@ fn check_rows(offsets: &[i64], ids: &[u32], keep: &[u8]) -> Result<()> {
     )))
 }
 
+/// The id ranges of the CSR rows (`offsets` into `ids`) where `keep` (one byte per row,
+/// 0 = drop) is set, in row order; the arguments are checked first.
+pub fn kept_ranges<'a>(
+    offsets: &'a [i64],
+    ids: &[u32],
+    keep: &'a [u8],
+) -> Result<impl Iterator<Item = Range<usize>> + Clone + 'a> {
+    check_rows(offsets, ids, keep)?;
+    Ok(keep
+        .iter()
+        .enumerate()
+        .filter(|&(_, &k)| k != 0)
+        .map(|(row, _)| offsets[row] as usize..offsets[row + 1] as usize))
+}
+
 /// The rows of a CSR list (`offsets`, `ids`) where `keep` (one byte per row, 0 = drop) is
 /// set, as a new CSR list.
 pub fn select_rows(offsets: &[i64], ids: &[u32], keep: &[u8]) -> Result<(Vec<i64>, Vec<u32>)> {
-    check_rows(offsets, ids, keep)?;
-    let (mut rows, mut n_ids) = (0, 0);
-    for (row, &k) in keep.iter().enumerate() {
-        if k != 0 {
-            rows += 1;
-            n_ids += (offsets[row + 1] - offsets[row]) as usize;
-        }
-    }
-    let mut out_offsets = Vec::with_capacity(rows + 1);
-    out_offsets.push(0i64);
-    let mut out_ids = Vec::with_capacity(n_ids);
-    for (row, &k) in keep.iter().enumerate() {
-        if k != 0 {
-            let (a, b) = (offsets[row] as usize, offsets[row + 1] as usize);
-            out_ids.extend_from_slice(&ids[a..b]);
-            out_offsets.push(out_ids.len() as i64);
-        }
+    let kept = kept_ranges(offsets, ids, keep)?;
+    let mut out_offsets = vec![0i64];
+    let mut out_ids = Vec::with_capacity(kept.clone().map(|r| r.len()).sum());
+    for r in kept {
+        out_ids.extend_from_slice(&ids[r]);
+        out_offsets.push(out_ids.len() as i64);
     }
     Ok((out_offsets, out_ids))
 }

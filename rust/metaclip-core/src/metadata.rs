@@ -71,14 +71,14 @@ pub fn load_lines(path: &Path) -> Result<Vec<String>> {
 }
 
 /// xxh3-128 of strings packed as bytes plus offsets, each prefixed by its byte length (a
-/// content digest of a metadata list).
+/// content digest of a metadata list), hashed as a stream (no second copy of the data).
 pub fn digest_packed(data: &[u8], offsets: &[i64]) -> u128 {
-    let mut buf = Vec::with_capacity(data.len() + offsets.len() * 8);
+    let mut h = xxhash_rust::xxh3::Xxh3Default::new();
     for w in offsets.windows(2) {
-        buf.extend_from_slice(&((w[1] - w[0]) as u64).to_le_bytes());
-        buf.extend_from_slice(&data[w[0] as usize..w[1] as usize]);
+        h.update(&((w[1] - w[0]) as u64).to_le_bytes());
+        h.update(&data[w[0] as usize..w[1] as usize]);
     }
-    xxhash_rust::xxh3::xxh3_128(&buf)
+    h.digest128()
 }
 
 #[cfg(test)]

@@ -422,13 +422,29 @@ fn select_rows<'py>(
     alloc: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
     let (o, i, k) = (as_slice(&offsets)?, as_slice(&ids)?, as_slice(&keep)?);
-    let (o, i) = py
-        .detach(|| count::select_rows(o, i, k))
-        .map_err(|e| to_py(py, e))?;
-    let copy = |out: &mut [u8], raw: &[u8]| out.copy_from_slice(raw);
-    let o = output(py, alloc, o.len() * 8, |out| copy(out, raw_bytes(&o)))?;
-    let i = output(py, alloc, i.len() * 4, |out| copy(out, raw_bytes(&i)))?;
-    Ok((o, i))
+    let kept = count::kept_ranges(o, i, k).map_err(|e| to_py(py, e))?;
+    let (rows, n_ids) = kept.clone().fold((0, 0), |(r, n), x| (r + 1, n + x.len()));
+    // Straight from the input rows into the output buffers.
+    let offsets = output(py, alloc, (rows + 1) * 8, |out| {
+        let mut at = 0i64;
+        let mut slots = out.chunks_exact_mut(8);
+        if let Some(first) = slots.next() {
+            first.copy_from_slice(&at.to_le_bytes());
+        }
+        for (slot, r) in slots.zip(kept.clone()) {
+            at += r.len() as i64;
+            slot.copy_from_slice(&at.to_le_bytes());
+        }
+    })?;
+    let ids = output(py, alloc, n_ids * 4, |out| {
+        let mut at = 0;
+        for r in kept {
+            let raw = raw_bytes(&i[r]);
+            out[at..at + raw.len()].copy_from_slice(raw);
+            at += raw.len();
+        }
+    })?;
+    Ok((offsets, ids))
 }
 
 /// 1 − Π(1 − p) per CSR row (float64 bytes); 0 for rows without ids.
