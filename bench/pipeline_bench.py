@@ -79,7 +79,8 @@ def run_once(cfg: Config) -> tuple[dict[str, float], dict[str, float], dict]:
         read_shard(s, cfg.columns, cfg.max_text_bytes) for s in engine.shards
     ])  # fmt: skip
     # The matcher is built inside, as metaclip-curate builds it (in the background).
-    timed("match (build matcher; read key+text, match, save)", engine.match)
+    # read_ahead as in metaclip-curate run: idle workers read the write stage's last shards.
+    timed("match (build matcher; read key+text, match, save)", lambda: engine.match(True))
     counts = timed("count", engine.count)
     probs, per_lang = timed("balance", lambda: engine.balance(counts))
     timed("sample (coins from the match files)", lambda: engine.sample(probs))

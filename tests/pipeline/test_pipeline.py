@@ -15,8 +15,9 @@ from click.testing import CliRunner
 
 from metaclip import core
 from metaclip.cli import main
+from metaclip.pipeline import run as run_mod
 from metaclip.pipeline import stages
-from metaclip.pipeline.pool import write_tar_shard
+from metaclip.pipeline.pool import Shard, write_tar_shard
 
 WORDS = [f"w{i}" for i in range(400)] + ["hot", "dog", "New", "York", "cat"]
 
@@ -117,6 +118,51 @@ def test_output_independent_of_workers_and_sharding(pool, tmp_path):
         outs[name] = subset_bytes(out)
     assert len(outs["w1"]) > 1
     assert outs["w1"] == outs["w2"] == outs["s7"]
+
+
+def test_shards_read_ahead_in_the_match_tail_give_the_same_subset(pool, tmp_path, monkeypatch):
+    """``run`` lets match workers left idle read the write stage's last shards; the write
+    stage takes those tables instead of reading again, with the same bytes as a run
+    without read-ahead."""
+    ref = tmp_path / "ref"
+    run_cli(
+        "run", str(pool["seven"]), "-m", str(pool["md"]), "-o", str(ref), "--t", "50",
+        "--workers", "1", "-q",
+    )  # fmt: skip
+    taken = []
+    real = run_mod.TailReads.take
+
+    def take(self, name):
+        table = real(self, name)
+        if table is not None:
+            taken.append(name)
+        return table
+
+    monkeypatch.setattr(run_mod.TailReads, "take", take)
+    cfg = run_mod.Config(
+        pool=(str(pool["seven"]),), out=str(tmp_path / "ahead"), metadata=str(pool["md"]),
+        t=50, workers=2, quiet=True,
+    )  # fmt: skip
+    engine = run_mod.Engine(cfg)
+    engine.run()
+    # The last two match tasks run together, so one worker goes idle and reads the last
+    # shard (the shards are listed by path).
+    assert engine.shards[-1].name in taken
+    assert engine.tail is None  # released after the write
+    assert subset_bytes(tmp_path / "ahead") == subset_bytes(ref)
+
+
+def test_a_failed_read_ahead_leaves_the_read_to_the_write_stage(tmp_path):
+    shards = [Shard(tmp_path / f"{i}.parquet", "parquet", i) for i in range(3)]
+
+    def read(shard):
+        raise OSError("disk gone")
+
+    tail = run_mod.TailReads(read, shards, limit=2)
+    tail.start()
+    assert tail.take(shards[-1].name) is None  # waits for the read, then gives it up
+    assert tail.take(shards[-1].name) is None  # taken once
+    assert tail.take(shards[0].name) is None  # never read ahead (limit 2: 2 and 1)
 
 
 def test_parquet_bytes_depend_on_rows_not_on_how_they_were_chunked():

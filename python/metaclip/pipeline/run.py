@@ -255,6 +255,7 @@ class SubsetWriter:
     match_dir: Path
     sample_dir: Path
     binary: frozenset[str] = frozenset()
+    tail: TailReads | None = None
 
     def plan(self) -> tuple[list[dict], pa.Schema, int]:
         """(parts, unified schema, total rows). Each part lists (shard, start, length)
@@ -312,7 +313,9 @@ class SubsetWriter:
         match stage that texts are read)."""
         cfg, shard = self.cfg, self.shards[name]
         threads = cfg.workers <= 1
-        table = read_parquet(shard, None, threads) if shard.kind == "parquet" else None
+        table = self.tail.take(name) if self.tail else None
+        if table is None and shard.kind == "parquet":
+            table = read_parquet(shard, None, threads)
         if table is None or _is_list(table.schema.field(cfg.text_column).type):
             # Several texts per image (or not parquet): rows as the match stage made them.
             table = read_shard(shard, cfg.columns, cfg.max_text_bytes, False, threads)
@@ -451,6 +454,43 @@ class ShardCache:
                     self.items.pop(n, None)
 
 
+class TailReads:
+    """Pool reads for the write stage, done on cores the match stage leaves idle.
+
+    A match worker that finds no shard left while others still match starts reading the
+    shards the write stage needs last: its last file is written by one thread, so those
+    reads are on the critical path. At most ``limit`` shards are read (a worker's share
+    of memory each); the write stage takes them, waiting for a read in flight."""
+
+    def __init__(self, read: Callable[[Shard], pa.Table], shards: list[Shard], limit: int):
+        self.read = read
+        self.queue = [s for s in reversed(shards) if s.kind == "parquet"][:limit]
+        self.items: dict[str, Future] = {}
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()  # set when the match stage ends
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while not self.stopped.is_set():
+            with self.lock:
+                if not self.queue:
+                    return
+                shard = self.queue.pop(0)
+                fut = self.items[shard.name] = Future()
+            try:
+                fut.set_result(self.read(shard))
+            except BaseException:  # the write stage reads the shard again and reports it
+                fut.set_result(None)
+
+    def take(self, name: str) -> pa.Table | None:
+        """The shard's table if it was read ahead (waits for a read in flight), else None."""
+        with self.lock:
+            fut = self.items.pop(name, None)
+        return None if fut is None else fut.result()
+
+
 class Progress:
     """A tqdm bar over texts (rate and ETA), silent when quiet or tqdm is missing."""
 
@@ -510,6 +550,7 @@ class Engine:
         self.match_dir = self.out / "_work" / f"match-{cfg.match_key(self.md)}"
         self.sample_dir = self.out / "_work" / f"sample-{cfg.sample_key(self.md)}"
         self.lid, self.lid_info = _lid_function(cfg)
+        self.tail: TailReads | None = None  # see match(read_ahead=True)
         cores = os.cpu_count() or 1
         self.threads = cfg.threads or max(1, cores // max(1, cfg.workers))
         self.clean_leftovers()
@@ -524,8 +565,30 @@ class Engine:
         rows = list(self.shard_rows.values())
         return None if any(r is None for r in rows) else sum(rows)  # type: ignore[misc]
 
-    def _each_shard(self, desc: str, fn: Callable[[Shard], int], done: Callable[[Shard], bool]):
+    def _each_shard(
+        self,
+        desc: str,
+        fn: Callable[[Shard], int],
+        done: Callable[[Shard], bool],
+        on_idle: Callable[[], None] | None = None,
+    ) -> None:
+        """``fn`` on every shard not ``done``; ``on_idle()`` once per worker that finds no
+        shard left while others still work."""
         todo = [s for s in self.shards if not done(s)]
+        started, finished, lock = [0], [0], threading.Lock()
+
+        def task(s: Shard) -> int:
+            with lock:
+                started[0] += 1
+            try:
+                return fn(s)
+            finally:
+                with lock:
+                    finished[0] += 1
+                    idle = started[0] == len(todo) and finished[0] < len(todo)
+                if idle and on_idle is not None:
+                    on_idle()
+
         bar = Progress(desc, self._total(), self.cfg.quiet)
         skipped = sum(self.shard_rows[s.name] or 0 for s in self.shards if done(s))
         bar.update(skipped)
@@ -535,14 +598,16 @@ class Engine:
                     bar.update(fn(s))
             else:
                 with ThreadPoolExecutor(self.cfg.workers) as ex:
-                    for n in ex.map(fn, todo):
+                    for n in ex.map(task, todo):
                         bar.update(n)
         finally:
             bar.close()
 
     # -- stages --------------------------------------------------------------------------
-    def match(self) -> None:
-        """Per shard: (LID), match, per-shard counts and stats."""
+    def match(self, read_ahead: bool = False) -> None:
+        """Per shard: (LID), match, per-shard counts and stats. ``read_ahead``: the write
+        stage follows in this process, so workers left idle at the end read its last
+        shards (``TailReads``)."""
 
         def run(shard: Shard) -> int:
             return match_shard(shard, self.cfg, self.md, self.match_dir, self.threads, self.lid)
@@ -554,7 +619,17 @@ class Engine:
             # Build the matcher while the workers read their first shards (the build
             # releases the GIL); else every worker would wait for it after its read.
             threading.Thread(target=self.md.prebuild, daemon=True).start()
-        self._each_shard("match", run, done)
+        on_idle = None
+        if read_ahead and self.cfg.workers > 1:
+            self.tail = TailReads(
+                lambda s: read_parquet(s, None, False), self.shards, self.cfg.workers
+            )
+            on_idle = self.tail.start
+        try:
+            self._each_shard("match", run, done, on_idle)
+        finally:
+            if self.tail is not None:
+                self.tail.stopped.set()
 
     def count(self) -> dict[str, np.ndarray]:
         """Global counts = exact sum of the per-shard counts."""
@@ -581,29 +656,34 @@ class Engine:
     def subset_writer(self, binary: frozenset[str] = frozenset()) -> SubsetWriter:
         shards = {s.name: s for s in self.shards}
         offsets = stages.lang_offsets(self.md)
-        return SubsetWriter(self.cfg, offsets, shards, self.match_dir, self.sample_dir, binary)
+        return SubsetWriter(
+            self.cfg, offsets, shards, self.match_dir, self.sample_dir, binary, self.tail
+        )
 
     def write(self) -> list[Path]:
         """The subset files: the kept rows in input order, ``rows_per_file`` per file.
         Written into a temp folder that replaces ``subset/`` only when complete."""
         binary: frozenset[str] = frozenset()
-        while True:
-            writer = self.subset_writer(binary)
-            parts, schema, total = writer.plan()
-            tmp = self.out / "_work" / "subset.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            try:
-                written = self._write_parts(writer, parts, schema, tmp)
-            except SchemaDrift as e:
-                binary |= e.columns
-                continue
-            if written != total:
-                raise RuntimeError(f"wrote {written} subset rows, expected {total}")
-            final = self.out / "subset"
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
-            return sorted(final.glob("*.parquet"))
+        try:
+            while True:
+                writer = self.subset_writer(binary)
+                parts, schema, total = writer.plan()
+                tmp = self.out / "_work" / "subset.tmp"
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+                try:
+                    written = self._write_parts(writer, parts, schema, tmp)
+                except SchemaDrift as e:
+                    binary |= e.columns
+                    continue
+                if written != total:
+                    raise RuntimeError(f"wrote {written} subset rows, expected {total}")
+                final = self.out / "subset"
+                shutil.rmtree(final, ignore_errors=True)
+                os.replace(tmp, final)
+                return sorted(final.glob("*.parquet"))
+        finally:
+            self.tail = None  # shards read ahead but not needed (no kept rows)
 
     def _write_parts(
         self, writer: SubsetWriter, parts: list[dict], schema: pa.Schema, tmp: Path
@@ -691,7 +771,7 @@ class Engine:
 
     def run(self) -> dict:
         """All stages; returns the datacard."""
-        self.match()
+        self.match(read_ahead=True)
         counts = self.count()
         probs, per_lang = self.balance(counts)
         self.sample(probs)
