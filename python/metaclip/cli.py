@@ -72,8 +72,10 @@ def _options(f):
                           "the most actors per stage (0: one per CPU)."),
         click.option("--threads", type=int, default=0,
                      help="Matching threads per shard (0: cores / workers)."),
-        click.option("--rows-per-file", type=int, default=1_000_000, show_default=True,
-                     help="Rows per subset file (the files do not depend on the sharding)."),
+        click.option("--rows-per-file", type=int, default=500_000, show_default=True,
+                     help="Rows per subset file (the files do not depend on the sharding). "
+                          "Each file is encoded by one worker, so small subsets write "
+                          "faster in more, smaller files."),
         click.option("--compression", default="snappy", show_default=True,
                      type=click.Choice(["snappy", "zstd", "lz4", "gzip", "brotli", "none"]),
                      help="Parquet compression of the subset files."),

@@ -350,8 +350,10 @@ class RayEngine(Engine):
         finally:
             bar.close()
 
-    def match(self) -> None:
-        """Per shard, on an actor pool: (LID), match, per-shard counts and stats."""
+    def match(self, read_ahead: bool = False) -> None:
+        """Per shard, on an actor pool: (LID), match, per-shard counts and stats. The
+        write stage runs on other actors, so nothing is read ahead (``read_ahead`` is
+        ignored)."""
         self._stage("match", self.match_worker, self.match_dir)
 
     def count(self) -> dict[str, np.ndarray]:

@@ -88,7 +88,9 @@ class Config:
     max_text_bytes: int = 1 << 20
     workers: int = 1
     threads: int = 0
-    rows_per_file: int = 1_000_000
+    # One worker encodes a file: 1M-row files left one worker encoding alone for ~0.6 s at
+    # the end of a 5M-row subset on two workers (the CLI default is the same).
+    rows_per_file: int = 500_000
     compression: str = "snappy"
     quiet: bool = False
 
