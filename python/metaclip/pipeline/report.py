@@ -31,9 +31,11 @@ def _plots(out: Path, card: dict, before: dict, after: dict) -> list[str]:
     ax.set_xscale("log")
     ax.set_yscale("log")
     # Plain labels (1, 10, 1k, 1M): the default 10^n labels are typeset with mathtext,
-    # which took most of the report's time.
+    # which took most of the report's time. No minor ticks: drawing their ~200 lines
+    # took another ~0.15 s.
     for axis in (ax.xaxis, ax.yaxis):
         axis.set_major_formatter(plt.FuncFormatter(_short))
+        axis.set_minor_locator(plt.NullLocator())
     ax.set_xlabel("entries, sorted by count")
     ax.set_ylabel("matches")
     ax.set_title("Entry counts before and after balancing (lines: t)")
