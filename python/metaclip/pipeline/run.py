@@ -317,7 +317,7 @@ class SubsetWriter:
         threads = cfg.workers <= 1
         table = self.tail.take(name) if self.tail else None
         if table is None and shard.kind == "parquet":
-            table = read_parquet(shard, None, threads)
+            table = read_whole(shard, cfg.workers)
         if table is None or _is_list(table.schema.field(cfg.text_column).type):
             # Several texts per image (or not parquet): rows as the match stage made them.
             table = read_shard(shard, cfg.columns, cfg.max_text_bytes, False, threads)
@@ -456,6 +456,12 @@ class ShardCache:
                     self.items.pop(n, None)
 
 
+def read_whole(shard: Shard, workers: int) -> pa.Table:
+    """Every column of a parquet shard, as the write stage reads it (and ``TailReads`` for
+    it): columns decoded on threads only when shards are not read in parallel."""
+    return read_parquet(shard, None, workers <= 1)
+
+
 class TailReads:
     """Pool reads for the write stage, done on cores the match stage leaves idle.
 
@@ -579,7 +585,7 @@ class Engine:
         todo = [s for s in self.shards if not done(s)]
         started, finished, lock = [0], [0], threading.Lock()
 
-        def task(s: Shard) -> int:
+        def watched(s: Shard) -> int:
             with lock:
                 started[0] += 1
             try:
@@ -600,7 +606,7 @@ class Engine:
                     bar.update(fn(s))
             else:
                 with ThreadPoolExecutor(self.cfg.workers) as ex:
-                    for n in ex.map(task, todo):
+                    for n in ex.map(fn if on_idle is None else watched, todo):
                         bar.update(n)
         finally:
             bar.close()
@@ -623,9 +629,8 @@ class Engine:
             threading.Thread(target=self.md.prebuild, daemon=True).start()
         on_idle = None
         if read_ahead and self.cfg.workers > 1:
-            self.tail = TailReads(
-                lambda s: read_parquet(s, None, False), self.shards, self.cfg.workers
-            )
+            workers = self.cfg.workers
+            self.tail = TailReads(lambda s: read_whole(s, workers), self.shards, workers)
             on_idle = self.tail.start
         try:
             self._each_shard("match", run, done, on_idle)
