@@ -36,6 +36,7 @@ import workload
 from metaclip.pipeline.metadata import Metadata
 from metaclip.pipeline.pool import read_shard
 from metaclip.pipeline.run import Config, Engine
+from metaclip.pipeline.startup import pyarrow_without_pandas
 
 
 def make_pool(root: Path, n_entries: int, n_texts: int, shards: int) -> tuple[Path, Path]:
@@ -114,6 +115,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     pool_name = use_reusing_pool() if args.arrow_pool == "reusing" else "default"
+    pyarrow_without_pandas()  # as metaclip-curate
 
     md, pool = make_pool(args.root, args.entries, args.texts, args.shards)
     cfg = Config(

@@ -101,6 +101,7 @@ def _options(f):
 def _engine(kw: dict):
     from metaclip.pipeline.memory import use_reusing_pool
     from metaclip.pipeline.run import Config, Engine
+    from metaclip.pipeline.startup import pyarrow_without_pandas
 
     use_reusing_pool()  # this process is ours: an allocator that reuses freed pages
 
@@ -121,6 +122,7 @@ def _engine(kw: dict):
         from metaclip.pipeline.ray_engine import RayEngine
 
         return RayEngine(cfg, address=address)
+    pyarrow_without_pandas()  # Ray Data uses pandas; the embedded engine never does
     return Engine(cfg)
 
 
@@ -272,8 +274,10 @@ def demo(out: Path, texts_per_lang: int, quiet: bool) -> None:  # fmt: skip
     """
     from metaclip.pipeline.demo import run_demo
     from metaclip.pipeline.memory import use_reusing_pool
+    from metaclip.pipeline.startup import pyarrow_without_pandas
 
     use_reusing_pool()
+    pyarrow_without_pandas()
     card = run_demo(out, texts_per_lang=texts_per_lang, quiet=quiet)
     _summary(card, out / "curated")
 
