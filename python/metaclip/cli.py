@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -109,6 +110,8 @@ def _engine(kw: dict):
     engine, address = kw.pop("engine", "embedded"), kw.pop("ray_address", None)
     kw["pool"] = tuple(kw["pool"])
     kw["out"] = str(kw["out"])
+    if Path(kw["out"]).exists() and not Path(kw["out"]).is_dir():
+        raise MetaclipError(f"--out {kw['out']}: exists and is not a folder")
     if kw.get("workers", 1) < 0:
         raise MetaclipError("--workers must be 0 (automatic) or more")
     if engine == "embedded" and not kw.get("workers"):
@@ -197,16 +200,21 @@ def balance(**kw) -> None:
 @_options
 @_friendly
 def sample(**kw) -> None:
-    """Stage 4: keep each unit with P = 1 − Π(1 − p) (deterministic coins); write subset/.
+    """Stage 4: keep each unit with P = 1 − Π(1 − p) (deterministic coins); write subset/
+    and datacard.json.
 
     Example: metaclip-curate sample pool/ -m metadata.json --t 20000 --seed 0 -o out/
     """
     e = _engine(kw)
     e.match()
-    probs, _ = e.balance(e.count())
+    counts = e.count()
+    probs, per_lang = e.balance(counts)
     e.sample(probs)
     files = e.write()
+    e.datacard(counts, per_lang)
+    shutil.rmtree(e.out / "report", ignore_errors=True)  # an earlier run's, now stale
     click.echo(f"wrote {len(files)} subset file(s) to {e.out / 'subset'}")
+    click.echo(f"datacard: {e.out / 'datacard.json'}")
 
 
 @main.command(epilog=POOL_HELP)
@@ -232,16 +240,16 @@ def stats(out: Path) -> None:
     """
     path = out / "datacard.json"
     if not path.exists():
-        raise MetaclipError(f"{path}: not found — run `metaclip-curate run` first")
+        raise MetaclipError(f"{path}: not found — run `metaclip-curate run` (or sample) first")
     _summary(json.loads(path.read_text()), out)
 
 
 def _summary(card: dict, out: Path) -> None:
     pool = card["pool"]
+    reasons = f" {pool['skipped_by_reason']}" if pool["skipped_by_reason"] else ""
     click.echo(
         f"pool: {pool['texts']:,} texts = {pool['matched']:,} matched + "
-        f"{pool['unmatched']:,} unmatched + {pool['skipped']:,} skipped "
-        f"{pool['skipped_by_reason'] or ''}"
+        f"{pool['unmatched']:,} unmatched + {pool['skipped']:,} skipped{reasons}"
     )
     click.echo(f"subset: {card['subset']['size']:,} texts (seed {card['seed']})")
     for lang, x in card["languages"].items():
@@ -251,7 +259,9 @@ def _summary(card: dict, out: Path) -> None:
             f"tail={x['tail_mass']:.3f} kept={kept:,}"
         )
     click.echo(f"datacard: {out / 'datacard.json'}")
-    click.echo(f"report:   {out / 'report' / 'report.md'}")
+    report = out / "report" / "report.md"
+    if report.exists():  # `sample` writes the datacard but no report
+        click.echo(f"report:   {report}")
 
 
 @main.command()

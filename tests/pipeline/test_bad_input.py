@@ -209,3 +209,9 @@ def test_schema_drift_rewrites_every_file_with_the_binary_column(tmp_path, md, m
     assert len(files) == 2
     assert {pq.read_schema(f).field("url").type for f in files} == {pa.binary()}
     assert pq.read_table(out / "subset").column("url").to_pylist() == [b"x", b"\xff"]
+
+
+def test_out_that_is_a_file(tmp_path, md):
+    (tmp_path / "s.jsonl").write_text('{"key": "a", "text": "a dog"}\n')
+    r = invoke("run", str(tmp_path / "s.jsonl"), "-m", str(md), "-o", str(md))
+    one_line_error(r, str(md), "not a folder")

@@ -303,6 +303,25 @@ def test_a_cli_run_spares_pyarrow_its_pandas_import(pool, tmp_path):
     assert res.stdout.strip() == "pandas"
 
 
+def test_stage_by_stage_ends_with_the_datacard_of_run(pool, tmp_path):
+    """``sample`` writes the subset and its datacard (no report, and an earlier run's
+    report goes, since it describes another subset); ``stats`` then prints it."""
+    args = [str(pool["one"]), "-m", str(pool["md"]), "-q"]
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    run_cli("run", *args, "--t", "50", "-o", str(ref))
+    run_cli("run", *args, "--t", "80", "-o", str(out))
+    assert (out / "report" / "report.md").exists()
+    for stage in ["match", "count", "balance", "sample"]:
+        run_cli(stage, *args, "--t", "50", "-o", str(out))
+    assert subset_bytes(out) == subset_bytes(ref)
+    card, want = (json.loads((d / "datacard.json").read_text()) for d in (out, ref))
+    assert card == want
+    assert not (out / "report").exists()
+    shown = run_cli("stats", str(out))
+    assert f"subset: {want['subset']['size']:,} texts" in shown and "report:" not in shown
+    assert "report:" in run_cli("stats", str(ref))
+
+
 def test_every_subcommand_has_help_with_example():
     for cmd in ["match", "count", "balance", "sample", "run", "stats", "demo"]:
         text = run_cli(cmd, "--help")
