@@ -12,6 +12,7 @@ use metaclip_core::{count, metadata, sample, spacing, threshold, Error};
 use pyo3::buffer::{Element, PyBuffer, PyUntypedBuffer};
 use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyByteArray, PyList, PyString};
 
 mod lid;
@@ -183,7 +184,7 @@ impl Matcher {
 impl Matcher {
     #[new]
     #[pyo3(signature = (entries, mode = "mc1"))]
-    fn new(py: Python<'_>, entries: Vec<String>, mode: &str) -> PyResult<Self> {
+    fn new(py: Python<'_>, entries: Vec<PyBackedStr>, mode: &str) -> PyResult<Self> {
         let mode = Mode::parse(mode).map_err(|e| to_py(py, e))?;
         let inner = py
             .detach(|| matcher::Matcher::new(&entries, mode))
@@ -490,22 +491,34 @@ fn sample_images<'py>(
 
 /// Load a JSON list of strings (MC1 `metadata.json`); duplicates raise MetadataError.
 #[pyfunction]
-fn load_metadata_json(py: Python<'_>, path: PathBuf) -> PyResult<Vec<String>> {
-    py.detach(|| metadata::load_json_list(&path))
-        .map_err(|e| to_py(py, e))
+fn load_metadata_json(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyList>> {
+    let bytes = py
+        .detach(|| metadata::read(&path))
+        .map_err(|e| to_py(py, e))?;
+    let entries = py
+        .detach(|| metadata::parse_json_list(&bytes, &path))
+        .map_err(|e| to_py(py, e))?;
+    // Python strings straight from the file's bytes: no Rust copy of each entry first.
+    PyList::new(py, entries.iter().map(|e| e.as_ref()))
 }
 
 /// Load a UTF-8 file with one entry per line; duplicates raise MetadataError.
 #[pyfunction]
-fn load_metadata_lines(py: Python<'_>, path: PathBuf) -> PyResult<Vec<String>> {
-    py.detach(|| metadata::load_lines(&path))
-        .map_err(|e| to_py(py, e))
+fn load_metadata_lines(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyList>> {
+    let bytes = py
+        .detach(|| metadata::read(&path))
+        .map_err(|e| to_py(py, e))?;
+    let entries = py
+        .detach(|| metadata::parse_lines(&bytes, &path))
+        .map_err(|e| to_py(py, e))?;
+    PyList::new(py, entries)
 }
 
 /// Raise MetadataError naming duplicate entries, if any.
 #[pyfunction]
-fn check_unique(py: Python<'_>, entries: Vec<String>) -> PyResult<()> {
-    metadata::check_unique(&entries).map_err(|e| to_py(py, e))
+fn check_unique(py: Python<'_>, entries: Vec<PyBackedStr>) -> PyResult<()> {
+    py.detach(|| metadata::check_unique(&entries))
+        .map_err(|e| to_py(py, e))
 }
 
 #[pymodule]
