@@ -177,18 +177,97 @@ def _rows_to_table(rows: list[dict], cols: Columns) -> pa.Table:
             continue
         try:
             data[name] = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # mixed types, huge ints
             data[name] = pa.array([None if v is None else json.dumps(v) for v in values])
     table = pa.table(data) if data else pa.table({"__empty": pa.nulls(len(rows))})
     return table.append_column("__skip", pa.array(skip, type=pa.string()))
 
 
-def _read_jsonl(shard: Shard, cols: Columns) -> pa.Table:
+def _read_jsonl(shard: Shard, cols: Columns, use_threads: bool = True) -> pa.Table:
+    table = _read_jsonl_arrow(shard, cols, use_threads)
+    return _read_jsonl_rows(shard, cols) if table is None else table
+
+
+def _read_jsonl_rows(shard: Shard, cols: Columns) -> pa.Table:
+    """Row by row in Python: every line that is not a JSON object is a counted skip."""
     lines = shard.path.read_bytes().split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
     rows = _json_rows(lines)
     return _rows_to_table(rows, cols)
+
+
+# JSON-lines blocks parsed at once: a line must fit in one (longer ones go row by row).
+JSONL_BLOCK = 16 << 20
+INT64_LIMIT = 2.0**63
+
+
+def _read_jsonl_arrow(shard: Shard, cols: Columns, use_threads: bool) -> pa.Table | None:
+    """The shard through pyarrow's JSON reader (C++, ~7x the row-by-row path), with the
+    same table the row-by-row path builds; None where only that path can build it: a line
+    that is not a JSON object, a column whose type changes between rows, a text that is
+    not a string (a counted skip), an integer beyond int64 (pyarrow would round it to a
+    float; kept as its JSON text), or a nested string that pyarrow reads as a timestamp.
+    Top-level strings that pyarrow reads as timestamps are read again as strings."""
+    import pyarrow.json as pj
+
+    def read(explicit: pa.Schema | None = None) -> pa.Table:
+        return pj.read_json(
+            shard.path,
+            read_options=pj.ReadOptions(use_threads=use_threads, block_size=JSONL_BLOCK),
+            parse_options=pj.ParseOptions(
+                explicit_schema=explicit, unexpected_field_behavior="infer"
+            ),
+        )
+
+    try:
+        table = read()
+        stamps = [f.name for f in table.schema if pa.types.is_timestamp(f.type)]
+        if stamps:
+            names = table.column_names
+            table = read(pa.schema([(n, pa.string()) for n in stamps])).select(names)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError):
+        return None
+    if table.num_rows == 0:
+        return None
+    for i, field in enumerate(table.schema):
+        if _has_type(field.type, pa.types.is_timestamp) or _has_huge_float(table.column(i)):
+            return None
+        if field.name == cols.text:
+            typ = _text_type(field.type)
+            if typ is None:
+                return None
+            table = table.set_column(i, field.name, table.column(i).cast(typ))
+    return table.append_column("__skip", pa.nulls(table.num_rows, pa.string()))
+
+
+def _text_type(t: pa.DataType) -> pa.DataType | None:
+    """The row-by-row path's type for a text column read as ``t`` (None: not texts)."""
+    if pa.types.is_string(t) or pa.types.is_null(t):
+        return pa.large_string()
+    if pa.types.is_list(t) and _text_type(t.value_type) is not None:
+        return pa.list_(pa.large_string())
+    return None
+
+
+def _has_type(t: pa.DataType, test) -> bool:
+    if test(t):
+        return True
+    return any(_has_type(t.field(i).type, test) for i in range(t.num_fields))
+
+
+def _has_huge_float(col: pa.ChunkedArray | pa.Array) -> bool:
+    """Whether a float in ``col`` (at any depth) is beyond int64, as a rounded integer
+    literal would be."""
+    t = col.type
+    if pa.types.is_floating(t):
+        top = pc.max(pc.abs(col)).as_py()
+        return top is not None and top >= INT64_LIMIT
+    if pa.types.is_struct(t):
+        return any(_has_huge_float(pc.struct_field(col, [i])) for i in range(t.num_fields))
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return _has_huge_float(pc.list_flatten(col))
+    return False
 
 
 def _read_tar(shard: Shard, cols: Columns) -> pa.Table:
@@ -233,7 +312,7 @@ def read_shard(
         table = read_parquet(shard, wanted if only_needed else None, use_threads)
         table = table.append_column("__skip", pa.nulls(table.num_rows, pa.string()))
     elif shard.kind == "jsonl":
-        table = _read_jsonl(shard, cols)
+        table = _read_jsonl(shard, cols, use_threads)
     else:
         table = _read_tar(shard, cols)
     return standardize(table, shard, cols, max_text_bytes)
