@@ -4,7 +4,8 @@
     python bench/pipeline_bench.py --texts 500000 --json out.json
 
 The pool (alt-text-like captions, see workload.py) is generated once and cached under
-bench/out/. Stages: setup (load the metadata), match (the matcher built in the background as
+bench/out/; ``--format jsonl|tar`` runs on the same rows as JSON-lines or WebDataset tar
+shards. Stages: setup (load the metadata), match (the matcher built in the background as
 metaclip-curate builds it; read key and text, match, per-shard match files), count, balance, sample
 (coins from the match files; the pool is not read), write (read every column once, keep
 the sampled rows, write the subset files). References, not in the total: the matcher build
@@ -34,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import workload
 
 from metaclip.pipeline.metadata import Metadata
-from metaclip.pipeline.pool import read_shard
+from metaclip.pipeline.pool import read_shard, write_tar_shard
 from metaclip.pipeline.run import Config, Engine
 from metaclip.pipeline.startup import pyarrow_without_pandas
 
@@ -59,6 +60,28 @@ def make_pool(root: Path, n_entries: int, n_texts: int, shards: int) -> tuple[Pa
         print(f"  wrote shard {s + 1}/{shards} ({source})", file=sys.stderr)
     (tag / "done").touch()
     return md, pool
+
+
+def as_format(pool: Path, fmt: str) -> Path:
+    """The parquet pool as JSON-lines or WebDataset tar shards (made once, cached beside it;
+    tar members are ``{key}.json``)."""
+    if fmt == "parquet":
+        return pool
+    out = pool.with_name(f"pool-{fmt}")
+    if (out / "done").exists():
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    for src in sorted(pool.glob("*.parquet")):
+        rows = pq.read_table(src).to_pylist()
+        if fmt == "jsonl":
+            lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+            (out / f"{src.stem}.jsonl").write_text(lines, encoding="utf-8")
+        else:
+            write_tar_shard(out / f"{src.stem}.tar", rows)
+        print(f"  wrote {src.stem} as {fmt}", file=sys.stderr)
+    (out / "done").touch()
+    return out
 
 
 def run_once(cfg: Config) -> tuple[dict[str, float], dict[str, float], dict]:
@@ -111,6 +134,10 @@ def main() -> None:
     ap.add_argument(
         "--rows-per-file", type=int, default=Config.rows_per_file, help="(as the CLI's)"
     )
+    ap.add_argument(
+        "--format", choices=["parquet", "jsonl", "tar"], default="parquet",
+        help="pool shards: parquet, or the same rows as JSON-lines / WebDataset tars",
+    )  # fmt: skip
     ap.add_argument("--root", type=Path, default=Path(__file__).parent / "out")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -118,6 +145,7 @@ def main() -> None:
     pyarrow_without_pandas()  # as metaclip-curate
 
     md, pool = make_pool(args.root, args.entries, args.texts, args.shards)
+    pool = as_format(pool, args.format)
     cfg = Config(
         pool=(str(pool),), out=str(args.root / "pipeline-run"), metadata=str(md), t=args.t,
         workers=args.workers, quiet=True, compression=args.compression,
@@ -130,7 +158,8 @@ def main() -> None:
     n = card["pool"]["texts"]
     size = card["subset"]["size"]
     print(f"\npool: {n:,} texts in {args.shards} shards, {args.entries:,} entries, "
-          f"workers={args.workers}, t={args.t:g}; subset {size:,} ({size / n:.0%} kept); "
+          f"{args.format}, workers={args.workers}, t={args.t:g}; "
+          f"subset {size:,} ({size / n:.0%} kept); "
           f"fastest of {len(runs)} runs; Arrow pool {pool_name}; {args.compression}")  # fmt: skip
     print(f"{'stage':48} {'seconds':>9} {'texts/s':>12} {'CPU s':>8}")
     for k, v in times.items():

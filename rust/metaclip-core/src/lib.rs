@@ -15,6 +15,7 @@ pub mod ngram;
 pub mod pool;
 pub mod sample;
 pub mod spacing;
+pub mod tar_json;
 pub mod threshold;
 
 pub use error::{Error, Result};

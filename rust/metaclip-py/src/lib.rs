@@ -8,12 +8,12 @@
 use std::path::PathBuf;
 
 use metaclip_core::matcher::{self, Mode, Packed};
-use metaclip_core::{count, metadata, sample, spacing, threshold, Error};
+use metaclip_core::{count, metadata, sample, spacing, tar_json, threshold, Error};
 use pyo3::buffer::{Element, PyBuffer, PyUntypedBuffer};
 use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
-use pyo3::types::{PyByteArray, PyList, PyString};
+use pyo3::types::{PyByteArray, PyBytes, PyList, PyString};
 
 mod lid;
 mod ngram;
@@ -514,6 +514,24 @@ fn load_metadata_lines(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyLi
     PyList::new(py, entries)
 }
 
+/// The JSON members of a WebDataset-style tar as JSON lines, each with its key field
+/// (see `metaclip_core::tar_json`): (lines, rows, fields of the first row, image stems,
+/// image member names), or None when the tar must be read member by member.
+#[pyfunction]
+fn tar_json_lines<'py>(py: Python<'py>, path: PathBuf, key_field: &str) -> TarJsonLines<'py> {
+    let got = py.detach(|| tar_json::tar_json(&path, key_field))?;
+    let (stems, names) = got.images.into_iter().unzip();
+    Some((
+        PyBytes::new(py, &got.lines),
+        got.rows,
+        got.first_fields,
+        stems,
+        names,
+    ))
+}
+
+type TarJsonLines<'py> = Option<(Bound<'py, PyBytes>, usize, usize, Vec<String>, Vec<String>)>;
+
 /// Raise MetadataError naming duplicate entries, if any.
 #[pyfunction]
 fn check_unique(py: Python<'_>, entries: Vec<PyBackedStr>) -> PyResult<()> {
@@ -542,6 +560,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(load_metadata_json, m)?)?;
     m.add_function(wrap_pyfunction!(load_metadata_lines, m)?)?;
     m.add_function(wrap_pyfunction!(check_unique, m)?)?;
+    m.add_function(wrap_pyfunction!(tar_json_lines, m)?)?;
     m.add("MAX_ENTRIES", matcher::MAX_ENTRIES)?;
     lid::register(m)?;
     ngram::register(m)?;

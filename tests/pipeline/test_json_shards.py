@@ -1,9 +1,12 @@
-"""JSON-lines shards: pyarrow's reader (the fast path) must build the very table the
-row-by-row path builds, and leave to that path every file where the two would differ."""
+"""JSON-lines and WebDataset tar shards: the fast path (pyarrow's JSON reader; for tars,
+members joined into JSON lines in Rust) must build the very table the row-by-row path
+builds, and leave to that path every shard where the two would differ."""
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -90,3 +93,72 @@ def test_huge_integer_keeps_its_digits(tmp_path):
 def test_empty_file(tmp_path):
     shard = shard_of(tmp_path, [])
     assert pool._read_jsonl(shard, COLS).equals(pool._read_jsonl_rows(shard, COLS))
+
+
+def tar_shard(tmp_path: Path, members: list[tuple[str, bytes]]) -> Shard:
+    path = tmp_path / "s.tar"
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return Shard(path=path, kind="tar", index=0)
+
+
+def tar_both(shard: Shard, cols: Columns = COLS) -> tuple[pa.Table | None, pa.Table]:
+    return pool._read_tar_arrow(shard, cols, True), pool._read_tar_rows(shard, cols)
+
+
+def test_tar_fast_path_builds_the_row_by_row_table(tmp_path):
+    members = []
+    for i, r in enumerate(rows(400)):
+        stem = f"{'sub/' if i % 2 else ''}{'x' * 110 if i == 7 else ''}{i:06d}"  # a long name
+        if i % 3 == 0:
+            r.pop("key")  # the member's name gives the key
+        if i == 5:
+            r["key"] = None  # an explicit null stays null (a counted skip)
+        data = json.dumps(r, indent=1 if i % 4 == 0 else None).encode()  # newlines inside
+        members.append((f"{stem}.json", data))
+        if i % 5:
+            members.append((f"{stem}.{'JPG' if i % 2 else 'webp'}", b"\xff\xd8 image"))
+        if i == 9:
+            members.append(("README.txt", b"not a sample"))
+    fast, slow = tar_both(tar_shard(tmp_path, members))
+    assert fast is not None
+    assert fast.schema == slow.schema
+    assert fast.to_pylist() == slow.to_pylist()
+    assert fast.column("image_member").null_count < fast.num_rows
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        [("a.json", b'{"key": 0, "text": "a dog"}'), ("1.json", b'{"key": 1, "text": "x"}')],
+        [("0.json", b'{"text": "a dog"}'), ("b.json", b'{"key": "1", "text": "x", "u": 2}')],
+    ],
+)
+def test_tar_number_keys_and_a_first_row_without_key(tmp_path, members):
+    fast, slow = tar_both(tar_shard(tmp_path, [*members, ("1.png", b"img")]))
+    assert fast is not None and fast.schema == slow.schema
+    assert fast.to_pylist() == slow.to_pylist()
+    assert fast.column("image_member").to_pylist()[1] == "1.png"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"[1, 2]",  # not an object: a counted malformed row
+        b'{"text": "a" ',
+        b"",
+        b'{"text": 5}',  # not a string: a counted non_string_text
+        b'{"text": "x", "image_member": "mine"}',  # the reader's own column
+        b'{"key": {"a": 1}, "text": "x"}',  # str() of a dict is Python's to decide
+    ],
+)
+def test_tars_only_the_row_path_reads_right_go_to_it(tmp_path, bad):
+    members = [(f"{i}.json", json.dumps(r).encode()) for i, r in enumerate(rows(20))]
+    shard = tar_shard(tmp_path, [*members[:10], ("bad.json", bad), *members[10:]])
+    fast, slow = tar_both(shard)
+    assert fast is None
+    assert pool._read_tar(shard, COLS).equals(slow)
+    assert slow.num_rows == 21
