@@ -36,7 +36,7 @@ pub struct TarJson {
 pub fn tar_json(path: &Path, key_field: &str) -> Option<TarJson> {
     let file = File::open(path).ok()?;
     let mut archive = tar::Archive::new(SeekBuf {
-        inner: BufReader::with_capacity(1 << 16, file),
+        inner: BufReader::with_capacity(1 << 13, file),
         pos: 0,
     });
     let mut out = TarJson::default();
@@ -65,7 +65,9 @@ pub fn tar_json(path: &Path, key_field: &str) -> Option<TarJson> {
 
 /// Buffered reads whose relative seeks stay inside the buffer where they can
 /// (`BufReader`'s own `seek` always drops it): the tar reader seeks past the padding after
-/// every member and past every member it does not read, mostly a few hundred bytes.
+/// every member and past every member it does not read. The buffer is small (8 KiB), so
+/// skipping an image costs one seek and one small read (64 KiB: 3x slower on a tar of
+/// 100 kB images, no faster on text-only tars).
 struct SeekBuf<R> {
     inner: BufReader<R>,
     pos: u64,
