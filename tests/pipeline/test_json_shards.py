@@ -162,3 +162,10 @@ def test_tars_only_the_row_path_reads_right_go_to_it(tmp_path, bad):
     assert fast is None
     assert pool._read_tar(shard, COLS).equals(slow)
     assert slow.num_rows == 21
+
+
+def test_tar_without_images(tmp_path):
+    members = [(f"{i}.json", json.dumps(r).encode()) for i, r in enumerate(rows(30))]
+    fast, slow = tar_both(tar_shard(tmp_path, members))
+    assert fast is not None and fast.schema == slow.schema
+    assert fast.to_pylist() == slow.to_pylist()

@@ -300,8 +300,11 @@ def _read_tar_arrow(shard: Shard, cols: Columns, use_threads: bool) -> pa.Table 
     key_type = table.schema.field(cols.key).type
     if not (pa.types.is_string(key_type) or pa.types.is_integer(key_type)):
         return None  # str() of other values is Python's to decide
-    images = dict(zip(stems, names, strict=True))
-    member = pa.array([images.get(str(k)) for k in table.column(cols.key).to_pylist()])
+    if stems:
+        images = dict(zip(stems, names, strict=True))
+        member = pa.array([images.get(str(k)) for k in table.column(cols.key).to_pylist()])
+    else:  # no image members: what pa.array gives for all-None values
+        member = pa.nulls(table.num_rows)
     # The row-by-row reader gives each row ``image_member`` after its own fields, so the
     # column follows the first row's fields.
     table = table.add_column(first_fields, "image_member", member)
