@@ -122,3 +122,26 @@ def test_short_log_axis_labels():
 
     labels = [_short(x) for x in (1, 10, 100, 1e3, 1e4, 2.5e5, 1e6, 3e9, 0.1)]
     assert labels == ["1", "10", "100", "1k", "10k", "250k", "1M", "3G", "0.1"]
+
+
+def test_progress_estimates_texts_from_bytes_where_unknown(monkeypatch):
+    """JSON-lines and tar shards have no row count up front: the bar's total is estimated
+    from the bytes of the shards done so far and is exact once all are done."""
+    import io
+
+    from metaclip.pipeline.run import Progress
+
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    bar = Progress("match", None, False, left_bytes=400)
+    bar.update(7)  # texts of shards done in an earlier run: no bytes, no estimate
+    bar.update(10, 100)
+    assert bar.bar.total == 7 + 10 + 30  # 300 bytes left at 10 texts per 100 bytes
+    bar.update(30, 200)
+    assert bar.bar.total == 47 + 13  # 100 bytes left at 40 texts per 300 bytes
+    bar.update(9, 100)
+    assert bar.bar.total == bar.bar.n == 56
+    bar.close()
+    known = Progress("write", 50, False, left_bytes=400)
+    known.update(10, 100)
+    assert known.bar.total == 50
+    known.close()

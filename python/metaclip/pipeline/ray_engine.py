@@ -323,7 +323,7 @@ class RayEngine(Engine):
         todo = [s for s, f in zip(self.shards, finished, strict=True) if not f]
         ray = self._ray() if todo else None  # before the bar: Ray prints as it starts
         bar = Progress(desc, self._total(), self.cfg.quiet)
-        bar.update(sum(self.shard_rows[s.name] or 0 for s in done))
+        bar.update(sum(self._rows(s) or 0 for s in done))
         try:
             if ray is None:
                 return

@@ -500,10 +500,18 @@ class TailReads:
 
 
 class Progress:
-    """A tqdm bar over texts (rate and ETA), silent when quiet or tqdm is missing."""
+    """A tqdm bar over texts (rate and ETA), silent when quiet or tqdm is missing.
 
-    def __init__(self, desc: str, total: int | None, quiet: bool) -> None:
+    Where the texts are not known up front (JSON-lines and tar shards before they are
+    matched), ``left_bytes`` (the bytes of the shards to do) gives an estimate instead:
+    the texts per byte of the shards done so far, corrected as each shard finishes."""
+
+    def __init__(
+        self, desc: str, total: int | None, quiet: bool, left_bytes: int | None = None
+    ) -> None:
         self.bar = None
+        self.left_bytes = left_bytes if total is None else None
+        self.done = [0, 0]  # texts and bytes of the shards done here
         if not quiet:
             try:
                 from tqdm import tqdm
@@ -515,9 +523,17 @@ class Progress:
             except ImportError:
                 pass
 
-    def update(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
+    def update(self, n: int, nbytes: int = 0) -> None:
+        """``n`` texts more, from a shard of ``nbytes`` bytes (for the estimate)."""
+        if self.bar is None:
+            return
+        self.bar.update(n)
+        if self.left_bytes is not None and nbytes > 0:
+            self.done[0] += n
+            self.done[1] += nbytes
+            self.left_bytes = max(0, self.left_bytes - nbytes)
+            self.bar.total = self.bar.n + round(self.left_bytes * self.done[0] / self.done[1])
+            self.bar.refresh()
 
     def close(self) -> None:
         if self.bar is not None:
@@ -569,8 +585,16 @@ class Engine:
         """Rows per shard where cheap to know (parquet footers), read once per engine."""
         return {s.name: count_rows(s) for s in self.shards}
 
+    def _rows(self, shard: Shard) -> int | None:
+        """A shard's texts where known: its parquet footer, or the match stage's record."""
+        n = self.shard_rows[shard.name]
+        info = self.match_dir / f"{shard.name}.json"
+        if n is None and info.exists():
+            n = read_json(info)["rows"]
+        return n
+
     def _total(self) -> int | None:
-        rows = list(self.shard_rows.values())
+        rows = [self._rows(s) for s in self.shards]
         return None if any(r is None for r in rows) else sum(rows)  # type: ignore[misc]
 
     def _each_shard(
@@ -597,17 +621,19 @@ class Engine:
                 if idle and on_idle is not None:
                     on_idle()
 
-        bar = Progress(desc, self._total(), self.cfg.quiet)
-        skipped = sum(self.shard_rows[s.name] or 0 for s in self.shards if done(s))
-        bar.update(skipped)
+        total = self._total()
+        size = {s.name: s.path.stat().st_size for s in todo} if total is None else {}
+        bar = Progress(desc, total, self.cfg.quiet, sum(size.values()))
+        bar.update(sum(self._rows(s) or 0 for s in self.shards if done(s)))
         try:
             if self.cfg.workers <= 1:
                 for s in todo:
-                    bar.update(fn(s))
+                    bar.update(fn(s), size.get(s.name, 0))
             else:
                 with ThreadPoolExecutor(self.cfg.workers) as ex:
-                    for n in ex.map(fn if on_idle is None else watched, todo):
-                        bar.update(n)
+                    done_rows = ex.map(fn if on_idle is None else watched, todo)
+                    for s, n in zip(todo, done_rows, strict=True):
+                        bar.update(n, size.get(s.name, 0))
         finally:
             bar.close()
 
