@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from metaclip.pipeline import pool
 from metaclip.pipeline.pool import Columns, Shard
@@ -169,3 +171,56 @@ def test_tar_without_images(tmp_path):
     fast, slow = tar_both(tar_shard(tmp_path, members))
     assert fast is not None and fast.schema == slow.schema
     assert fast.to_pylist() == slow.to_pylist()
+
+
+def test_lists_pyarrow_misreads_while_inferring(tmp_path):
+    """pyarrow (26) infers [null, 1] as [1, 0] and gives [null, null] one item; the fast
+    path must not pass either on."""
+    lines = ['{"key": "a", "text": "x", "n": [null, 1], "s": [null, "ab"]}\n']
+    lines += ['{"key": "b", "text": "y", "z": [null, null]}\n']
+    shard = shard_of(tmp_path, lines)
+    table = pool._read_jsonl(shard, COLS)
+    table.validate(full=True)
+    assert table.column("n").to_pylist() == [[None, 1], None]
+    assert table.column("s").to_pylist() == [[None, "ab"], None]
+    assert table.equals(pool._read_jsonl_rows(shard, COLS))
+
+
+JSON_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**66), 2**66), st.floats(allow_nan=False),
+    st.text(max_size=4), st.sampled_from(["2021-05-03", "2021-05-03T10:00:00Z", "dog"]),
+)  # fmt: skip
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from("xy"), inner),
+    max_leaves=8,
+)
+JSON_ROWS = st.lists(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "key": st.text(max_size=3) | st.integers(0, 9) | st.none(),
+            "text": st.none() | st.text(max_size=6) | st.lists(st.text(max_size=4) | st.none()),
+            "a": JSON_VALUES,
+            "b": JSON_VALUES,
+        },
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(rows=JSON_ROWS, as_tar=st.booleans())
+def test_fast_path_equals_the_row_path_on_any_json(tmp_path_factory, rows, as_tar):
+    tmp = tmp_path_factory.mktemp("j")
+    if as_tar:
+        members = [(f"{i}.json", json.dumps(r).encode()) for i, r in enumerate(rows)]
+        members += [(f"{r.get('key')}.jpg", b"img") for r in rows[::2]]
+        fast, slow = tar_both(tar_shard(tmp, members), COLS)
+    else:
+        fast, slow = both(shard_of(tmp, [json.dumps(r) + "\n" for r in rows]))
+    if fast is not None:
+        fast.validate(full=True)
+        assert fast.schema == slow.schema
+        assert fast.to_pylist() == slow.to_pylist()

@@ -216,8 +216,9 @@ def _arrow_json(source: Path | pa.Buffer, cols: Columns, use_threads: bool) -> p
     them; None where only that path builds the right table: a line that is not a JSON
     object, a column whose type changes between rows, a text that is not a string (a
     counted skip there), an integer beyond int64 (pyarrow would round it to a float; kept
-    as its JSON text there), a nested string that pyarrow reads as a timestamp, or no rows.
-    Top-level strings that pyarrow reads as timestamps are read again as strings."""
+    as its JSON text there), a nested string that pyarrow reads as a timestamp, a list of
+    nothing but nulls, or no rows. Top-level strings that pyarrow reads as timestamps are
+    read again as strings; a table with lists is read again with its inferred types."""
     import pyarrow.json as pj
 
     def read(explicit: pa.Schema | None = None) -> pa.Table:
@@ -235,28 +236,40 @@ def _arrow_json(source: Path | pa.Buffer, cols: Columns, use_threads: bool) -> p
         if stamps:
             names = table.column_names
             table = read(pa.schema([(n, pa.string()) for n in stamps])).select(names)
+        if any(_has_type(f.type, pa.types.is_list) for f in table.schema):
+            # pyarrow (26) misreads a list whose first items are null while it infers the
+            # items' type ([null, 1] -> [1, 0]); read with the inferred types it is right.
+            table = read(table.schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError):
         return None
-    if table.num_rows == 0:
+    if table.num_rows == 0 or table.num_columns == 0:
         return None
     for i, field in enumerate(table.schema):
-        if _has_type(field.type, pa.types.is_timestamp) or _has_huge_float(table.column(i)):
+        if _has_type(field.type, _is_timestamp_or_null_list) or _has_huge_float(table.column(i)):
             return None
         if field.name == cols.text:
-            typ = _text_type(field.type)
+            typ = _text_type(table.column(i))
             if typ is None:
                 return None
             table = table.set_column(i, field.name, table.column(i).cast(typ))
     return table
 
 
-def _text_type(t: pa.DataType) -> pa.DataType | None:
-    """The row-by-row path's type for a text column read as ``t`` (None: not texts)."""
+def _text_type(col: pa.ChunkedArray) -> pa.DataType | None:
+    """The row-by-row path's type for a text column read by pyarrow (None: that path
+    must judge it: texts that are not strings, or lists holding a null)."""
+    t = col.type
     if pa.types.is_string(t) or pa.types.is_null(t):
         return pa.large_string()
-    if pa.types.is_list(t) and _text_type(t.value_type) is not None:
-        return pa.list_(pa.large_string())
+    if pa.types.is_list(t) and (pa.types.is_string(t.value_type) or pa.types.is_null(t.value_type)):
+        if pc.list_flatten(col).null_count == 0:
+            return pa.list_(pa.large_string())
     return None
+
+
+def _is_timestamp_or_null_list(t: pa.DataType) -> bool:
+    # Lists of nulls only: pyarrow (26) gives them fewer items than their offsets say.
+    return pa.types.is_timestamp(t) or (pa.types.is_list(t) and pa.types.is_null(t.value_type))
 
 
 def _has_type(t: pa.DataType, test) -> bool:
