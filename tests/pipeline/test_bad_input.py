@@ -215,3 +215,23 @@ def test_out_that_is_a_file(tmp_path, md):
     (tmp_path / "s.jsonl").write_text('{"key": "a", "text": "a dog"}\n')
     r = invoke("run", str(tmp_path / "s.jsonl"), "-m", str(md), "-o", str(md))
     one_line_error(r, str(md), "not a folder")
+
+
+@pytest.mark.parametrize("encoding", ["dictionary", "view"])
+def test_dictionary_and_view_text_columns_are_texts(tmp_path, md, encoding):
+    """A pandas categorical (dictionary) or a string_view column (newer writers) holds the
+    same texts as a plain string column: same matches, same subset rows."""
+    texts = pa.array(["a dog", "a cat", None, "hot dog", "x"] * 20)
+    keys = pa.array([f"k{i}" for i in range(len(texts))])
+    typed = texts.dictionary_encode() if encoding == "dictionary" else texts.cast(pa.string_view())
+    for name, col in (("plain", texts), ("typed", typed)):
+        (tmp_path / name).mkdir()
+        pq.write_table(
+            pa.table({"key": keys, "text": col, "v": col}), tmp_path / name / "s.parquet"
+        )
+    plain = run_ok(tmp_path / "plain", md, tmp_path / "o1")
+    typed_card = run_ok(tmp_path / "typed", md, tmp_path / "o2")
+    assert typed_card["pool"] == plain["pool"] and typed_card["subset"] == plain["subset"]
+    a, b = (pq.read_table(tmp_path / o / "subset") for o in ("o1", "o2"))
+    assert a.column("key").equals(b.column("key"))
+    assert b.column("text").to_pylist() == a.column("text").to_pylist()

@@ -100,7 +100,7 @@ def read_parquet(
                 columns = [c for c in columns if c in names]
             # One chunk per row group: read_table cuts row groups into batches, which the
             # stages would then copy back into one array.
-            return f.read(columns=columns, use_threads=use_threads)
+            return without_views(f.read(columns=columns, use_threads=use_threads))
     except pa.ArrowInvalid as e:
         if "UTF8" not in str(e):
             raise InputError(f"{shard.path}: cannot read parquet ({e})") from None
@@ -126,7 +126,28 @@ def read_parquet(
         except pa.ArrowInvalid:
             continue  # keep as binary; the text column is cleaned per row
         table = table.set_column(table.schema.get_field_index(name), name, fixed)
+    return without_views(table)
+
+
+def without_views(table: pa.Table) -> pa.Table:
+    """String and binary view columns (written by newer tools) as large string and binary
+    ones: the same values, and Arrow (26) has no take or filter for views, which the
+    stages need."""
+    for i, field in enumerate(table.schema):
+        plain = _unviewed(field.type)
+        if plain != field.type:
+            table = table.set_column(i, field.with_type(plain), table.column(i).cast(plain))
     return table
+
+
+def _unviewed(t: pa.DataType) -> pa.DataType:
+    if getattr(pa.types, "is_string_view", None) is None:  # pyarrow < 16: no views
+        return t
+    if pa.types.is_string_view(t):
+        return pa.large_string()
+    if pa.types.is_binary_view(t):
+        return pa.large_binary()
+    return t
 
 
 def _json_rows(lines: list[bytes]) -> list[dict]:
@@ -456,6 +477,7 @@ def _clean_text(
     unless the column holds bytes that are not all valid UTF-8."""
     n = len(text)
     reasons = skip.cast(pa.string())
+    text = _plain(text)
     if pa.types.is_null(text.type):
         text = pa.nulls(n, pa.large_string())
     elif pa.types.is_binary(text.type) or pa.types.is_large_binary(text.type):
@@ -485,6 +507,15 @@ def _clean_text(
     if reasons.null_count < n:
         text = pc.if_else(reasons.is_null(), text, pa.nulls(n, pa.large_string()))
     return text, reasons
+
+
+def _plain(text: pa.Array) -> pa.Array:
+    """A dictionary-encoded text column (e.g. from a pandas categorical) as the plain
+    column of its values; views (in lists of texts) as large strings."""
+    if pa.types.is_dictionary(text.type):
+        return _plain(text.dictionary_decode())
+    plain = _unviewed(text.type)
+    return text if plain == text.type else text.cast(plain)
 
 
 def _is_utf8(b: bytes) -> bool:

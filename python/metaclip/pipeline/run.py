@@ -58,6 +58,7 @@ from metaclip.pipeline.pool import (
     read_parquet,
     read_shard,
     standardize,
+    without_views,
 )
 
 # Bumped whenever the files under _work/ change, so older work is never reused.
@@ -181,7 +182,7 @@ def output_schema(shard: Shard, cfg: Config, md: Metadata, read: pa.Table) -> pa
     """The schema of a shard's subset rows. ``read``: the table the match stage read (all
     columns except for parquet, whose full schema comes from the footer)."""
     if shard.kind == "parquet":
-        empty = pq.read_schema(shard.path).empty_table()
+        empty = without_views(pq.read_schema(shard.path).empty_table())
         empty = empty.append_column("__skip", pa.nulls(0, pa.string()))
         read = standardize(empty, shard, cfg.columns, cfg.max_text_bytes)
     empty = stages.MATCH_SCHEMA.empty_table()
