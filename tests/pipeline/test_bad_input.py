@@ -235,3 +235,10 @@ def test_dictionary_and_view_text_columns_are_texts(tmp_path, md, encoding):
     a, b = (pq.read_table(tmp_path / o / "subset") for o in ("o1", "o2"))
     assert a.column("key").equals(b.column("key"))
     assert b.column("text").to_pylist() == a.column("text").to_pylist()
+
+
+def test_a_json_array_is_not_json_lines(tmp_path, md):
+    rows = [{"key": "a", "text": "a dog"}, {"key": "b", "text": "a cat"}]
+    (tmp_path / "s.json").write_text("\n" + json.dumps(rows, indent=1))
+    r = invoke("run", str(tmp_path / "s.json"), "-m", str(md), "-o", str(tmp_path / "o"))
+    one_line_error(r, "s.json", "no line is a JSON object", "line 2: '['")

@@ -215,6 +215,14 @@ def _read_jsonl_rows(shard: Shard, cols: Columns) -> pa.Table:
     if lines and lines[-1] == b"":
         lines.pop()
     rows = _json_rows(lines)
+    if rows and all("__skip_row" in r for r in rows):
+        # Not one object: the wrong kind of file (e.g. one JSON array), not bad rows.
+        at = rows[0]["__skip_row"]
+        first = lines[at - 1][:60].decode("utf-8", "replace")
+        raise InputError(
+            f"{shard.path}: no line is a JSON object (line {at}: {first!r}); JSON-lines "
+            "shards hold one object per line"
+        )
     return _rows_to_table(rows, cols)
 
 
