@@ -242,3 +242,12 @@ def test_a_json_array_is_not_json_lines(tmp_path, md):
     (tmp_path / "s.json").write_text("\n" + json.dumps(rows, indent=1))
     r = invoke("run", str(tmp_path / "s.json"), "-m", str(md), "-o", str(tmp_path / "o"))
     one_line_error(r, "s.json", "no line is a JSON object", "line 2: '['")
+
+
+def test_metadata_without_entries(tmp_path):
+    (tmp_path / "s.jsonl").write_text('{"key": "a", "text": "a dog"}\n')
+    (tmp_path / "md.json").write_text("[]")
+    r = invoke(
+        "run", str(tmp_path / "s.jsonl"), "-m", str(tmp_path / "md.json"), "-o", str(tmp_path / "o")
+    )
+    one_line_error(r, "md.json", "no entries")

@@ -75,8 +75,14 @@ class Metadata:
 def load(path: str | Path, lang: str = "en") -> dict[str, list[str]]:
     """Read metadata: a JSON list or text file (one language, ``lang``), a parquet/JSON-lines
     table with ``lang`` and ``entry`` columns, or a directory of ``{lang}.json`` lists (the
-    metadata builder's output)."""
-    p = Path(path)
+    metadata builder's output). No entries at all is an error (nothing could match)."""
+    entries = _load(Path(path), lang)
+    if not any(entries.values()):
+        raise MetadataError(f"{path}: the metadata has no entries")
+    return entries
+
+
+def _load(p: Path, lang: str) -> dict[str, list[str]]:
     if p.is_dir():
         files = sorted(q for q in p.glob("*.json") if not q.name.startswith(("_", ".")))
         files = [q for q in files if q.stem not in ("summary", "datacard")]
