@@ -5,6 +5,10 @@ standard columns the stages need: ``__key`` (sample key), ``__text`` (large_stri
 for unusable texts), ``__image`` (unit key for image-level sampling) and ``__lang``
 (optional). Rows whose text cannot be used are never dropped here: they keep a null
 ``__text`` and a reason in ``__skip`` so the stages count them.
+
+JSON-lines shards and the JSON members of tars are parsed by pyarrow's JSON reader when it
+builds the very table the row-by-row reader (Python's ``json``) builds; shards where the
+two could differ are read row by row (see ``_arrow_json``).
 """
 
 from __future__ import annotations
