@@ -14,20 +14,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from metaclip.pipeline import pool
-from metaclip.pipeline.pool import Columns, Shard
+from metaclip.pipeline import json_shards as js
+from metaclip.pipeline.pool import Columns
 
 COLS = Columns()
 
 
-def shard_of(tmp_path: Path, lines: list[str], name: str = "s.jsonl") -> Shard:
+def shard_of(tmp_path: Path, lines: list[str], name: str = "s.jsonl") -> Path:
     path = tmp_path / name
     path.write_text("".join(lines), encoding="utf-8")
-    return Shard(path=path, kind="jsonl", index=0)
+    return path
 
 
-def both(shard: Shard, cols: Columns = COLS) -> tuple[pa.Table | None, pa.Table]:
-    return pool._read_jsonl_arrow(shard, cols, True), pool._read_jsonl_rows(shard, cols)
+def both(shard: Path, cols: Columns = COLS) -> tuple[pa.Table | None, pa.Table]:
+    return js._jsonl_arrow(shard, cols, True), js._jsonl_rows(shard, cols)
 
 
 def rows(n: int) -> list[dict]:
@@ -82,33 +82,33 @@ def test_files_only_the_row_path_reads_right_go_to_it(tmp_path, bad):
     shard = shard_of(tmp_path, [*lines[:25], bad, *lines[25:]])
     fast, slow = both(shard)
     assert fast is None
-    assert pool._read_jsonl(shard, COLS).equals(slow)
+    assert js.read_jsonl(shard, COLS).equals(slow)
     assert slow.num_rows == 51
 
 
 def test_huge_integer_keeps_its_digits(tmp_path):
     shard = shard_of(tmp_path, ['{"key": "a", "text": "x", "n": 18446744073709551615}\n'])
-    table = pool._read_jsonl(shard, COLS)
+    table = js.read_jsonl(shard, COLS)
     assert table.column("n").to_pylist() == ["18446744073709551615"]
 
 
 def test_empty_file(tmp_path):
     shard = shard_of(tmp_path, [])
-    assert pool._read_jsonl(shard, COLS).equals(pool._read_jsonl_rows(shard, COLS))
+    assert js.read_jsonl(shard, COLS).equals(js._jsonl_rows(shard, COLS))
 
 
-def tar_shard(tmp_path: Path, members: list[tuple[str, bytes]]) -> Shard:
+def tar_shard(tmp_path: Path, members: list[tuple[str, bytes]]) -> Path:
     path = tmp_path / "s.tar"
     with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
         for name, data in members:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    return Shard(path=path, kind="tar", index=0)
+    return path
 
 
-def tar_both(shard: Shard, cols: Columns = COLS) -> tuple[pa.Table | None, pa.Table]:
-    return pool._read_tar_arrow(shard, cols, True), pool._read_tar_rows(shard, cols)
+def tar_both(shard: Path, cols: Columns = COLS) -> tuple[pa.Table | None, pa.Table]:
+    return js._tar_arrow(shard, cols, True), js._tar_rows(shard, cols)
 
 
 def test_tar_fast_path_builds_the_row_by_row_table(tmp_path):
@@ -162,7 +162,7 @@ def test_tars_only_the_row_path_reads_right_go_to_it(tmp_path, bad):
     shard = tar_shard(tmp_path, [*members[:10], ("bad.json", bad), *members[10:]])
     fast, slow = tar_both(shard)
     assert fast is None
-    assert pool._read_tar(shard, COLS).equals(slow)
+    assert js.read_tar(shard, COLS).equals(slow)
     assert slow.num_rows == 21
 
 
@@ -179,11 +179,11 @@ def test_lists_pyarrow_misreads_while_inferring(tmp_path):
     lines = ['{"key": "a", "text": "x", "n": [null, 1], "s": [null, "ab"]}\n']
     lines += ['{"key": "b", "text": "y", "z": [null, null]}\n']
     shard = shard_of(tmp_path, lines)
-    table = pool._read_jsonl(shard, COLS)
+    table = js.read_jsonl(shard, COLS)
     table.validate(full=True)
     assert table.column("n").to_pylist() == [[None, 1], None]
     assert table.column("s").to_pylist() == [[None, "ab"], None]
-    assert table.equals(pool._read_jsonl_rows(shard, COLS))
+    assert table.equals(js._jsonl_rows(shard, COLS))
 
 
 JSON_SCALARS = st.one_of(

@@ -17,7 +17,8 @@ from metaclip import core
 from metaclip.cli import main
 from metaclip.pipeline import run as run_mod
 from metaclip.pipeline import stages
-from metaclip.pipeline.pool import Shard, write_tar_shard
+from metaclip.pipeline.json_shards import write_tar_shard
+from metaclip.pipeline.pool import Shard
 
 WORDS = [f"w{i}" for i in range(400)] + ["hot", "dog", "New", "York", "cat"]
 
