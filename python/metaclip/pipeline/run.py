@@ -3,12 +3,13 @@
 Layout of ``out/``::
 
     _work/match-<hash>/<shard>.arrow     per row: language, entry ids, sample keys (Arrow IPC)
-    _work/match-<hash>/<shard>.npz       the shard's entry counts (sparse)
-    _work/match-<hash>/<shard>.schema    the schema of the shard's subset rows
+    _work/match-<hash>/<shard>.npz       the shard's entry counts (sparse) and the schema
+                                         of its subset rows
     _work/match-<hash>/<shard>.json      stats (written last: the shard is done)
     _work/match-<hash>/counts.npz        global counts per language
-    _work/sample-<hash>/<shard>.kept.npy kept rows (a bit per row, np.packbits)
-    _work/sample-<hash>/<shard>.npz|json entry counts and sizes of the kept rows
+    _work/sample-<hash>/<shard>.npz      kept rows (a bit per row, np.packbits) and their
+                                         entry counts (sparse)
+    _work/sample-<hash>/<shard>.json     sizes of the kept rows (written last)
     _work/sample-<hash>/balance.json, probs.npy     t per language, probabilities
     subset/part-00000.parquet ...        the curated subset (input order)
     datacard.json, report/               summary and human report
@@ -62,7 +63,7 @@ from metaclip.pipeline.pool import (
 )
 
 # Bumped whenever the files under _work/ change, so older work is never reused.
-WORK_LAYOUT = 3
+WORK_LAYOUT = 4
 
 
 @dataclass(frozen=True)
@@ -122,27 +123,35 @@ def read_arrow(path: Path) -> pa.Table:
         return pa.ipc.open_file(f).read_all()
 
 
-def write_schema(path: Path, schema: pa.Schema) -> None:
-    data = schema.serialize().to_pybytes()
-    atomic_write(path, lambda p: p.write_bytes(data))
+def read_subset_schema(path: Path) -> pa.Schema:
+    """The subset schema a match-stage ``.npz`` holds (see ``save_shard_counts``)."""
+    with np.load(path) as z:
+        return pa.ipc.read_schema(pa.py_buffer(z[SUBSET_SCHEMA].tobytes()))
 
 
-def read_schema(path: Path) -> pa.Schema:
-    return pa.ipc.read_schema(pa.py_buffer(path.read_bytes()))
-
-
-def save_shard_counts(path: Path, counts: dict[str, np.ndarray]) -> None:
+def save_shard_counts(path: Path, counts: dict[str, np.ndarray], schema: pa.Schema) -> None:
     """A shard's counts, sparse: (ids, counts) of the entries it matched, per language
-    (dense vectors would be 8 bytes × all entries per shard)."""
+    (dense vectors would be 8 bytes × all entries per shard), with the schema of its
+    subset rows (one file fewer per shard: creating files is slow on shared filesystems)."""
     sparse = {}
     for lang, c in counts.items():
         nz = np.flatnonzero(c)
         sparse[lang] = (nz, c[nz])
-    save_sparse_counts(path, sparse)
+    raw = np.frombuffer(schema.serialize().to_pybytes(), dtype=np.uint8)
+    save_sparse_counts(path, sparse, {SUBSET_SCHEMA: raw})
 
 
-def save_sparse_counts(path: Path, sparse: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-    arrays = {}
+# Arrays that a shard's .npz holds besides its counts.
+SUBSET_SCHEMA = "subset_schema"
+KEPT = "kept"
+
+
+def save_sparse_counts(
+    path: Path,
+    sparse: dict[str, tuple[np.ndarray, np.ndarray]],
+    extra: dict[str, np.ndarray] | None = None,
+) -> None:
+    arrays = dict(extra or {})
     for lang, (ids, counts) in sparse.items():
         arrays[f"ids/{lang}"] = np.asarray(ids, dtype=np.uint32)
         arrays[f"counts/{lang}"] = np.asarray(counts, dtype=np.uint64)
@@ -202,8 +211,7 @@ def match_shard(
         matches = matches.append_column("__image", table.column("__image"))
     base = match_dir / shard.name
     atomic_write(base.with_suffix(".arrow"), lambda p: write_arrow(matches, p))
-    save_shard_counts(base.with_suffix(".npz"), counts)
-    write_schema(base.with_suffix(".schema"), output_schema(shard, cfg, md, table))
+    save_shard_counts(base.with_suffix(".npz"), counts, output_schema(shard, cfg, md, table))
     info = stats.to_json() | {"shard": str(shard.path), "rows": table.num_rows}
     write_json(base.with_suffix(".json"), info)
     return table.num_rows
@@ -226,11 +234,11 @@ def sample_shard(
     base = sample_dir / shard.name
     mask = np.zeros(matches.num_rows, dtype=bool)
     mask[rows] = True
-    save_npy(sample_dir / f"{shard.name}.kept.npy", np.packbits(mask))
     lang = matches.column("lang").to_numpy()[mask]  # kept rows have ids, so a language
     freq = np.bincount(lang[lang >= 0], minlength=len(md.langs))
     sizes = {md.langs[i]: int(c) for i, c in enumerate(freq) if c}
-    save_sparse_counts(base.with_suffix(".npz"), kept_counts(matches, mask, md))
+    counts = kept_counts(matches, mask, md)
+    save_sparse_counts(base.with_suffix(".npz"), counts, {KEPT: np.packbits(mask)})
     write_json(base.with_suffix(".json"), {"kept": len(rows), "lang_kept": sizes})
     return matches.num_rows
 
@@ -265,7 +273,7 @@ class SubsetWriter:
         slices of the shards' kept rows."""
         names = list(self.shards)
         kept = np.array([read_json(self.sample_dir / f"{n}.json")["kept"] for n in names])
-        schemas = [read_schema(self.match_dir / f"{n}.schema") for n in names]
+        schemas = [read_subset_schema(self.match_dir / f"{n}.npz") for n in names]
         schema = self.unify(schemas)
         for col in self.binary:
             i = schema.get_field_index(col)
@@ -328,7 +336,8 @@ class SubsetWriter:
                 f"{shard.path}: has {table.num_rows} rows, the match stage saw "
                 f"{matches.num_rows}; the pool changed during the run (delete {self.cfg.out})"
             )
-        mask = np.unpackbits(np.load(self.sample_dir / f"{name}.kept.npy"), count=len(table))
+        with np.load(self.sample_dir / f"{name}.npz") as z:
+            mask = np.unpackbits(z[KEPT], count=len(table))
         mask = mask.astype(bool)
         kept = stages.select_matches(matches, mask)
         # Row by row in Rust: the same value the whole shard's computation gives each row.
