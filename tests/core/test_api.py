@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -159,6 +160,17 @@ def test_counts_of_kept_rows_and_string_digest():
     assert core.count_entries(ids, 3).tolist() == [2, 2, 1]
     with pytest.raises(ValueError, match="out of range"):
         core.count_entries(ids, 2, offsets, keep)
+    for n in (3, 1000):  # many ids per entry (a dense count), few (sparse, in Rust)
+        for rows in ((), (offsets, keep)):
+            dense = core.count_entries(ids, n, *rows)
+            e, c = core.count_entries_sparse(ids, n, *rows)
+            assert e.tolist() == np.flatnonzero(dense).tolist()
+            assert c.tolist() == dense[e].tolist()
+    with pytest.raises(ValueError, match="out of range"):
+        core.count_entries_sparse(ids, 2, offsets, keep)
+    with pytest.raises(ValueError, match="out of range"):
+        core.count_entries_sparse([5, 2000], 1000)
+    assert core.count_entries_sparse([5, 5], 1000)[1].tolist() == [2]  # scratch reset
     d = core.digest_strings
     assert d(["ab", "c"]) == d(("ab", "c")) != d(["a", "bc"])
     assert d(["é"]) != d(["e"]) and len(d([])) == 32

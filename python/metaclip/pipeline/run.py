@@ -129,16 +129,14 @@ def read_subset_schema(path: Path) -> pa.Schema:
         return pa.ipc.read_schema(pa.py_buffer(z[SUBSET_SCHEMA].tobytes()))
 
 
-def save_shard_counts(path: Path, counts: dict[str, np.ndarray], schema: pa.Schema) -> None:
+def save_shard_counts(
+    path: Path, counts: dict[str, tuple[np.ndarray, np.ndarray]], schema: pa.Schema
+) -> None:
     """A shard's counts, sparse: (ids, counts) of the entries it matched, per language
     (dense vectors would be 8 bytes × all entries per shard), with the schema of its
     subset rows (one file fewer per shard: creating files is slow on shared filesystems)."""
-    sparse = {}
-    for lang, c in counts.items():
-        nz = np.flatnonzero(c)
-        sparse[lang] = (nz, c[nz])
     raw = np.frombuffer(schema.serialize().to_pybytes(), dtype=np.uint8)
-    save_sparse_counts(path, sparse, {SUBSET_SCHEMA: raw})
+    save_sparse_counts(path, counts, {SUBSET_SCHEMA: raw})
 
 
 # Arrays that a shard's .npz holds besides its counts.
@@ -166,13 +164,13 @@ def kept_counts(
     offsets = stages.lang_offsets(md)
     rows, ids = stages.global_csr(matches, offsets)
     n = sum(len(md.entries[lang]) for lang in md.langs)
-    total = core.count_entries(ids, n, rows, mask)
-    out = {}
-    for lang, at in offsets.items():
-        c = total[at : at + len(md.entries[lang])]
-        nz = np.flatnonzero(c)
-        out[lang] = (nz, c[nz])
-    return out
+    entries, counts = core.count_entries_sparse(ids, n, rows, mask)
+    # Global ids ascend, so each language's entries are one run.
+    bounds = np.searchsorted(entries, [*offsets.values(), n])
+    return {
+        lang: (entries[lo:hi] - np.uint32(at), counts[lo:hi])
+        for (lang, at), lo, hi in zip(offsets.items(), bounds[:-1], bounds[1:], strict=True)
+    }
 
 
 def save_global_counts(path: Path, total: dict[str, np.ndarray]) -> None:

@@ -89,9 +89,10 @@ def text_languages(table: pa.Table, md: Metadata, lid=None) -> np.ndarray:
 
 def match_table(
     table: pa.Table, md: Metadata, threads: int = 0, lid=None
-) -> tuple[pa.Table, MatchStats, dict[str, np.ndarray]]:
-    """Match one standardized shard. Returns (matches, stats, counts per language), where
-    ``matches`` (``MATCH_SCHEMA``) has one row per shard row (unmatched rows: no ids)."""
+) -> tuple[pa.Table, MatchStats, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Match one standardized shard. Returns (matches, stats, counts), where ``matches``
+    (``MATCH_SCHEMA``) has one row per shard row (unmatched rows: no ids) and ``counts``
+    holds per language the (ids, counts) of the entries the shard matched."""
     n = table.num_rows
     stats = MatchStats(texts=n)
     skip = contiguous(table.column("__skip"))
@@ -106,7 +107,7 @@ def match_table(
         stats.skipped = {r: stats.skipped[r] for r in SKIP_REASONS if r in stats.skipped}
     langs = text_languages(table, md, lid)
     texts = contiguous(table.column("__text"))
-    counts: dict[str, np.ndarray] = {}
+    counts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     # Group usable rows by language once (stable: rows stay in order within a language).
     group = np.where(usable, langs, -1)
     order = np.argsort(group, kind="stable")
@@ -117,12 +118,12 @@ def match_table(
         sel = order[bounds[li] : bounds[li + 1]]
         stats.lang_texts[lang] = len(sel)
         if len(sel) == 0:
-            counts[lang] = np.zeros(len(md.entries[lang]), dtype=np.uint64)
+            counts[lang] = (np.zeros(0, dtype=np.uint32), np.zeros(0, dtype=np.uint64))
             continue
         m = md.matcher(lang)
         sub = texts if len(sel) == n else texts.take(pa.array(sel))
         res = m.match(sub, threads=threads)
-        counts[lang] = core.count_entries(res.ids, m.n_entries)
+        counts[lang] = core.count_entries_sparse(res.ids, m.n_entries)
         stats.lang_matched[lang] = int(res.matched.sum())
         lens[sel] = np.diff(res.offsets)
         found.append((sel, res))

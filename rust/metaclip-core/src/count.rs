@@ -21,6 +21,70 @@ pub fn count_rows(offsets: &[i64], ids: &[u32], keep: &[u8], n_entries: usize) -
     Ok(counts)
 }
 
+/// The entries that occur in `ids` (all of them, or with `rows` = (CSR offsets, keep
+/// byte per row) those of the kept rows) and their counts, ascending by id: the nonzero
+/// part of [`count_ids`] / [`count_rows`].
+///
+/// For few ids (a small shard) against many entries: a fresh dense array over every entry
+/// (500k and more) costs more than the counting. Here the dense counts and a bitmap of the
+/// entries hit are scratch kept per thread and reset as they are read out. For many ids a
+/// dense count and its nonzero part are faster (`metaclip.core` picks).
+pub fn count_sparse(
+    ids: &[u32],
+    n_entries: usize,
+    rows: Option<(&[i64], &[u8])>,
+) -> Result<(Vec<u32>, Vec<u64>)> {
+    let ranges: Vec<Range<usize>> = match rows {
+        None => std::iter::once(0..ids.len()).collect(),
+        Some((offsets, keep)) => kept_ranges(offsets, ids, keep)?.collect(),
+    };
+    SCRATCH.with(|cell| {
+        let mut guard = cell.borrow_mut();
+        let (counts, bits) = &mut *guard;
+        if counts.len() < n_entries {
+            counts.resize(n_entries, 0);
+            bits.resize(n_entries.div_ceil(64), 0);
+        }
+        let counts = &mut counts[..n_entries];
+        let bits = &mut bits[..n_entries.div_ceil(64)];
+        let mut bad = None;
+        for r in ranges {
+            for &id in &ids[r] {
+                let id = id as usize;
+                match counts.get_mut(id) {
+                    Some(c) => {
+                        *c += 1;
+                        bits[id / 64] |= 1 << (id % 64);
+                    }
+                    None => bad = Some(id),
+                }
+            }
+        }
+        let mut out = (Vec::new(), Vec::new());
+        for (w, word) in bits.iter_mut().enumerate() {
+            let mut x = std::mem::take(word);
+            while x != 0 {
+                let id = w * 64 + x.trailing_zeros() as usize;
+                out.0.push(id as u32);
+                out.1.push(std::mem::take(&mut counts[id]));
+                x &= x - 1;
+            }
+        }
+        // The scratch is all zero again, whether or not an id was out of range.
+        match bad {
+            Some(id) => Err(Error::invalid(format!(
+                "entry id {id} out of range for {n_entries} entries"
+            ))),
+            None => Ok(out),
+        }
+    })
+}
+
+thread_local! {
+    /// Dense counts and touched-entry bits, all zero between calls of [`count_sparse`].
+    static SCRATCH: std::cell::RefCell<(Vec<u64>, Vec<u64>)> = Default::default();
+}
+
 fn add_ids(counts: &mut [u64], ids: &[u32]) -> Result<()> {
     let n = counts.len();
     for &id in ids {
@@ -126,5 +190,33 @@ mod tests {
         assert_eq!(counts, vec![0, 0, 0, 0, 0, 1, 1, 0, 1, 1, 1]);
         assert!(count_rows(&offsets, &ids, &[1, 1, 0, 1], 10).is_err());
         assert!(count_rows(&offsets, &ids, &[1, 1, 0], 11).is_err());
+    }
+
+    #[test]
+    fn sparse_counts_are_the_nonzero_dense_ones() {
+        let dense_to_sparse = |c: Vec<u64>| -> (Vec<u32>, Vec<u64>) {
+            c.iter()
+                .enumerate()
+                .filter(|(_, &n)| n > 0)
+                .map(|(i, &n)| (i as u32, n))
+                .unzip()
+        };
+        let ids: Vec<u32> = (0..5000u32).map(|i| (i * 7919) % 1300).collect();
+        let offsets: Vec<i64> = (0..=50).map(|r| r * 100).collect();
+        let keep: Vec<u8> = (0..50).map(|r| (r % 3 == 0) as u8).collect();
+        for n in [1300, 70_000, 1300, 100_000] {
+            // A larger call in between leaves the scratch bigger (and zero) for the next.
+            let got = count_sparse(&ids, n, None).unwrap();
+            assert_eq!(got, dense_to_sparse(count_ids(&ids, n).unwrap()));
+            let got = count_sparse(&ids, n, Some((&offsets, &keep))).unwrap();
+            assert_eq!(
+                got,
+                dense_to_sparse(count_rows(&offsets, &ids, &keep, n).unwrap())
+            );
+        }
+        assert!(count_sparse(&[1, 5], 3, None).is_err());
+        // The failed call counted nothing.
+        assert_eq!(count_sparse(&[1, 1], 3, None).unwrap(), (vec![1], vec![2]));
+        assert_eq!(count_sparse(&[], 3, None).unwrap(), (vec![], vec![]));
     }
 }

@@ -302,6 +302,33 @@ fn count_rows<'py>(
     Ok(bytes_of(py, &counts))
 }
 
+/// (ids uint32 bytes, counts uint64 bytes) of the entries that occur in `ids`, or in the
+/// CSR rows whose `keep` byte is set when `offsets` and `keep` are given; ascending ids.
+#[pyfunction]
+#[pyo3(signature = (ids, n_entries, offsets = None, keep = None))]
+fn count_sparse<'py>(
+    py: Python<'py>,
+    ids: PyBuffer<u32>,
+    n_entries: usize,
+    offsets: Option<PyBuffer<i64>>,
+    keep: Option<PyBuffer<u8>>,
+) -> PyResult<(Bound<'py, PyByteArray>, Bound<'py, PyByteArray>)> {
+    let ids = as_slice(&ids)?;
+    let rows = match (&offsets, &keep) {
+        (Some(o), Some(k)) => Some((as_slice(o)?, as_slice(k)?)),
+        (None, None) => None,
+        _ => {
+            return Err(PyValueError::new_err(
+                "give both offsets and keep, or neither",
+            ))
+        }
+    };
+    let (e, c) = py
+        .detach(|| count::count_sparse(ids, n_entries, rows))
+        .map_err(|e| to_py(py, e))?;
+    Ok((bytes_of(py, &e), bytes_of(py, &c)))
+}
+
 /// MC1 probabilities `min(1, t / count)`, 0 for count 0 (float64 bytes).
 #[pyfunction]
 fn probabilities<'py>(
@@ -546,6 +573,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(is_cjk_like, m)?)?;
     m.add_function(wrap_pyfunction!(count_ids, m)?)?;
     m.add_function(wrap_pyfunction!(count_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(count_sparse, m)?)?;
     m.add_function(wrap_pyfunction!(probabilities, m)?)?;
     m.add_function(wrap_pyfunction!(tail_mass, m)?)?;
     m.add_function(wrap_pyfunction!(threshold_for_tail, m)?)?;
