@@ -133,14 +133,16 @@ def _arrow_json(source: Path | pa.Buffer, cols: Columns, use_threads: bool) -> p
 
     try:
         table = read()
-        stamps = [f.name for f in table.schema if pa.types.is_timestamp(f.type)]
-        if stamps:
-            names = table.column_names
-            table = read(pa.schema([(n, pa.string()) for n in stamps])).select(names)
-        if any(_has_type(f.type, pa.types.is_list) for f in table.schema):
-            # pyarrow (26) misreads a list whose first items are null while it infers the
-            # items' type ([null, 1] -> [1, 0]); read with the inferred types it is right.
-            table = read(table.schema)
+        schema = table.schema
+        stamps = any(pa.types.is_timestamp(f.type) for f in schema)
+        # pyarrow (26) misreads a list whose first items are null while it infers the
+        # items' type ([null, 1] -> [1, 0]); read with the inferred types it is right.
+        lists = any(_has_type(f.type, pa.types.is_list) for f in schema)
+        if stamps or lists:  # one more read, with the types given
+            fields = [
+                f.with_type(pa.string()) if pa.types.is_timestamp(f.type) else f for f in schema
+            ]
+            table = read(pa.schema(fields))
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError):
         return None
     if table.num_rows == 0 or table.num_columns == 0:

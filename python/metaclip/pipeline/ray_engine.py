@@ -322,8 +322,9 @@ class RayEngine(Engine):
         done = [s for s, f in zip(self.shards, finished, strict=True) if f]
         todo = [s for s, f in zip(self.shards, finished, strict=True) if not f]
         ray = self._ray() if todo else None  # before the bar: Ray prints as it starts
-        bar = Progress(desc, self._total(), self.cfg.quiet)
-        bar.update(sum(self._rows(s) or 0 for s in done))
+        total, rows_done = self._known_rows(done)
+        bar = Progress(desc, total, self.cfg.quiet)
+        bar.update(rows_done)
         try:
             if ray is None:
                 return

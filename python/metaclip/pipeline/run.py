@@ -64,6 +64,9 @@ from metaclip.pipeline.pool import (
 
 # Bumped whenever the files under _work/ change, so older work is never reused.
 WORK_LAYOUT = 4
+# Arrays that a shard's .npz holds besides its counts (match stage; sample stage).
+SUBSET_SCHEMA = "subset_schema"
+KEPT = "kept"
 
 
 @dataclass(frozen=True)
@@ -137,11 +140,6 @@ def save_shard_counts(
     subset rows (one file fewer per shard: creating files is slow on shared filesystems)."""
     raw = np.frombuffer(schema.serialize().to_pybytes(), dtype=np.uint8)
     save_sparse_counts(path, counts, {SUBSET_SCHEMA: raw})
-
-
-# Arrays that a shard's .npz holds besides its counts.
-SUBSET_SCHEMA = "subset_schema"
-KEPT = "kept"
 
 
 def save_sparse_counts(
@@ -593,17 +591,17 @@ class Engine:
         """Rows per shard where cheap to know (parquet footers), read once per engine."""
         return {s.name: count_rows(s) for s in self.shards}
 
-    def _rows(self, shard: Shard) -> int | None:
-        """A shard's texts where known: its parquet footer, or the match stage's record."""
-        n = self.shard_rows[shard.name]
-        info = self.match_dir / f"{shard.name}.json"
-        if n is None and info.exists():
-            n = read_json(info)["rows"]
-        return n
-
-    def _total(self) -> int | None:
-        rows = [self._rows(s) for s in self.shards]
-        return None if any(r is None for r in rows) else sum(rows)  # type: ignore[misc]
+    def _known_rows(self, done: list[Shard]) -> tuple[int | None, int]:
+        """(texts in the pool where known, texts of the ``done`` shards), from the parquet
+        footers or else the match stage's records (each read once)."""
+        rows = dict(self.shard_rows)
+        for name, n in rows.items():
+            info = self.match_dir / f"{name}.json"
+            if n is None and info.exists():
+                rows[name] = read_json(info)["rows"]
+        known = list(rows.values())
+        total = None if None in known else sum(known)  # type: ignore[arg-type]
+        return total, sum(rows[s.name] or 0 for s in done)
 
     def _each_shard(
         self,
@@ -614,7 +612,8 @@ class Engine:
     ) -> None:
         """``fn`` on every shard not ``done``; ``on_idle()`` once per worker that finds no
         shard left while others still work."""
-        todo = [s for s in self.shards if not done(s)]
+        finished_before = [done(s) for s in self.shards]
+        todo = [s for s, f in zip(self.shards, finished_before, strict=True) if not f]
         started, finished, lock = [0], [0], threading.Lock()
 
         def watched(s: Shard) -> int:
@@ -629,10 +628,11 @@ class Engine:
                 if idle and on_idle is not None:
                     on_idle()
 
-        total = self._total()
+        earlier = [s for s, f in zip(self.shards, finished_before, strict=True) if f]
+        total, rows_done = self._known_rows(earlier)
         size = {s.name: s.path.stat().st_size for s in todo} if total is None else {}
         bar = Progress(desc, total, self.cfg.quiet, sum(size.values()))
-        bar.update(sum(self._rows(s) or 0 for s in self.shards if done(s)))
+        bar.update(rows_done)
         try:
             if self.cfg.workers <= 1:
                 for s in todo:
