@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -145,3 +148,74 @@ def test_progress_estimates_texts_from_bytes_where_unknown(monkeypatch):
     known.update(10, 100)
     assert known.bar.total == 50
     known.close()
+
+
+def _write_tasks(parts, fail=None):
+    from metaclip.pipeline.run import WriteTasks
+
+    log, lock = [], threading.Lock()
+
+    def load(name):
+        with lock:
+            log.append(("load", name))
+        if name == fail:
+            raise ValueError(f"cannot read {name}")
+        time.sleep(0.01)
+        return pa.table({"shard": [name]})
+
+    def write(part, get):
+        tables = {n: get(n).column("shard")[0].as_py() for n in part["names"]}
+        with lock:
+            log.append(("write", part["part"], sorted(tasks.loaded)))
+        assert tables == {n: n for n in part["names"]}
+        return len(part["names"])
+
+    tasks = WriteTasks(load, write, parts)
+    return tasks, log
+
+
+WRITE_PARTS = [
+    {"part": 0, "names": ["a", "b"]},
+    {"part": 1, "names": ["b", "c"]},
+    {"part": 2, "names": ["c"]},
+    {"part": 3, "names": ["d", "e"]},
+]
+
+
+def test_write_tasks_write_a_ready_part_before_loading_and_drop_shards_after_use():
+    tasks, log = _write_tasks(WRITE_PARTS)
+    written = []
+    tasks.run(written.append)
+    assert log == [
+        ("load", "a"),
+        ("load", "b"),
+        ("write", 0, ["a", "b"]),
+        ("load", "c"),
+        ("write", 1, ["b", "c"]),
+        ("write", 2, ["c"]),
+        ("load", "d"),
+        ("load", "e"),
+        ("write", 3, ["d", "e"]),
+    ]
+    assert written == [2, 2, 1, 2] and tasks.loaded == {}
+
+
+def test_write_tasks_on_threads_load_each_shard_once_and_write_each_part_once():
+    tasks, log = _write_tasks(WRITE_PARTS)
+    written = []
+    with ThreadPoolExecutor(3) as ex:
+        for f in [ex.submit(tasks.run, written.append) for _ in range(3)]:
+            f.result()
+    assert sorted(x[1] for x in log if x[0] == "load") == ["a", "b", "c", "d", "e"]
+    assert sorted(x[1] for x in log if x[0] == "write") == [0, 1, 2, 3]
+    assert sum(written) == 7 and tasks.loaded == {}
+
+
+def test_write_tasks_stop_every_thread_after_a_failure():
+    tasks, log = _write_tasks(WRITE_PARTS, fail="c")
+    with ThreadPoolExecutor(2) as ex:
+        runs = [ex.submit(tasks.run, lambda n: None) for _ in range(2)]
+        with pytest.raises(ValueError, match="cannot read c"):
+            for f in runs:
+                f.result()
+    assert ("load", "d") not in log and not any(x[0] == "write" and x[1] >= 1 for x in log)

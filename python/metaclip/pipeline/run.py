@@ -426,40 +426,75 @@ def _is_bytes(t: pa.DataType) -> bool:
     return pa.types.is_binary(t) or pa.types.is_large_binary(t)
 
 
-class ShardCache:
-    """Shards' subset rows shared by the threads writing parts: each is loaded once and
-    dropped when the last part that needs it is done."""
+class WriteTasks:
+    """The write stage's work for a pool of threads: load a shard's subset rows (shards in
+    the order the parts need them) or write a part whose shards are all loaded.
 
-    def __init__(self, load: Callable[[str], pa.Table], parts: list[dict]) -> None:
-        self.load = load
+    A thread writes a ready part before it loads another shard, and loads the next shard
+    rather than wait for a part that another thread's load will make ready: no thread
+    waits while work is left, and a shard is dropped once its last part is written."""
+
+    def __init__(
+        self, load: Callable[[str], pa.Table], write: Callable[[dict, Callable], int], parts
+    ) -> None:
+        self.load, self.write = load, write
+        self.waiting = list(parts)  # parts not yet taken, in order
         self.uses: dict[str, int] = {}
         for p in parts:
             for n in p["names"]:
                 self.uses[n] = self.uses.get(n, 0) + 1
-        self.items: dict[str, Future] = {}
-        self.lock = threading.Lock()
+        self.order = list(self.uses)  # loads in order of first use
+        self.rank = {n: i for i, n in enumerate(self.order)}
+        self.started = 0  # loads taken
+        self.loaded: dict[str, pa.Table] = {}
+        self.failed = False
+        self.cond = threading.Condition()
 
-    def get(self, name: str) -> pa.Table:
-        with self.lock:
-            fut = self.items.get(name)
-            mine = fut is None
-            if mine:
-                fut = self.items[name] = Future()
-        assert fut is not None
-        if mine:
+    def _next(self) -> tuple[str, object] | None:
+        with self.cond:
+            while not self.failed:
+                for i, p in enumerate(self.waiting):
+                    names = p["names"]
+                    if names and self.rank[names[-1]] >= self.started:
+                        break  # parts' shards run in order: no later part is ready either
+                    if all(n in self.loaded for n in names):
+                        return "write", self.waiting.pop(i)
+                if self.started < len(self.order):
+                    self.started += 1
+                    return "load", self.order[self.started - 1]
+                if not self.waiting:
+                    return None
+                self.cond.wait()
+            return None
+
+    def _finish(self, kind: str, item, result) -> None:
+        with self.cond:
+            if kind == "load":
+                self.loaded[item] = result
+            else:
+                for n in item["names"]:
+                    self.uses[n] -= 1
+                    if self.uses[n] == 0:
+                        self.loaded.pop(n)
+            self.cond.notify_all()
+
+    def run(self, on_written: Callable[[int], None]) -> None:
+        """One thread's share: take tasks until none is left (or another thread failed)."""
+        while (task := self._next()) is not None:
+            kind, item = task
             try:
-                fut.set_result(self.load(name))
-            except BaseException as e:
-                fut.set_exception(e)
+                if kind == "load":
+                    result = self.load(item)
+                else:
+                    result = self.write(item, self.loaded.__getitem__)
+            except BaseException:
+                with self.cond:
+                    self.failed = True
+                    self.cond.notify_all()
                 raise
-        return fut.result()
-
-    def done(self, part: dict) -> None:
-        with self.lock:
-            for n in part["names"]:
-                self.uses[n] -= 1
-                if self.uses[n] == 0:
-                    self.items.pop(n, None)
+            self._finish(kind, item, result)
+            if kind == "write":
+                on_written(result)
 
 
 def read_whole(shard: Shard, workers: int) -> pa.Table:
@@ -730,24 +765,25 @@ class Engine:
         self, writer: SubsetWriter, parts: list[dict], schema: pa.Schema, tmp: Path
     ) -> int:
         """Write every part into ``tmp`` on a thread pool; returns the rows written."""
-        cache = ShardCache(writer.shard_subset, parts)
-
-        def run(part: dict) -> int:
-            try:
-                return writer.write_part(part, tmp, schema, cache.get)
-            finally:
-                cache.done(part)
-
+        tasks = WriteTasks(
+            writer.shard_subset, lambda p, get: writer.write_part(p, tmp, schema, get), parts
+        )
         bar = Progress("write", sum(sum(p["lengths"]) for p in parts), self.cfg.quiet)
-        written = 0
+        written, lock = [0], threading.Lock()
+
+        def on_written(n: int) -> None:
+            with lock:
+                written[0] += n
+                bar.update(n)
+
         try:
             with ThreadPoolExecutor(max(1, self.cfg.workers)) as ex:
-                for n in ex.map(run, parts):
-                    written += n
-                    bar.update(n)
+                runs = [ex.submit(tasks.run, on_written) for _ in range(max(1, self.cfg.workers))]
+                for r in runs:
+                    r.result()
         finally:
             bar.close()
-        return written
+        return written[0]
 
     def subset_counts(self) -> dict[str, np.ndarray]:
         """Entry counts inside the curated subset (the sum of the per-shard kept counts)."""
