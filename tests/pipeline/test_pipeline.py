@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -231,6 +232,47 @@ def test_killed_run_resumes_to_identical_output(pool, tmp_path, monkeypatch):
     assert (out / "datacard.json").read_text() == (ref / "datacard.json").read_text().replace(
         str(ref), str(out)
     )
+
+
+def test_report_is_drawn_while_the_subset_is_written(pool, tmp_path, monkeypatch):
+    """``run`` draws the report during the write stage (it needs only the match and sample
+    records); a write that fails leaves no report, as after ``sample``'s stale-report
+    cleanup, and its error is the run's."""
+    from metaclip.pipeline import report
+
+    cfg = run_mod.Config(
+        pool=(str(pool["seven"]),), out=str(tmp_path / "o"), metadata=str(pool["md"]),
+        t=50, workers=2, quiet=True,
+    )  # fmt: skip
+    drawing = {}
+    real_draw, real_write = report.write_report, run_mod.Engine.write
+
+    def draw(*a, **kw):
+        drawing["thread"] = threading.current_thread()
+        drawing["started"] = True
+        return real_draw(*a, **kw)
+
+    def write(self):
+        files = real_write(self)
+        drawing["during_write"] = drawing.get("started", False)  # drawing began before the end
+        return files
+
+    monkeypatch.setattr(report, "write_report", draw)
+    monkeypatch.setattr(run_mod.Engine, "write", write)
+    card = run_mod.Engine(cfg).run()
+    assert drawing["thread"] is not threading.main_thread() and drawing["during_write"]
+    assert (tmp_path / "o" / "report" / "report.md").exists()
+    assert card["subset"]["size"] == sum(
+        pq.read_metadata(f).num_rows for f in (tmp_path / "o" / "subset").glob("*.parquet")
+    )
+
+    def broken(self):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(run_mod.Engine, "write", broken)
+    with pytest.raises(OSError, match="disk full"):
+        run_mod.Engine(cfg).run()
+    assert not (tmp_path / "o" / "report").exists()
 
 
 def test_jsonl_and_tar_pools_match_parquet(pool, tmp_path):
