@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -219,3 +220,35 @@ def test_write_tasks_stop_every_thread_after_a_failure():
             for f in runs:
                 f.result()
     assert ("load", "d") not in log and not any(x[0] == "write" and x[1] >= 1 for x in log)
+
+
+def test_report_leaves_the_callers_matplotlib_backend_alone(tmp_path):
+    """The report draws on Figures without pyplot: a notebook or script that runs the
+    engine keeps its backend (and pyplot is not imported for it)."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from pathlib import Path
+import numpy as np
+import matplotlib
+from metaclip.pipeline import report
+card = {"mode": "mc1", "unit": "pair", "seed": 0, "version": "x", "t_per_language": {"en": 2.0},
+        "languages": {"en": {"t": 2.0, "tail_mass": 0.5, "entries": 4, "matched_entries": 3,
+                             "matches": 9}},
+        "subset": {"size": 3, "per_language": {"en": 3}},
+        "pool": {"texts": 5, "matched": 4, "unmatched": 1, "skipped": 0,
+                 "identity_holds": True, "skipped_by_reason": {}, "skipped_examples": {}}}
+counts = {"en": np.array([5, 3, 1, 0], np.uint64)}
+report.write_report(Path(sys.argv[1]), card, counts, {"en": np.array([2, 2, 1, 0], np.uint64)})
+print(matplotlib.get_backend(), "matplotlib.pyplot" in sys.modules)
+"""
+    env = {**os.environ, "MPLBACKEND": "svg"}
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["svg", "False"]
+    pngs = sorted(p.name for p in (tmp_path / "report").glob("*.png"))
+    assert pngs == ["entry_counts.png", "head_tail.png", "subset_per_language.png"]

@@ -11,14 +11,16 @@ from metaclip.pipeline.io import atomic_write
 
 def _plots(out: Path, card: dict, before: dict, after: dict) -> list[str]:
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        # Figures without pyplot: no global backend switch in the caller's process (a
+        # notebook keeps its own), safe on the thread that draws during the write stage,
+        # and pyplot's imports are skipped.
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import FuncFormatter, NullLocator
     except ImportError:
         return []
     names = []
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     for lang in before:
         b = np.sort(before[lang][before[lang] > 0])[::-1]
         if len(b):
@@ -34,8 +36,8 @@ def _plots(out: Path, card: dict, before: dict, after: dict) -> list[str]:
     # which took most of the report's time. No minor ticks: drawing their ~200 lines
     # took another ~0.15 s.
     for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_formatter(plt.FuncFormatter(_short))
-        axis.set_minor_locator(plt.NullLocator())
+        axis.set_major_formatter(FuncFormatter(_short))
+        axis.set_minor_locator(NullLocator())
     ax.set_xlabel("entries, sorted by count")
     ax.set_ylabel("matches")
     ax.set_title("Entry counts before and after balancing (lines: t)")
@@ -44,7 +46,8 @@ def _plots(out: Path, card: dict, before: dict, after: dict) -> list[str]:
     _save(fig, out / names[-1])
 
     langs = card["languages"]
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig = Figure(figsize=(7, 3.5))
+    ax = fig.subplots()
     xs = list(langs)
     head = [1 - langs[x]["tail_mass"] for x in xs]
     tail = [langs[x]["tail_mass"] for x in xs]
@@ -56,14 +59,14 @@ def _plots(out: Path, card: dict, before: dict, after: dict) -> list[str]:
     names.append("head_tail.png")
     _save(fig, out / names[-1])
 
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig = Figure(figsize=(7, 3.5))
+    ax = fig.subplots()
     sizes = card["subset"]["per_language"]
     ax.bar(list(sizes), list(sizes.values()))
     ax.set_ylabel("kept texts")
     ax.set_title("Subset size per language")
     names.append("subset_per_language.png")
     _save(fig, out / names[-1])
-    plt.close("all")
     return names
 
 
