@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 import sys
+import threading
+from concurrent.futures import Future
 from pathlib import Path
 
 import click
@@ -99,7 +101,30 @@ def _options(f):
     return f
 
 
+def _metadata_early(kw: dict, build: bool) -> Future:
+    """Load the metadata (and, with ``build`` and one language, build its matcher) on a
+    thread while this process imports the pipeline's modules, which leave a core idle."""
+    loaded: Future = Future()
+
+    def work() -> None:
+        try:
+            from metaclip.pipeline.metadata import Metadata, load
+
+            md = Metadata(load(kw["metadata"], kw["metadata_lang"]), kw["mode"])
+            md.digest()
+        except BaseException as e:  # raised where the engine is made
+            loaded.set_exception(e)
+            return
+        loaded.set_result(md)
+        if build and md.single:
+            md.prebuild()  # the match stage's workers wait for it, as they would anyway
+
+    threading.Thread(target=work, daemon=True).start()
+    return loaded
+
+
 def _engine(kw: dict):
+    early = _metadata_early(kw, build=kw.get("engine", "embedded") == "embedded")
     from metaclip.pipeline.memory import use_reusing_pool
     from metaclip.pipeline.run import Config, Engine
     from metaclip.pipeline.startup import pyarrow_without_pandas
@@ -124,9 +149,9 @@ def _engine(kw: dict):
             raise MetaclipError("--engine ray needs Ray: pip install 'metaclip[ray]'") from None
         from metaclip.pipeline.ray_engine import RayEngine
 
-        return RayEngine(cfg, address=address)
+        return RayEngine(cfg, address=address, md=early.result())
     pyarrow_without_pandas()  # Ray Data uses pandas; the embedded engine never does
-    return Engine(cfg)
+    return Engine(cfg, md=early.result())
 
 
 def _friendly(f):

@@ -252,3 +252,32 @@ print(matplotlib.get_backend(), "matplotlib.pyplot" in sys.modules)
     assert out.stdout.split() == ["svg", "False"]
     pngs = sorted(p.name for p in (tmp_path / "report").glob("*.png"))
     assert pngs == ["entry_counts.png", "head_tail.png", "subset_per_language.png"]
+
+
+def test_cli_loads_metadata_and_builds_the_matcher_while_it_imports(tmp_path):
+    """``metaclip-curate`` starts loading the metadata (and building a single language's
+    matcher) before it imports the pipeline; the engine gets the same metadata, and a
+    metadata error still reaches the caller."""
+    from metaclip.cli import _metadata_early
+    from metaclip.exceptions import MetadataError
+    from metaclip.pipeline.metadata import Metadata, load
+
+    path = tmp_path / "md.json"
+    path.write_text(json.dumps(["dog", "hot dog", "cat"]))
+    kw = {"metadata": str(path), "metadata_lang": "en", "mode": "mc1"}
+    md = _metadata_early(kw, build=True).result(timeout=30)
+    want = Metadata(load(path), "mc1")
+    assert md.entries == want.entries and md.digest() == want.digest()
+    for _ in range(300):  # the build goes on after the entries are handed over
+        if "en" in md._matchers:
+            break
+        time.sleep(0.01)
+    assert "en" in md._matchers
+    texts = pa.array(["a hot dog", "no match"])
+    got, ref = md.matcher("en").match(texts), want.matcher("en").match(texts)
+    assert got.ids.tolist() == ref.ids.tolist() and got.offsets.tolist() == ref.offsets.tolist()
+    assert "en" not in _metadata_early(kw, build=False).result(timeout=30)._matchers
+
+    path.write_text(json.dumps(["dog", "dog"]))
+    with pytest.raises(MetadataError, match="ids 0 and 1"):
+        _metadata_early(kw, build=True).result(timeout=30)
