@@ -346,6 +346,31 @@ def test_a_cli_run_spares_pyarrow_its_pandas_import(pool, tmp_path):
     assert res.stdout.strip() == "pandas"
 
 
+def test_the_console_command_exits_with_clicks_status_and_its_output_flushed(pool, tmp_path):
+    """``metaclip-curate`` (``cli.console``) skips the interpreter's teardown: its exit
+    status is still click's, and what it printed to a pipe is all there."""
+    import subprocess
+    import sys
+
+    def console(*args: str) -> subprocess.CompletedProcess:
+        code = "from metaclip.cli import console; console()"
+        return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+
+    out = tmp_path / "o"
+    res = console("run", str(pool["seven"]), "-m", str(pool["md"]), "-o", str(out), "-q")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.rstrip().endswith(f"report:   {out / 'report' / 'report.md'}")
+    ref = tmp_path / "ref"
+    run_cli("run", str(pool["seven"]), "-m", str(pool["md"]), "-o", str(ref), "-q")
+    assert subset_bytes(out) == subset_bytes(ref)
+    assert (out / "report" / "report.md").read_text() == (ref / "report" / "report.md").read_text()
+    bad = console("run", str(tmp_path / "nothing"), "-m", str(pool["md"]), "-o", str(out))
+    assert bad.returncode == 2 and "no pool shards" in bad.stderr
+    assert console("nonsense").returncode == 2
+    version = console("--version")
+    assert version.returncode == 0 and "metaclip-curate, version" in version.stdout
+
+
 def test_stage_by_stage_ends_with_the_datacard_of_run(pool, tmp_path):
     """``sample`` writes the subset and its datacard (no report, and an earlier run's
     report goes, since it describes another subset); ``stats`` then prints it."""
