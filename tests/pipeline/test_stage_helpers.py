@@ -212,6 +212,25 @@ def test_write_tasks_on_threads_load_each_shard_once_and_write_each_part_once():
     assert sum(written) == 7 and tasks.loaded == {}
 
 
+def test_write_tasks_stop_taking_tasks_when_stopped_from_outside():
+    """Ctrl-C in the main thread stops the write stage's threads after their current task
+    (they used to write every remaining file first)."""
+    parts = [{"part": i, "names": [f"s{i}"]} for i in range(20)]
+    tasks, log = _write_tasks(parts)
+    stopped_at = []
+
+    def on_written(n):
+        if not stopped_at:
+            tasks.stop()
+            stopped_at.append(len(log))
+
+    with ThreadPoolExecutor(2) as ex:
+        for f in [ex.submit(tasks.run, on_written) for _ in range(2)]:
+            f.result()
+    assert stopped_at and len(log) <= stopped_at[0] + 1  # at most the other thread's task
+    assert sum(1 for x in log if x[0] == "write") < len(parts)
+
+
 def test_write_tasks_stop_every_thread_after_a_failure():
     tasks, log = _write_tasks(WRITE_PARTS, fail="c")
     with ThreadPoolExecutor(2) as ex:

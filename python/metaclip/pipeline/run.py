@@ -478,8 +478,14 @@ class WriteTasks:
                         self.loaded.pop(n)
             self.cond.notify_all()
 
+    def stop(self) -> None:
+        """No thread takes another task (one failed, or the run was interrupted)."""
+        with self.cond:
+            self.failed = True
+            self.cond.notify_all()
+
     def run(self, on_written: Callable[[int], None]) -> None:
-        """One thread's share: take tasks until none is left (or another thread failed)."""
+        """One thread's share: take tasks until none is left (or ``stop``)."""
         while (task := self._next()) is not None:
             kind, item = task
             try:
@@ -488,9 +494,7 @@ class WriteTasks:
                 else:
                     result = self.write(item, self.loaded.__getitem__)
             except BaseException:
-                with self.cond:
-                    self.failed = True
-                    self.cond.notify_all()
+                self.stop()
                 raise
             self._finish(kind, item, result)
             if kind == "write":
@@ -779,8 +783,12 @@ class Engine:
         try:
             with ThreadPoolExecutor(max(1, self.cfg.workers)) as ex:
                 runs = [ex.submit(tasks.run, on_written) for _ in range(max(1, self.cfg.workers))]
-                for r in runs:
-                    r.result()
+                try:
+                    for r in runs:
+                        r.result()
+                except BaseException:  # Ctrl-C here: the threads finish their task, no more
+                    tasks.stop()
+                    raise
         finally:
             bar.close()
         return written[0]
