@@ -6,6 +6,7 @@ import itertools
 import json
 import random
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -236,8 +237,8 @@ def test_killed_run_resumes_to_identical_output(pool, tmp_path, monkeypatch):
 
 def test_report_is_drawn_while_the_subset_is_written(pool, tmp_path, monkeypatch):
     """``run`` draws the report during the write stage (it needs only the match and sample
-    records); a write that fails leaves no report, as after ``sample``'s stale-report
-    cleanup, and its error is the run's."""
+    records) into a draft; a write that fails raises its error and leaves the earlier run's
+    subset, datacard and report as they were."""
     from metaclip.pipeline import report
 
     cfg = run_mod.Config(
@@ -266,13 +267,20 @@ def test_report_is_drawn_while_the_subset_is_written(pool, tmp_path, monkeypatch
         pq.read_metadata(f).num_rows for f in (tmp_path / "o" / "subset").glob("*.parquet")
     )
 
+    def files(root):
+        return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*"))
+                if p.is_file() and "_work" not in p.parts}  # fmt: skip
+
+    before = files(tmp_path / "o")
+
     def broken(self):
         raise OSError("disk full")
 
     monkeypatch.setattr(run_mod.Engine, "write", broken)
     with pytest.raises(OSError, match="disk full"):
-        run_mod.Engine(cfg).run()
-    assert not (tmp_path / "o" / "report").exists()
+        run_mod.Engine(replace(cfg, t=20)).run()  # another subset, so another datacard
+    assert files(tmp_path / "o") == before
+    assert not (tmp_path / "o" / "_work" / "report.tmp").exists()
 
 
 def test_jsonl_and_tar_pools_match_parquet(pool, tmp_path):

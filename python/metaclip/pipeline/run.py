@@ -800,7 +800,11 @@ class Engine:
             add_shard_counts(self.sample_dir / f"{s.name}.npz", total)
         return total
 
-    def datacard(self, counts: dict[str, np.ndarray], per_lang: dict[str, dict]) -> dict:
+    def datacard(
+        self, counts: dict[str, np.ndarray], per_lang: dict[str, dict], save: bool = True
+    ) -> dict:
+        """The datacard (from the match and sample records); ``save``: also write
+        ``datacard.json``."""
         match = stages.MatchStats()
         for s in self.shards:
             match.add(read_json(self.match_dir / f"{s.name}.json"))
@@ -844,7 +848,8 @@ class Engine:
             },
             "subset": {"size": kept, "per_language": dict(sorted(lang_kept.items()))},
         }
-        write_json(self.out / "datacard.json", card)
+        if save:
+            write_json(self.out / "datacard.json", card)
         return card
 
     def clean_leftovers(self) -> None:
@@ -861,18 +866,25 @@ class Engine:
         probs, per_lang = self.balance(counts)
         self.sample(probs)
         # The datacard and report come from the match and sample records alone, so the
-        # report is drawn while the subset is written (a one-shot run: ~0.25 s sooner).
-        card = self.datacard(counts, per_lang)
+        # report is drawn (into a draft) while the subset is written: a one-shot run ends
+        # ~0.25 s sooner. Both replace an earlier run's only once the subset is in place.
+        card = self.datacard(counts, per_lang, save=False)
         from metaclip.pipeline import report
 
+        draft = self.out / "_work" / "report.tmp"
+        shutil.rmtree(draft, ignore_errors=True)
         with ThreadPoolExecutor(1) as ex:
             after = self.subset_counts
-            drawn = ex.submit(lambda: report.write_report(self.out, card, counts, after()))
+            drawn = ex.submit(lambda: report.write_report(draft, card, counts, after()))
             try:
                 self.write()
             except BaseException:
                 wait([drawn])
-                shutil.rmtree(self.out / "report", ignore_errors=True)  # no subset, no report
+                shutil.rmtree(draft, ignore_errors=True)
                 raise
             drawn.result()
+        write_json(self.out / "datacard.json", card)
+        shutil.rmtree(self.out / "report", ignore_errors=True)
+        os.replace(draft / "report", self.out / "report")
+        shutil.rmtree(draft, ignore_errors=True)
         return card
