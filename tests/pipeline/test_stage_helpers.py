@@ -300,3 +300,24 @@ def test_cli_loads_metadata_and_builds_the_matcher_while_it_imports(tmp_path):
     path.write_text(json.dumps(["dog", "dog"]))
     with pytest.raises(MetadataError, match="ids 0 and 1"):
         _metadata_early(kw, build=True).result(timeout=30)
+
+
+def test_report_of_a_pool_where_nothing_matched_draws_without_warnings(tmp_path):
+    import warnings
+
+    from metaclip.pipeline import report
+
+    card = {
+        "mode": "mc1", "unit": "pair", "seed": 0, "version": "x", "t_per_language": {"en": 5.0},
+        "languages": {"en": {"t": 5.0, "tail_mass": 0.0, "entries": 3, "matched_entries": 0,
+                             "matches": 0}},
+        "subset": {"size": 0, "per_language": {}},
+        "pool": {"texts": 2, "matched": 0, "unmatched": 2, "skipped": 0, "identity_holds": True,
+                 "skipped_by_reason": {}, "skipped_examples": {}},
+    }  # fmt: skip
+    zeros = {"en": np.zeros(3, np.uint64)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warned of a legend without lines
+        path = report.write_report(tmp_path, card, zeros, zeros)
+    assert "curated subset: 0 texts" in path.read_text()
+    assert (tmp_path / "report" / "entry_counts.png").stat().st_size > 0

@@ -41,7 +41,10 @@ def _plots(out: Path, card: dict, before: dict, after: dict) -> list[str]:
     ax.set_xlabel("entries, sorted by count")
     ax.set_ylabel("matches")
     ax.set_title("Entry counts before and after balancing (lines: t)")
-    ax.legend(fontsize=7, ncol=2)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, ncol=2)
+    else:  # nothing matched: say so rather than leave a blank frame (and a warning)
+        ax.text(0.5, 0.5, "no entry matched", ha="center", va="center", transform=ax.transAxes)
     names.append("entry_counts.png")
     _save(fig, out / names[-1])
 
