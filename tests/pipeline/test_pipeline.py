@@ -283,6 +283,49 @@ def test_report_is_drawn_while_the_subset_is_written(pool, tmp_path, monkeypatch
     assert not (tmp_path / "o" / "_work" / "report.tmp").exists()
 
 
+def test_a_killed_write_resumes_with_the_files_it_finished(pool, tmp_path, monkeypatch):
+    """Subset files are written into a draft kept per write setting: a rerun after a kill
+    in the write stage writes only the missing files, and ends with the bytes of an
+    uninterrupted run; a finished subset is not written again unless a setting changed or
+    a file is missing."""
+    args = ["-m", str(pool["md"]), "--t", "50", "--rows-per-file", "300", "-q"]
+    ref = tmp_path / "ref"
+    run_cli("run", str(pool["seven"]), "-o", str(ref), *args)
+    assert len(subset_bytes(ref)) > 3
+
+    out = tmp_path / "out"
+    real = run_mod.SubsetWriter.write_part
+    wrote: list[int] = []
+
+    def dying(self, part, *a, **kw):
+        if die_at is not None and len(wrote) == die_at:
+            raise KeyboardInterrupt("killed in the write stage")
+        wrote.append(part["part"])
+        return real(self, part, *a, **kw)
+
+    monkeypatch.setattr(run_mod.SubsetWriter, "write_part", dying)
+    die_at = 2
+    killed = CliRunner().invoke(main, ["run", str(pool["seven"]), "-o", str(out), *args,
+                                       "--workers", "1"])  # fmt: skip
+    assert killed.exit_code == 1 and wrote == [0, 1] and not (out / "subset").exists()
+    die_at, wrote = None, []
+    run_cli("run", str(pool["seven"]), "-o", str(out), *args)
+    assert 0 not in wrote and 1 not in wrote and 2 in wrote  # only the missing files
+    assert subset_bytes(out) == subset_bytes(ref)
+    assert not list((out / "_work").rglob("subset-*.tmp"))
+
+    wrote.clear()
+    run_cli("run", str(pool["seven"]), "-o", str(out), *args)
+    assert wrote == [] and subset_bytes(out) == subset_bytes(ref)  # already written
+    first = sorted((out / "subset").glob("*.parquet"))[0]
+    first.unlink()
+    run_cli("run", str(pool["seven"]), "-o", str(out), *args)
+    assert len(wrote) == len(subset_bytes(ref)) and subset_bytes(out) == subset_bytes(ref)
+    wrote.clear()
+    run_cli("run", str(pool["seven"]), "-o", str(out), *args[:-3], "--rows-per-file", "400")
+    assert wrote and len(subset_bytes(out)) < len(subset_bytes(ref))
+
+
 def test_jsonl_and_tar_pools_match_parquet(pool, tmp_path):
     texts = pool["texts"][:500]
     rows = [{"key": f"k{i:06d}", "text": t} for i, t in enumerate(texts)]

@@ -11,6 +11,9 @@ Layout of ``out/``::
                                          entry counts (sparse)
     _work/sample-<hash>/<shard>.json     sizes of the kept rows (written last)
     _work/sample-<hash>/balance.json, probs.npy     t per language, probabilities
+    _work/sample-<hash>/subset-<hash>.tmp/  subset files being written (per write setting;
+                                         renamed to subset/ when complete)
+    _work/sample-<hash>/subset-<hash>.json  the files of the subset written for a setting
     subset/part-00000.parquet ...        the curated subset (input order)
     datacard.json, report/               summary and human report
 
@@ -18,8 +21,9 @@ The pool's texts are read twice: key and text columns to match, then every colum
 to write the subset. Sampling works from the match-stage files alone.
 
 A stage's per-shard output is written atomically, its ``.json`` last; a shard whose
-``.json`` exists is skipped on rerun, so a killed run resumes. ``<hash>`` covers every
-setting the stage depends on, so a changed setting never reuses stale work.
+``.json`` exists is skipped on rerun, so a killed run resumes. The write stage resumes
+with the subset files it finished. ``<hash>`` covers every setting the stage depends on, so
+a changed setting never reuses stale work.
 """
 
 from __future__ import annotations
@@ -366,7 +370,7 @@ class SubsetWriter:
             raise SchemaDrift(drift)
         chunk = pa.concat_tables([schema.empty_table(), *slices], promote_options="permissive")
         chunk = canonical_chunks(chunk.cast(schema))
-        path = out_dir / f"part-{part['part']:05d}.parquet"
+        path = out_dir / part_name(part["part"])
         step = max(1, part["step"])
         options = parquet_options(schema, self.cfg)
         atomic_write(
@@ -376,6 +380,17 @@ class SubsetWriter:
             ),
         )
         return chunk.num_rows
+
+
+def part_name(i: int) -> str:
+    return f"part-{i:05d}.parquet"
+
+
+def _same_files(folder: Path, sizes: dict[str, int]) -> bool:
+    """Whether ``folder`` holds exactly these parquet files with these sizes."""
+    if not folder.is_dir():
+        return False
+    return {f.name: f.stat().st_size for f in folder.glob("*.parquet")} == sizes
 
 
 def parquet_options(schema: pa.Schema, cfg: Config) -> dict:
@@ -742,26 +757,43 @@ class Engine:
 
     def write(self) -> list[Path]:
         """The subset files: the kept rows in input order, ``rows_per_file`` per file.
-        Written into a temp folder that replaces ``subset/`` only when complete."""
+
+        Files are written into a temp folder that replaces ``subset/`` only when complete.
+        The folder is kept per write setting, so a killed write resumes with the files it
+        finished (each is written atomically); a subset already written for these settings
+        (recorded in ``subset-<hash>.json``) is not written again."""
+        key = fingerprint("subset", self.cfg.rows_per_file, self.cfg.compression)
+        record, final = self.sample_dir / f"subset-{key}.json", self.out / "subset"
+        if record.exists() and _same_files(final, read_json(record)["files"]):
+            return sorted(final.glob("*.parquet"))
+        shutil.rmtree(self.out / "_work" / "subset.tmp", ignore_errors=True)  # older layout
         binary: frozenset[str] = frozenset()
         try:
             while True:
                 writer = self.subset_writer(binary)
                 parts, schema, total = writer.plan()
-                tmp = self.out / "_work" / "subset.tmp"
-                shutil.rmtree(tmp, ignore_errors=True)
-                tmp.mkdir(parents=True)
+                tmp = self.sample_dir / f"subset-{fingerprint(key, sorted(binary))}.tmp"
+                tmp.mkdir(parents=True, exist_ok=True)
+                for leftover in tmp.glob(".*.tmp"):  # a file a killed write left half done
+                    leftover.unlink()
+                done = {p["part"] for p in parts if (tmp / part_name(p["part"])).exists()}
+                todo = [p for p in parts if p["part"] not in done]
+                written = sum(sum(p["lengths"]) for p in parts if p["part"] in done)
                 try:
-                    written = self._write_parts(writer, parts, schema, tmp)
+                    written += self._write_parts(writer, todo, schema, tmp) if todo else 0
                 except SchemaDrift as e:
+                    shutil.rmtree(tmp)  # its files lack the binary columns
                     binary |= e.columns
                     continue
                 if written != total:
                     raise RuntimeError(f"wrote {written} subset rows, expected {total}")
-                final = self.out / "subset"
                 shutil.rmtree(final, ignore_errors=True)
                 os.replace(tmp, final)
-                return sorted(final.glob("*.parquet"))
+                files = sorted(final.glob("*.parquet"))
+                write_json(record, {"files": {f.name: f.stat().st_size for f in files}})
+                for other in self.sample_dir.glob("subset-*.tmp"):  # other settings' drafts
+                    shutil.rmtree(other, ignore_errors=True)
+                return files
         finally:
             self.tail = None  # shards read ahead but not needed (no kept rows)
 
