@@ -13,7 +13,8 @@ Layout of ``out/``::
     _work/sample-<hash>/balance.json, probs.npy     t per language, probabilities
     _work/sample-<hash>/subset-<hash>.tmp/  subset files being written (per write setting;
                                          renamed to subset/ when complete)
-    _work/sample-<hash>/subset-<hash>.json  the files of the subset written for a setting
+    _work/sample-<hash>/subset-<hash>.json  the subset files written for a setting (size,
+                                         mtime, inode: still in place?)
     subset/part-00000.parquet ...        the curated subset (input order)
     datacard.json, report/               summary and human report
 
@@ -386,11 +387,16 @@ def part_name(i: int) -> str:
     return f"part-{i:05d}.parquet"
 
 
-def _same_files(folder: Path, sizes: dict[str, int]) -> bool:
-    """Whether ``folder`` holds exactly these parquet files with these sizes."""
+def _file_ids(folder: Path) -> dict[str, list[int]]:
+    """(size, mtime, inode) of each parquet file in ``folder``: a file written since (by
+    another setting, or copied) differs, even where its size is the same."""
     if not folder.is_dir():
-        return False
-    return {f.name: f.stat().st_size for f in folder.glob("*.parquet")} == sizes
+        return {}
+    ids = {}
+    for f in folder.glob("*.parquet"):
+        st = f.stat()
+        ids[f.name] = [st.st_size, st.st_mtime_ns, st.st_ino]
+    return ids
 
 
 def parquet_options(schema: pa.Schema, cfg: Config) -> dict:
@@ -764,7 +770,7 @@ class Engine:
         (recorded in ``subset-<hash>.json``) is not written again."""
         key = fingerprint("subset", self.cfg.rows_per_file, self.cfg.compression)
         record, final = self.sample_dir / f"subset-{key}.json", self.out / "subset"
-        if record.exists() and _same_files(final, read_json(record)["files"]):
+        if record.exists() and read_json(record)["files"] == (_file_ids(final) or None):
             return sorted(final.glob("*.parquet"))
         shutil.rmtree(self.out / "_work" / "subset.tmp", ignore_errors=True)  # older layout
         binary: frozenset[str] = frozenset()
@@ -789,11 +795,10 @@ class Engine:
                     raise RuntimeError(f"wrote {written} subset rows, expected {total}")
                 shutil.rmtree(final, ignore_errors=True)
                 os.replace(tmp, final)
-                files = sorted(final.glob("*.parquet"))
-                write_json(record, {"files": {f.name: f.stat().st_size for f in files}})
+                write_json(record, {"files": _file_ids(final)})
                 for other in self.sample_dir.glob("subset-*.tmp"):  # other settings' drafts
                     shutil.rmtree(other, ignore_errors=True)
-                return files
+                return sorted(final.glob("*.parquet"))
         finally:
             self.tail = None  # shards read ahead but not needed (no kept rows)
 
