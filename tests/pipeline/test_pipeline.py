@@ -334,6 +334,45 @@ def test_a_killed_write_resumes_with_the_files_it_finished(pool, tmp_path, monke
     assert wrote and len(subset_bytes(out)) < len(subset_bytes(ref))
 
 
+def test_a_rerun_on_a_changed_pool_equals_a_fresh_run(pool, tmp_path, monkeypatch):
+    """Rerunning into the same folder after the pool changed: unchanged shards keep their
+    matches, a shard added or rewritten is matched, and every shard is sampled again with
+    the new counts' probabilities (old samples used to be kept: a wrong subset)."""
+    src = pool["seven"]
+    shards = sorted(src.glob("*.parquet"))
+    grow = tmp_path / "pool"
+    grow.mkdir()
+    for f in shards[:-1]:
+        (grow / f.name).write_bytes(f.read_bytes())
+    args = ["-m", str(pool["md"]), "--t", "50", "-q"]
+    out = tmp_path / "out"
+    run_cli("run", str(grow), "-o", str(out), *args)
+
+    matched: list[str] = []
+    real = run_mod.match_shard
+
+    def counting(shard, *a, **kw):
+        matched.append(shard.path.name)
+        return real(shard, *a, **kw)
+
+    monkeypatch.setattr(run_mod, "match_shard", counting)
+    (grow / shards[-1].name).write_bytes(shards[-1].read_bytes())  # a shard added
+    run_cli("run", str(grow), "-o", str(out), *args)
+    assert matched == [shards[-1].name]
+    run_cli("run", str(src), "-o", str(tmp_path / "fresh7"), *args)
+    assert subset_bytes(out) == subset_bytes(tmp_path / "fresh7")
+
+    table = pq.read_table(grow / shards[0].name)  # a shard rewritten: other texts
+    texts = table.column("text").to_pylist()
+    pq.write_table(table.set_column(1, "text", pa.array(texts[::-1])), grow / shards[0].name)
+    matched.clear()
+    run_cli("run", str(grow), "-o", str(out), *args)
+    assert matched == [shards[0].name]
+    run_cli("run", str(grow), "-o", str(tmp_path / "fresh"), *args)
+    assert subset_bytes(out) == subset_bytes(tmp_path / "fresh")
+    assert subset_bytes(out) != subset_bytes(tmp_path / "fresh7")
+
+
 def test_jsonl_and_tar_pools_match_parquet(pool, tmp_path):
     texts = pool["texts"][:500]
     rows = [{"key": f"k{i:06d}", "text": t} for i, t in enumerate(texts)]

@@ -24,7 +24,9 @@ to write the subset. Sampling works from the match-stage files alone.
 A stage's per-shard output is written atomically, its ``.json`` last; a shard whose
 ``.json`` exists is skipped on rerun, so a killed run resumes. The write stage resumes
 with the subset files it finished. ``<hash>`` covers every setting the stage depends on, so
-a changed setting never reuses stale work.
+a changed setting never reuses stale work; a match record names its shard file's size and
+mtime (a changed file is matched again), and the sample folder's hash covers every shard's
+(another pool has other counts, so it is sampled again).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from metaclip.pipeline.pool import (
     Shard,
     count_rows,
     discover,
+    file_id,
     read_parquet,
     read_shard,
     standardize,
@@ -205,6 +208,7 @@ def match_shard(
     """The match stage for one shard: read, (LID), match; writes the shard's matches with
     its sample keys, sparse counts, subset schema and stats (its ``.json`` last). Returns
     the rows read."""
+    file = file_id(shard.path)  # before the read: a file changed meanwhile is read again
     table = read_shard(shard, cfg.columns, cfg.max_text_bytes, True, use_threads=threads != 1)
     matches, stats, counts = stages.match_table(table, md, threads, lid)
     matches = matches.append_column("__key", table.column("__key"))
@@ -213,7 +217,7 @@ def match_shard(
     base = match_dir / shard.name
     atomic_write(base.with_suffix(".arrow"), lambda p: write_arrow(matches, p))
     save_shard_counts(base.with_suffix(".npz"), counts, output_schema(shard, cfg, md, table))
-    info = stats.to_json() | {"shard": str(shard.path), "rows": table.num_rows}
+    info = stats.to_json() | {"shard": str(shard.path), "file": file, "rows": table.num_rows}
     write_json(base.with_suffix(".json"), info)
     return table.num_rows
 
@@ -638,7 +642,11 @@ class Engine:
         self.md = md or Metadata(load_metadata(cfg.metadata, cfg.metadata_lang), cfg.mode)
         self.shards = discover(list(cfg.pool))
         self.match_dir = self.out / "_work" / f"match-{cfg.match_key(self.md)}"
-        self.sample_dir = self.out / "_work" / f"sample-{cfg.sample_key(self.md)}"
+        # Sampling depends on every shard's counts: another pool (a shard added, removed or
+        # changed) gets other probabilities, so its samples go to another folder.
+        pool_key = fingerprint([[s.name, *file_id(s.path)] for s in self.shards])
+        sample_key = fingerprint(cfg.sample_key(self.md), pool_key)
+        self.sample_dir = self.out / "_work" / f"sample-{sample_key}"
         self.lid, self.lid_info = _lid_function(cfg)
         self.tail: TailReads | None = None  # see match(read_ahead=True)
         cores = os.cpu_count() or 1
@@ -650,6 +658,15 @@ class Engine:
     def shard_rows(self) -> dict[str, int | None]:
         """Rows per shard where cheap to know (parquet footers), read once per engine."""
         return {s.name: count_rows(s) for s in self.shards}
+
+    def done(self, work_dir: Path, shard: Shard) -> bool:
+        """Whether a stage's output for ``shard`` is in ``work_dir``. A match record must
+        be of the shard file as it is now (same size and mtime), else the shard is matched
+        again; sample folders are per pool (see ``__init__``)."""
+        info = work_dir / f"{shard.name}.json"
+        if not info.exists():
+            return False
+        return work_dir != self.match_dir or read_json(info).get("file") == file_id(shard.path)
 
     def _known_rows(self, done: list[Shard]) -> tuple[int | None, int]:
         """(texts in the pool where known, texts of the ``done`` shards), from the parquet
@@ -715,7 +732,7 @@ class Engine:
             return match_shard(shard, self.cfg, self.md, self.match_dir, self.threads, self.lid)
 
         def done(shard: Shard) -> bool:
-            return (self.match_dir / f"{shard.name}.json").exists()
+            return self.done(self.match_dir, shard)
 
         if self.md.single and self.cfg.workers > 1 and not all(done(s) for s in self.shards):
             # Build the matcher while the workers read their first shards (the build
@@ -752,7 +769,7 @@ class Engine:
                 shard, self.cfg, self.md, self.match_dir, self.sample_dir, probs, self.threads
             )
 
-        self._each_shard("sample", run, lambda s: (self.sample_dir / f"{s.name}.json").exists())
+        self._each_shard("sample", run, lambda s: self.done(self.sample_dir, s))
 
     def subset_writer(self, binary: frozenset[str] = frozenset()) -> SubsetWriter:
         shards = {s.name: s for s in self.shards}
