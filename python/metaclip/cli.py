@@ -161,6 +161,8 @@ def _friendly(f):
     def wrapper(*a, **kw):
         try:
             return f(*a, **kw)
+        except BrokenPipeError:  # stdout closed early (`| head`): click exits quietly
+            raise
         except (MetaclipError, ValueError, OSError, RuntimeError) as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)

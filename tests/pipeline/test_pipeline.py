@@ -467,6 +467,15 @@ def test_the_console_command_exits_with_clicks_status_and_its_output_flushed(poo
     assert console("nonsense").returncode == 2
     version = console("--version")
     assert version.returncode == 0 and "metaclip-curate, version" in version.stdout
+    # A reader that stops early (`| head`): a quiet exit, not "error: Broken pipe".
+    code = "from metaclip.cli import console; console()"
+    args = ["run", str(pool["seven"]), "-m", str(pool["md"]), "-o", str(out), "-q"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 1 and "error" not in err, err
 
 
 def test_stage_by_stage_ends_with_the_datacard_of_run(pool, tmp_path):
