@@ -317,7 +317,7 @@ class RayEngine(Engine):
 
     # -- stages --------------------------------------------------------------------------
     def _stage(self, desc: str, worker: type[ShardWorker], work_dir: Path, **kwargs: Any) -> None:
-        """Run ``worker`` over every shard whose ``work_dir/<shard>.json`` is missing."""
+        """Run ``worker`` over every shard whose output is not in ``work_dir`` (``done``)."""
         finished = [self.done(work_dir, s) for s in self.shards]
         done = [s for s, f in zip(self.shards, finished, strict=True) if f]
         todo = [s for s, f in zip(self.shards, finished, strict=True) if not f]

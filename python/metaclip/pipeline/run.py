@@ -731,10 +731,12 @@ class Engine:
         def run(shard: Shard) -> int:
             return match_shard(shard, self.cfg, self.md, self.match_dir, self.threads, self.lid)
 
-        def done(shard: Shard) -> bool:
-            return self.done(self.match_dir, shard)
+        finished = {s.name: self.done(self.match_dir, s) for s in self.shards}
 
-        if self.md.single and self.cfg.workers > 1 and not all(done(s) for s in self.shards):
+        def done(shard: Shard) -> bool:
+            return finished[shard.name]
+
+        if self.md.single and self.cfg.workers > 1 and not all(finished.values()):
             # Build the matcher while the workers read their first shards (the build
             # releases the GIL); else every worker would wait for it after its read.
             threading.Thread(target=self.md.prebuild, daemon=True).start()
