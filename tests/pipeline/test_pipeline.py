@@ -245,18 +245,18 @@ def test_report_is_drawn_while_the_subset_is_written(pool, tmp_path, monkeypatch
         pool=(str(pool["seven"]),), out=str(tmp_path / "o"), metadata=str(pool["md"]),
         t=50, workers=2, quiet=True,
     )  # fmt: skip
-    drawing = {}
+    drawing, started = {}, threading.Event()
     real_draw, real_write = report.write_report, run_mod.Engine.write
 
     def draw(*a, **kw):
         drawing["thread"] = threading.current_thread()
-        drawing["started"] = True
+        started.set()
         return real_draw(*a, **kw)
 
     def write(self):
-        files = real_write(self)
-        drawing["during_write"] = drawing.get("started", False)  # drawing began before the end
-        return files
+        # Drawn after the write (not during it), the report would never start here.
+        drawing["during_write"] = started.wait(timeout=10)
+        return real_write(self)
 
     monkeypatch.setattr(report, "write_report", draw)
     monkeypatch.setattr(run_mod.Engine, "write", write)
