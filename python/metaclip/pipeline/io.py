@@ -11,6 +11,13 @@ from pathlib import Path
 from typing import Any
 
 
+def file_id(path: Path) -> list[int]:
+    """(size, mtime, inode) of a file: one rewritten, replaced or copied since differs, even
+    where its size is the same."""
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` then rename ``tmp`` to ``path``: readers see all or nothing."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -50,12 +50,6 @@ class Shard:
         return f"{self.index:05d}-{self.path.stem}"
 
 
-def file_id(path: Path) -> list[int]:
-    """(size, mtime) of a shard file: a changed or replaced file differs."""
-    st = path.stat()
-    return [st.st_size, st.st_mtime_ns]
-
-
 def discover(spec: str | Path | list[str | Path]) -> list[Shard]:
     """Shards of a pool: a file, a directory (all known suffixes) or a glob; sorted by path."""
     specs = spec if isinstance(spec, list) else [spec]

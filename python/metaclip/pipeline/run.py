@@ -13,8 +13,8 @@ Layout of ``out/``::
     _work/sample-<hash>/balance.json, probs.npy     t per language, probabilities
     _work/sample-<hash>/subset-<hash>.tmp/  subset files being written (per write setting;
                                          renamed to subset/ when complete)
-    _work/sample-<hash>/subset-<hash>.json  the subset files written for a setting (size,
-                                         mtime, inode: still in place?)
+    _work/sample-<hash>/subset-<hash>.json  the subset files written for a setting (their
+                                         file_id: still in place?)
     subset/part-00000.parquet ...        the curated subset (input order)
     datacard.json, report/               summary and human report
 
@@ -24,8 +24,8 @@ to write the subset. Sampling works from the match-stage files alone.
 A stage's per-shard output is written atomically, its ``.json`` last; a shard whose
 ``.json`` exists is skipped on rerun, so a killed run resumes. The write stage resumes
 with the subset files it finished. ``<hash>`` covers every setting the stage depends on, so
-a changed setting never reuses stale work; a match record names its shard file's size and
-mtime (a changed file is matched again), and the sample folder's hash covers every shard's
+a changed setting never reuses stale work; a record names its shard file's size, mtime and
+inode (a changed file is done again), and the sample folder's hash covers every shard's
 (another pool has other counts, so it is sampled again).
 """
 
@@ -50,6 +50,7 @@ from metaclip.exceptions import InputError
 from metaclip.pipeline import stages
 from metaclip.pipeline.io import (
     atomic_write,
+    file_id,
     fingerprint,
     read_json,
     save_npy,
@@ -63,7 +64,6 @@ from metaclip.pipeline.pool import (
     Shard,
     count_rows,
     discover,
-    file_id,
     read_parquet,
     read_shard,
     standardize,
@@ -244,7 +244,8 @@ def sample_shard(
     sizes = {md.langs[i]: int(c) for i, c in enumerate(freq) if c}
     counts = kept_counts(matches, mask, md)
     save_sparse_counts(base.with_suffix(".npz"), counts, {KEPT: np.packbits(mask)})
-    write_json(base.with_suffix(".json"), {"kept": len(rows), "lang_kept": sizes})
+    info = {"kept": len(rows), "lang_kept": sizes, "file": file_id(shard.path)}
+    write_json(base.with_suffix(".json"), info)
     return matches.num_rows
 
 
@@ -392,15 +393,8 @@ def part_name(i: int) -> str:
 
 
 def _file_ids(folder: Path) -> dict[str, list[int]]:
-    """(size, mtime, inode) of each parquet file in ``folder``: a file written since (by
-    another setting, or copied) differs, even where its size is the same."""
-    if not folder.is_dir():
-        return {}
-    ids = {}
-    for f in folder.glob("*.parquet"):
-        st = f.stat()
-        ids[f.name] = [st.st_size, st.st_mtime_ns, st.st_ino]
-    return ids
+    """``file_id`` of each parquet file in ``folder`` (none if it is missing)."""
+    return {f.name: file_id(f) for f in folder.glob("*.parquet")} if folder.is_dir() else {}
 
 
 def parquet_options(schema: pa.Schema, cfg: Config) -> dict:
@@ -509,8 +503,10 @@ class WriteTasks:
             self.failed = True
             self.cond.notify_all()
 
-    def run(self, on_written: Callable[[int], None]) -> None:
-        """One thread's share: take tasks until none is left (or ``stop``)."""
+    def run(self, on_written: Callable[[int], None]) -> int:
+        """One thread's share: take tasks until none is left (or ``stop``); returns the
+        rows this thread wrote."""
+        rows = 0
         while (task := self._next()) is not None:
             kind, item = task
             try:
@@ -523,7 +519,9 @@ class WriteTasks:
                 raise
             self._finish(kind, item, result)
             if kind == "write":
+                rows += result
                 on_written(result)
+        return rows
 
 
 def read_whole(shard: Shard, workers: int) -> pa.Table:
@@ -660,13 +658,10 @@ class Engine:
         return {s.name: count_rows(s) for s in self.shards}
 
     def done(self, work_dir: Path, shard: Shard) -> bool:
-        """Whether a stage's output for ``shard`` is in ``work_dir``. A match record must
-        be of the shard file as it is now (same size and mtime), else the shard is matched
-        again; sample folders are per pool (see ``__init__``)."""
+        """Whether a stage's output for ``shard`` is in ``work_dir``: its record exists and
+        names the shard file as it is now (a rewritten shard is done again)."""
         info = work_dir / f"{shard.name}.json"
-        if not info.exists():
-            return False
-        return work_dir != self.match_dir or read_json(info).get("file") == file_id(shard.path)
+        return info.exists() and read_json(info).get("file") == file_id(shard.path)
 
     def _known_rows(self, done: list[Shard]) -> tuple[int | None, int]:
         """(texts in the pool where known, texts of the ``done`` shards), from the parquet
@@ -789,9 +784,8 @@ class Engine:
         (recorded in ``subset-<hash>.json``) is not written again."""
         key = fingerprint("subset", self.cfg.rows_per_file, self.cfg.compression)
         record, final = self.sample_dir / f"subset-{key}.json", self.out / "subset"
-        if record.exists() and read_json(record)["files"] == (_file_ids(final) or None):
+        if record.exists() and read_json(record)["files"] == _file_ids(final):
             return sorted(final.glob("*.parquet"))
-        shutil.rmtree(self.out / "_work" / "subset.tmp", ignore_errors=True)  # older layout
         binary: frozenset[str] = frozenset()
         try:
             while True:
@@ -829,25 +823,22 @@ class Engine:
             writer.shard_subset, lambda p, get: writer.write_part(p, tmp, schema, get), parts
         )
         bar = Progress("write", sum(sum(p["lengths"]) for p in parts), self.cfg.quiet)
-        written, lock = [0], threading.Lock()
+        lock = threading.Lock()
 
         def on_written(n: int) -> None:
             with lock:
-                written[0] += n
                 bar.update(n)
 
         try:
             with ThreadPoolExecutor(max(1, self.cfg.workers)) as ex:
                 runs = [ex.submit(tasks.run, on_written) for _ in range(max(1, self.cfg.workers))]
                 try:
-                    for r in runs:
-                        r.result()
+                    return sum(r.result() for r in runs)
                 except BaseException:  # Ctrl-C here: the threads finish their task, no more
                     tasks.stop()
                     raise
         finally:
             bar.close()
-        return written[0]
 
     def subset_counts(self) -> dict[str, np.ndarray]:
         """Entry counts inside the curated subset (the sum of the per-shard kept counts)."""
