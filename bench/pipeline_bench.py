@@ -104,13 +104,16 @@ def run_once(cfg: Config) -> tuple[dict[str, float], dict[str, float], dict]:
         read_shard(s, cfg.columns, cfg.max_text_bytes) for s in engine.shards
     ])  # fmt: skip
     # The matcher is built inside, as metaclip-curate builds it (in the background).
-    # read_ahead as in metaclip-curate run: idle workers read the write stage's last shards.
-    timed("match (build matcher; read key+text, match, save)", lambda: engine.match(True))
+    # read_ahead as in metaclip-curate run: shards within the memory budget are read in
+    # full and kept for the write stage; idle workers read its last shards of the others.
+    timed("match (build matcher; read, match, save)", lambda: engine.match(True))
+    kept = len(engine.tables.keep) if engine.tables else 0
     counts = timed("count", engine.count)
     probs, per_lang = timed("balance", lambda: engine.balance(counts))
     timed("sample (coins from the match files)", lambda: engine.sample(probs))
-    timed("write subset (read all columns, write files)", engine.write)
+    timed("write subset (kept or read again; write files)", engine.write)
     card = timed("datacard", lambda: engine.datacard(counts, per_lang))
+    card["bench_kept_shards"] = kept
     return times, cpu, card
 
 
@@ -139,6 +142,11 @@ def main() -> None:
         "--format", choices=["parquet", "jsonl", "tar"], default="parquet",
         help="pool shards: parquet, or the same rows as JSON-lines / WebDataset tars",
     )  # fmt: skip
+    ap.add_argument(
+        "--pool-memory-mb", type=int, default=None,
+        help="as the CLI's --pool-memory: decoded shards kept from the match stage for the "
+        "write stage (default: a quarter of the available memory; 0: all read twice)",
+    )  # fmt: skip
     ap.add_argument("--root", type=Path, default=Path(__file__).parent / "out")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -150,7 +158,7 @@ def main() -> None:
     cfg = Config(
         pool=(str(pool),), out=str(args.root / "pipeline-run"), metadata=str(md), t=args.t,
         workers=args.workers, quiet=True, compression=args.compression,
-        rows_per_file=args.rows_per_file,
+        rows_per_file=args.rows_per_file, pool_memory_mb=args.pool_memory_mb,
     )  # fmt: skip
     runs = [run_once(cfg) for _ in range(max(1, args.repeat))]
     print(f"end to end per run (s): {[round(total(r[0]), 2) for r in runs]}")
@@ -161,7 +169,9 @@ def main() -> None:
     print(f"\npool: {n:,} texts in {args.shards} shards, {args.entries:,} entries, "
           f"{args.format}, workers={args.workers}, t={args.t:g}; "
           f"subset {size:,} ({size / n:.0%} kept); "
-          f"fastest of {len(runs)} runs; Arrow pool {pool_name}; {args.compression}")  # fmt: skip
+          f"fastest of {len(runs)} runs; Arrow pool {pool_name}; {args.compression}; "
+          f"{card['bench_kept_shards']} of {args.shards} shards kept in memory for the write "
+          "stage")  # fmt: skip
     print(f"{'stage':48} {'seconds':>9} {'texts/s':>12} {'CPU s':>8}")
     for k, v in times.items():
         print(f"{k:48} {v:9.2f} {n / v if v > 0 else 0:12,.0f} {cpu[k]:8.2f}")

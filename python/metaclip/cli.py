@@ -82,6 +82,11 @@ def _options(f):
         click.option("--compression", default="snappy", show_default=True,
                      type=click.Choice(["snappy", "zstd", "lz4", "gzip", "brotli", "none"]),
                      help="Parquet compression of the subset files."),
+        click.option("--pool-memory", "pool_memory_mb", type=int, default=None, metavar="MB",
+                     help="`run`: memory for parquet shards that the match stage reads in "
+                          "full and keeps for the write stage (decoded size), so they are "
+                          "read once; other shards are read again to write. Default: a "
+                          "quarter of the available memory; 0: read every shard twice."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bars."),
     ]  # fmt: skip
     f = click.option(
@@ -137,6 +142,8 @@ def _engine(kw: dict):
     kw["out"] = str(kw["out"])
     if Path(kw["out"]).exists() and not Path(kw["out"]).is_dir():
         raise MetaclipError(f"--out {kw['out']}: exists and is not a folder")
+    if (kw.get("pool_memory_mb") or 0) < 0:
+        raise MetaclipError("--pool-memory must be 0 or more (MB)")
     if kw.get("workers", 1) < 0:
         raise MetaclipError("--workers must be 0 (automatic) or more")
     if engine == "embedded" and not kw.get("workers"):

@@ -124,16 +124,16 @@ def test_output_independent_of_workers_and_sharding(pool, tmp_path):
 
 
 def test_shards_read_ahead_in_the_match_tail_give_the_same_subset(pool, tmp_path, monkeypatch):
-    """``run`` lets match workers left idle read the write stage's last shards; the write
-    stage takes those tables instead of reading again, with the same bytes as a run
-    without read-ahead."""
+    """Without memory to keep shards, ``run`` lets match workers left idle read the write
+    stage's last shards; the write stage takes those tables instead of reading again,
+    with the same bytes as a run without read-ahead."""
     ref = tmp_path / "ref"
     run_cli(
         "run", str(pool["seven"]), "-m", str(pool["md"]), "-o", str(ref), "--t", "50",
-        "--workers", "1", "-q",
+        "--workers", "1", "--pool-memory", "0", "-q",
     )  # fmt: skip
     taken = []
-    real = run_mod.TailReads.take
+    real = run_mod.PoolTables.take
 
     def take(self, name):
         table = real(self, name)
@@ -141,18 +141,85 @@ def test_shards_read_ahead_in_the_match_tail_give_the_same_subset(pool, tmp_path
             taken.append(name)
         return table
 
-    monkeypatch.setattr(run_mod.TailReads, "take", take)
+    monkeypatch.setattr(run_mod.PoolTables, "take", take)
     cfg = run_mod.Config(
         pool=(str(pool["seven"]),), out=str(tmp_path / "ahead"), metadata=str(pool["md"]),
-        t=50, workers=2, quiet=True,
+        t=50, workers=2, quiet=True, pool_memory_mb=0,
     )  # fmt: skip
     engine = run_mod.Engine(cfg)
     engine.run()
     # The last two match tasks run together, so one worker goes idle and reads the last
     # shard (the shards are listed by path).
     assert engine.shards[-1].name in taken
-    assert engine.tail is None  # released after the write
+    assert engine.tables is None  # released after the write
     assert subset_bytes(tmp_path / "ahead") == subset_bytes(ref)
+
+
+def _count_reads(monkeypatch) -> list[tuple[str, bool]]:
+    """Record (shard name, all columns?) for every parquet shard read from now on."""
+    from metaclip.pipeline import pool as pool_mod
+
+    reads: list[tuple[str, bool]] = []
+    real = pool_mod.read_parquet
+
+    def read_parquet(shard, columns=None, use_threads=True):
+        reads.append((shard.name, columns is None))
+        return real(shard, columns, use_threads)
+
+    monkeypatch.setattr(pool_mod, "read_parquet", read_parquet)
+    monkeypatch.setattr(run_mod, "read_parquet", read_parquet)
+    return reads
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_shards_kept_in_memory_are_read_once(pool, tmp_path, monkeypatch, workers):
+    """``run`` keeps the shards that fit its memory budget from the match stage for the
+    write stage: each is read once, in full, with the same subset bytes as a run that
+    reads every shard twice."""
+    ref = tmp_path / "ref"
+    run_cli(
+        "run", str(pool["seven"]), "-m", str(pool["md"]), "-o", str(ref), "--t", "50",
+        "--workers", str(workers), "--pool-memory", "0", "-q",
+    )  # fmt: skip
+    reads = _count_reads(monkeypatch)
+    out = tmp_path / "kept"
+    run_cli(
+        "run", str(pool["seven"]), "-m", str(pool["md"]), "-o", str(out), "--t", "50",
+        "--workers", str(workers), "-q",
+    )  # fmt: skip
+    names = sorted(s.name for s in run_mod.discover([str(pool["seven"])]))
+    assert sorted(reads) == [(n, True) for n in names]
+    assert subset_bytes(out) == subset_bytes(ref)
+    assert (out / "datacard.json").read_text() == (ref / "datacard.json").read_text()
+
+
+def test_the_memory_budget_keeps_the_first_shards_that_fit(pool, tmp_path, monkeypatch):
+    """A budget that fits 3 shards: the first 3 still to match are read once; the others
+    are read for matching (key and text) and again in full to write."""
+    shards = run_mod.discover([str(pool["seven"])])
+    budget = sum(run_mod.decoded_size(s) for s in shards[1:4])
+    monkeypatch.setattr(run_mod.Engine, "pool_memory", property(lambda self: budget))
+    out = tmp_path / "out"
+    cfg = run_mod.Config(
+        pool=(str(pool["seven"]),), out=str(out), metadata=str(pool["md"]), t=50,
+        workers=1, quiet=True,
+    )  # fmt: skip
+    engine = run_mod.Engine(cfg)
+    # Shard 0 is matched already (as in a resumed run): the budget goes to shards 1-3.
+    engine.match_dir.mkdir(parents=True)
+    run_mod.match_shard(shards[0], cfg, engine.md, engine.match_dir, 1)
+    reads = _count_reads(monkeypatch)
+    engine.run()
+    kept = {s.name for s in shards[1:4]}
+    for s in shards:
+        mine = [whole for name, whole in reads if name == s.name]
+        assert mine == ([True] if s.name in kept else [False, True]) if s != shards[0] else [True]
+    ref = tmp_path / "ref"
+    run_cli(
+        "run", str(pool["seven"]), "-m", str(pool["md"]), "-o", str(ref), "--t", "50",
+        "--pool-memory", "0", "-q",
+    )  # fmt: skip
+    assert subset_bytes(out) == subset_bytes(ref)
 
 
 def test_a_failed_read_ahead_leaves_the_read_to_the_write_stage(tmp_path):
@@ -161,11 +228,24 @@ def test_a_failed_read_ahead_leaves_the_read_to_the_write_stage(tmp_path):
     def read(shard):
         raise OSError("disk gone")
 
-    tail = run_mod.TailReads(read, shards, limit=2)
-    tail.start()
-    assert tail.take(shards[-1].name) is None  # waits for the read, then gives it up
-    assert tail.take(shards[-1].name) is None  # taken once
-    assert tail.take(shards[0].name) is None  # never read ahead (limit 2: 2 and 1)
+    tables = run_mod.PoolTables(read, shards, limit=2)
+    tables.start()
+    assert tables.take(shards[-1].name) is None  # waits for the read, then gives it up
+    assert tables.take(shards[-1].name) is None  # taken once
+    assert tables.take(shards[0].name) is None  # never read ahead (limit 2: 2 and 1)
+
+
+def test_the_pool_memory_default_and_its_errors(tmp_path):
+    from metaclip.pipeline.memory import available_memory
+
+    cfg = run_mod.Config(pool=(), out=str(tmp_path), metadata="m")
+    assert cfg.pool_memory_mb is None  # a quarter of available_memory()
+    assert available_memory() > 0  # Linux: /proc/meminfo
+    r = CliRunner().invoke(
+        main, ["run", str(tmp_path), "-m", str(tmp_path), "-o", str(tmp_path / "o"),
+               "--pool-memory", "-1"],
+    )  # fmt: skip
+    assert r.exit_code == 2 and "--pool-memory must be 0 or more" in r.output
 
 
 def test_parquet_bytes_depend_on_rows_not_on_how_they_were_chunked():
@@ -406,6 +486,50 @@ def test_several_texts_per_image(pool, tmp_path):
     assert len(set(subset.column("key").to_pylist())) == subset.num_rows <= 300
     texts = subset.column("text").to_pylist()
     assert "nothing here" not in texts and len(set(texts)) > 10
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "tar", "parquet-lists"])
+def test_other_shards_kept_in_memory_are_read_once(pool, tmp_path, monkeypatch, kind):
+    """JSON-lines and tar shards (read in full to match) and parquet shards with several
+    texts per row are kept as the match stage made their rows: each is read once, with
+    the same subset as a run that reads them again."""
+    from metaclip.pipeline import json_shards
+    from metaclip.pipeline import pool as pool_mod
+
+    src = tmp_path / "pool"
+    src.mkdir()
+    several = kind == "parquet-lists"
+    rows = [
+        {"key": f"k{i}", "text": [t, "w3 w4"] if several else t, "n": i}
+        for i, t in enumerate(pool["texts"][:900])
+    ]
+    for s in range(3):
+        part = rows[s * 300 : (s + 1) * 300]
+        if kind == "jsonl":
+            (src / f"{s}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+        elif kind == "tar":
+            write_tar_shard(src / f"{s}.tar", part)
+        else:
+            pq.write_table(pa.Table.from_pylist(part), src / f"{s}.parquet")
+    args = ["run", str(src), "-m", str(pool["md"]), "--t", "20", "--workers", "2", "-q"]
+    if several:
+        args += ["--unit", "image", "--image-column", "key"]
+    run_cli(*args, "-o", str(tmp_path / "ref"), "--pool-memory", "0")
+    reads: list[str] = []
+
+    def counted(real):
+        def read(path, *a, **k):
+            reads.append(Path(getattr(path, "path", path)).name)  # a Shard or a path
+            return real(path, *a, **k)
+
+        return read
+
+    for mod, name in [(pool_mod, "read_parquet"), (run_mod, "read_parquet"),
+                      (json_shards, "read_jsonl"), (json_shards, "read_tar")]:  # fmt: skip
+        monkeypatch.setattr(mod, name, counted(getattr(mod, name)))
+    run_cli(*args, "-o", str(tmp_path / "kept"))
+    assert sorted(reads) == sorted(p.name for p in src.iterdir())
+    assert subset_bytes(tmp_path / "kept") == subset_bytes(tmp_path / "ref")
 
 
 def test_demo_runs(tmp_path):

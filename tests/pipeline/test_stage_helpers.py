@@ -323,3 +323,27 @@ def test_report_of_a_pool_where_nothing_matched_draws_without_warnings(tmp_path)
         path = report.write_report(tmp_path, card, zeros, zeros)
     assert "curated subset: 0 texts" in path.read_text()
     assert (tmp_path / "report" / "entry_counts.png").stat().st_size > 0
+
+
+def test_available_memory_follows_the_cgroup_limit(tmp_path):
+    """A container's cgroup limit (v2 or v1, at its own path or the root) caps the memory
+    the pipeline budgets with; "max" means no limit."""
+    from metaclip.pipeline.memory import available_memory
+
+    system = available_memory(tmp_path / "none", str(tmp_path / "none"))
+    assert system > 0  # /proc/meminfo
+    root = tmp_path / "cgroup"
+    own = tmp_path / "self-cgroup"
+    own.write_text("4:memory:/job/7\n0::/slurm/job7\n")
+    v2 = root / "slurm" / "job7"
+    v2.mkdir(parents=True)
+    (v2 / "memory.max").write_text("max\n")
+    (v2 / "memory.current").write_text("1000\n")
+    assert abs(available_memory(root, str(own)) - system) < 1 << 30  # no limit
+    (v2 / "memory.max").write_text(f"{3 << 20}\n")
+    assert available_memory(root, str(own)) == (3 << 20) - 1000
+    v1 = root / "memory" / "job" / "7"
+    v1.mkdir(parents=True)
+    (v1 / "memory.limit_in_bytes").write_text(f"{2 << 20}\n")
+    (v1 / "memory.usage_in_bytes").write_text(f"{3 << 20}\n")  # over the limit: no room
+    assert available_memory(root, str(own)) == 0

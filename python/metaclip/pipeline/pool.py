@@ -80,11 +80,26 @@ def count_rows(shard: Shard) -> int | None:
         return None
 
 
+def decoded_size(shard: Shard) -> int | None:
+    """Bytes a parquet shard takes decoded (its footer's uncompressed row-group sizes,
+    close to Arrow's), or None (not parquet, or no readable footer)."""
+    if shard.kind != "parquet":
+        return None
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(shard.path).metadata
+    except Exception:
+        return None
+    return sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+
+
 def read_parquet(
-    shard: Shard, columns: list[str] | None = None, use_threads: bool = True
+    shard: Shard, columns: dict[str, str] | None = None, use_threads: bool = True
 ) -> pa.Table:
     """A parquet shard as stored (string columns holding invalid UTF-8 come back as
-    binary); a missing column or an unreadable file is an ``InputError``."""
+    binary), or only ``columns`` (name → what it is, e.g. "text"); a missing column or an
+    unreadable file is an ``InputError``."""
     import pyarrow.parquet as pq
 
     try:
@@ -93,14 +108,12 @@ def read_parquet(
                 names = f.schema_arrow.names
                 missing = [c for c in columns if c not in names]
                 if missing and f.metadata.num_rows:
-                    raise InputError(
-                        f"{shard.path}: no column {missing[0]!r} (columns: {names}); "
-                        "name the columns with --key-column / --text-column / --lang-column"
-                    )
-                columns = [c for c in columns if c in names]
+                    raise InputError(no_column(shard, missing[0], columns[missing[0]], names))
+                columns = {c: w for c, w in columns.items() if c in names}
             # One chunk per row group: read_table cuts row groups into batches, which the
             # stages would then copy back into one array.
-            return without_views(f.read(columns=columns, use_threads=use_threads))
+            wanted = None if columns is None else list(columns)
+            return without_views(f.read(columns=wanted, use_threads=use_threads))
     except pa.ArrowInvalid as e:
         if "UTF8" not in str(e):
             raise InputError(f"{shard.path}: cannot read parquet ({e})") from None
@@ -113,7 +126,8 @@ def read_parquet(
         [f.with_type(pa.binary()) if pa.types.is_string(f.type) else f for f in schema]
     )
     try:
-        table = pq.read_table(shard.path, schema=as_bytes, columns=columns, use_threads=use_threads)
+        wanted = None if columns is None else list(columns)
+        table = pq.read_table(shard.path, schema=as_bytes, columns=wanted, use_threads=use_threads)
     except (pa.ArrowInvalid, OSError) as e:
         raise InputError(f"{shard.path}: cannot read parquet ({e})") from None
     strings = [
@@ -162,13 +176,22 @@ def read_shard(
     ``use_threads``: decode parquet columns in parallel (off when shards already run in
     parallel: the extra threads only compete)."""
     if shard.kind == "parquet":
-        wanted = [c for c in (cols.key, cols.text, cols.lang, cols.image) if c]
+        # In the order standardize checks them, so that a missing column gets one error.
+        roles = {"text": cols.text, "key": cols.key, "image": cols.image, "lang": cols.lang}
+        wanted = {name: what for what, name in roles.items() if name}
         table = read_parquet(shard, wanted if only_needed else None, use_threads)
-        table = table.append_column("__skip", pa.nulls(table.num_rows, pa.string()))
-    elif shard.kind == "jsonl":
+        return standard_parquet(table, shard, cols, max_text_bytes)
+    if shard.kind == "jsonl":
         table = json_shards.read_jsonl(shard.path, cols, use_threads)
     else:
         table = json_shards.read_tar(shard.path, cols, use_threads)
+    return standardize(table, shard, cols, max_text_bytes)
+
+
+def standard_parquet(table: pa.Table, shard: Shard, cols: Columns, max_text_bytes: int) -> pa.Table:
+    """A table read from a parquet shard with the standard columns added (parquet rows
+    are never skipped as unparsable: ``__skip`` is all null)."""
+    table = table.append_column("__skip", pa.nulls(table.num_rows, pa.string()))
     return standardize(table, shard, cols, max_text_bytes)
 
 
@@ -177,11 +200,15 @@ def _require(table: pa.Table, name: str, shard: Shard, what: str) -> pa.ChunkedA
         if table.num_rows == 0:
             return pa.chunked_array([pa.nulls(0, pa.large_string())])
         shown = [c for c in table.column_names if not c.startswith("__")]
-        raise InputError(
-            f"{shard.path}: no {what} column {name!r} (columns: {shown}); "
-            f"name it with --{what}-column"
-        )
+        raise InputError(no_column(shard, name, what, shown))
     return table.column(name)
+
+
+def no_column(shard: Shard, name: str, what: str, columns: list[str]) -> str:
+    return (
+        f"{shard.path}: no {what} column {name!r} (columns: {columns}); "
+        f"name it with --{what}-column"
+    )
 
 
 def standardize(table: pa.Table, shard: Shard, cols: Columns, max_text_bytes: int) -> pa.Table:

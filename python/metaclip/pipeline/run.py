@@ -18,8 +18,10 @@ Layout of ``out/``::
     subset/part-00000.parquet ...        the curated subset (input order)
     datacard.json, report/               summary and human report
 
-The pool's texts are read twice: key and text columns to match, then every column once
-to write the subset. Sampling works from the match-stage files alone.
+In ``run``, the parquet shards that fit the memory budget (``pool_memory_mb``) are read
+once, in full, by the match stage and kept for the write stage; other shards are read
+twice: key and text columns to match, then every column to write the subset. Sampling
+works from the match-stage files alone.
 
 A stage's per-shard output is written atomically, its ``.json`` last; a shard whose
 ``.json`` exists is skipped on rerun, so a killed run resumes. The write stage resumes
@@ -57,15 +59,18 @@ from metaclip.pipeline.io import (
     save_npz,
     write_json,
 )
+from metaclip.pipeline.memory import available_memory
 from metaclip.pipeline.metadata import Metadata
 from metaclip.pipeline.metadata import load as load_metadata
 from metaclip.pipeline.pool import (
     Columns,
     Shard,
     count_rows,
+    decoded_size,
     discover,
     read_parquet,
     read_shard,
+    standard_parquet,
     standardize,
     without_views,
 )
@@ -105,6 +110,9 @@ class Config:
     # the end of a 5M-row subset on two workers (the CLI default is the same).
     rows_per_file: int = 500_000
     compression: str = "snappy"
+    # MB of decoded pool shards that ``run`` keeps from the match stage for the write
+    # stage (None: a quarter of the memory available; 0: the write stage reads them again).
+    pool_memory_mb: int | None = None
     quiet: bool = False
 
     @property
@@ -203,13 +211,25 @@ def output_schema(shard: Shard, cfg: Config, md: Metadata, read: pa.Table) -> pa
 
 
 def match_shard(
-    shard: Shard, cfg: Config, md: Metadata, match_dir: Path, threads: int, lid=None
+    shard: Shard,
+    cfg: Config,
+    md: Metadata,
+    match_dir: Path,
+    threads: int,
+    lid=None,
+    tables: PoolTables | None = None,
 ) -> int:
     """The match stage for one shard: read, (LID), match; writes the shard's matches with
     its sample keys, sparse counts, subset schema and stats (its ``.json`` last). Returns
-    the rows read."""
+    the rows read. A parquet shard that ``tables`` keeps is read in full and handed to it;
+    other kinds are offered to it as read."""
     file = file_id(shard.path)  # before the read: a file changed meanwhile is read again
-    table = read_shard(shard, cfg.columns, cfg.max_text_bytes, True, use_threads=threads != 1)
+    whole = None
+    if tables is not None and shard.name in tables.keep:
+        whole = read_parquet(shard, None, threads != 1)
+        table = standard_parquet(whole, shard, cfg.columns, cfg.max_text_bytes)
+    else:
+        table = read_shard(shard, cfg.columns, cfg.max_text_bytes, True, threads != 1)
     matches, stats, counts = stages.match_table(table, md, threads, lid)
     matches = matches.append_column("__key", table.column("__key"))
     if not table.column("__image").equals(table.column("__key")):  # else image = key
@@ -219,6 +239,11 @@ def match_shard(
     save_shard_counts(base.with_suffix(".npz"), counts, output_schema(shard, cfg, md, table))
     info = stats.to_json() | {"shard": str(shard.path), "file": file, "rows": table.num_rows}
     write_json(base.with_suffix(".json"), info)
+    if whole is not None:  # as read_for_write gives it
+        several = _is_list(whole.schema.field(cfg.text_column).type)
+        tables.put(shard.name, table if several else whole)  # type: ignore[union-attr]
+    elif tables is not None and shard.kind != "parquet":
+        tables.offer(shard.name, table)  # as read_for_write gives it
     return table.num_rows
 
 
@@ -272,7 +297,7 @@ class SubsetWriter:
     match_dir: Path
     sample_dir: Path
     binary: frozenset[str] = frozenset()
-    tail: TailReads | None = None
+    tables: PoolTables | None = None
 
     def plan(self) -> tuple[list[dict], pa.Schema, int]:
         """(parts, unified schema, total rows). Each part lists (shard, start, length)
@@ -329,13 +354,9 @@ class SubsetWriter:
         """All kept rows of one shard (the shard is read in full, the only time after the
         match stage that texts are read)."""
         cfg, shard = self.cfg, self.shards[name]
-        threads = cfg.workers <= 1
-        table = self.tail.take(name) if self.tail else None
-        if table is None and shard.kind == "parquet":
-            table = read_whole(shard, cfg.workers)
-        if table is None or _is_list(table.schema.field(cfg.text_column).type):
-            # Several texts per image (or not parquet): rows as the match stage made them.
-            table = read_shard(shard, cfg.columns, cfg.max_text_bytes, False, threads)
+        table = self.tables.take(name) if self.tables else None
+        if table is None:
+            table = read_for_write(shard, cfg)
         matches = read_arrow(self.match_dir / f"{name}.arrow")
         if table.num_rows != matches.num_rows:
             raise InputError(
@@ -524,28 +545,73 @@ class WriteTasks:
         return rows
 
 
-def read_whole(shard: Shard, workers: int) -> pa.Table:
-    """Every column of a parquet shard, as the write stage reads it (and ``TailReads`` for
-    it): columns decoded on threads only when shards are not read in parallel."""
-    return read_parquet(shard, None, workers <= 1)
+def read_for_write(shard: Shard, cfg: Config) -> pa.Table:
+    """A shard as the write stage needs it (and ``PoolTables``' tail reads for it): a
+    parquet shard's columns as stored, or where a row holds several texts (or the shard is
+    not parquet) the rows as the match stage made them. Columns are decoded on threads
+    only when shards are not read in parallel."""
+    threads = cfg.workers <= 1
+    if shard.kind == "parquet":
+        table = read_parquet(shard, None, threads)
+        if not _is_list(table.schema.field(cfg.text_column).type):
+            return table
+    return read_shard(shard, cfg.columns, cfg.max_text_bytes, False, threads)
 
 
-class TailReads:
-    """Pool reads for the write stage, done on cores the match stage leaves idle.
+class PoolTables:
+    """Decoded pool shards that the match stage hands to the write stage of the same run,
+    so that fewer shards are read twice.
 
-    A match worker that finds no shard left while others still match starts reading the
-    shards the write stage needs last: its last file is written by one thread, so those
-    reads are on the critical path. At most ``limit`` shards are read (a worker's share
-    of memory each); the write stage takes them, waiting for a read in flight."""
+    - Kept shards: the match stage reads these parquet shards in full and keeps them. They
+      are the first shards in pool order whose decoded sizes (from their footers) fit
+      ``budget`` bytes together; a pool that fits is read once in all. JSON-lines and tar
+      shards are read in full to match anyway: each is kept if the budget left holds it.
+    - Tail reads: a match worker that finds no shard left while others still match reads
+      the shards the write stage needs last (its last file is written by one thread, so
+      those reads are on the critical path); at most ``limit`` (a worker's share of
+      memory each).
 
-    def __init__(self, read: Callable[[Shard], pa.Table], shards: list[Shard], limit: int):
+    The write stage takes each table once, waiting for a read in flight."""
+
+    def __init__(
+        self,
+        read: Callable[[Shard], pa.Table],
+        shards: list[Shard],
+        limit: int,
+        budget: int = 0,
+        keep_from: list[Shard] | None = None,
+    ):
         self.read = read
-        self.queue = [s for s in reversed(shards) if s.kind == "parquet"][:limit]
+        self.keep: set[str] = set()  # parquet shards to read in full and keep
+        self.left = budget
+        for s in keep_from or []:
+            size = decoded_size(s)
+            if size is not None and size <= self.left:
+                self.keep.add(s.name)
+                self.left -= size
+        tail = [s for s in reversed(shards) if s.kind == "parquet" and s.name not in self.keep]
+        self.queue = tail[:limit]
         self.items: dict[str, Future] = {}
         self.lock = threading.Lock()
         self.stopped = threading.Event()  # set when the match stage ends
 
+    def put(self, name: str, table: pa.Table) -> None:
+        """A kept shard's table, as the match stage read it."""
+        fut: Future = Future()
+        fut.set_result(table)
+        with self.lock:
+            self.items[name] = fut
+
+    def offer(self, name: str, table: pa.Table) -> None:
+        """A shard's table (as ``read_shard`` gives it), kept if the budget left holds it."""
+        with self.lock:
+            if table.nbytes > self.left:
+                return
+            self.left -= table.nbytes
+        self.put(name, table)
+
     def start(self) -> None:
+        """Start the tail reads (on a worker's thread)."""
         threading.Thread(target=self._run, daemon=True).start()
 
     def _run(self) -> None:
@@ -561,7 +627,8 @@ class TailReads:
                 fut.set_result(None)
 
     def take(self, name: str) -> pa.Table | None:
-        """The shard's table if it was read ahead (waits for a read in flight), else None."""
+        """The shard's table if it was kept or read ahead (waits for a read in flight),
+        else None."""
         with self.lock:
             fut = self.items.pop(name, None)
         return None if fut is None else fut.result()
@@ -646,12 +713,18 @@ class Engine:
         sample_key = fingerprint(cfg.sample_key(self.md), pool_key)
         self.sample_dir = self.out / "_work" / f"sample-{sample_key}"
         self.lid, self.lid_info = _lid_function(cfg)
-        self.tail: TailReads | None = None  # see match(read_ahead=True)
+        self.tables: PoolTables | None = None  # see match(read_ahead=True)
         cores = os.cpu_count() or 1
         self.threads = cfg.threads or max(1, cores // max(1, cfg.workers))
         self.clean_leftovers()
 
     # -- helpers -------------------------------------------------------------------------
+    @property
+    def pool_memory(self) -> int:
+        """Bytes of decoded shards the match stage may keep for the write stage."""
+        mb = self.cfg.pool_memory_mb
+        return available_memory() // 4 if mb is None else max(0, mb) << 20
+
     @functools.cached_property
     def shard_rows(self) -> dict[str, int | None]:
         """Rows per shard where cheap to know (parquet footers), read once per engine."""
@@ -720,11 +793,13 @@ class Engine:
     # -- stages --------------------------------------------------------------------------
     def match(self, read_ahead: bool = False) -> None:
         """Per shard: (LID), match, per-shard counts and stats. ``read_ahead``: the write
-        stage follows in this process, so workers left idle at the end read its last
-        shards (``TailReads``)."""
+        stage follows in this process, so shards within the memory budget are kept for it
+        and workers left idle at the end read its last shards (``PoolTables``)."""
 
         def run(shard: Shard) -> int:
-            return match_shard(shard, self.cfg, self.md, self.match_dir, self.threads, self.lid)
+            return match_shard(
+                shard, self.cfg, self.md, self.match_dir, self.threads, self.lid, self.tables
+            )
 
         finished = {s.name: self.done(self.match_dir, s) for s in self.shards}
 
@@ -736,15 +811,19 @@ class Engine:
             # releases the GIL); else every worker would wait for it after its read.
             threading.Thread(target=self.md.prebuild, daemon=True).start()
         on_idle = None
-        if read_ahead and self.cfg.workers > 1:
-            workers = self.cfg.workers
-            self.tail = TailReads(lambda s: read_whole(s, workers), self.shards, workers)
-            on_idle = self.tail.start
+        if read_ahead:
+            workers, cfg = self.cfg.workers, self.cfg
+            todo = [s for s in self.shards if not finished[s.name]]
+            self.tables = PoolTables(
+                lambda s: read_for_write(s, cfg), self.shards, workers if workers > 1 else 0,
+                self.pool_memory, todo,
+            )  # fmt: skip
+            on_idle = self.tables.start
         try:
             self._each_shard("match", run, done, on_idle)
         finally:
-            if self.tail is not None:
-                self.tail.stopped.set()
+            if self.tables is not None:
+                self.tables.stopped.set()
 
     def count(self) -> dict[str, np.ndarray]:
         """Global counts = exact sum of the per-shard counts."""
@@ -772,7 +851,7 @@ class Engine:
         shards = {s.name: s for s in self.shards}
         offsets = stages.lang_offsets(self.md)
         return SubsetWriter(
-            self.cfg, offsets, shards, self.match_dir, self.sample_dir, binary, self.tail
+            self.cfg, offsets, shards, self.match_dir, self.sample_dir, binary, self.tables
         )
 
     def write(self) -> list[Path]:
@@ -813,7 +892,7 @@ class Engine:
                     shutil.rmtree(other, ignore_errors=True)
                 return sorted(final.glob("*.parquet"))
         finally:
-            self.tail = None  # shards read ahead but not needed (no kept rows)
+            self.tables = None  # shards kept or read ahead but not needed (no kept rows)
 
     def _write_parts(
         self, writer: SubsetWriter, parts: list[dict], schema: pa.Schema, tmp: Path
