@@ -107,7 +107,7 @@ def run_once(cfg: Config) -> tuple[dict[str, float], dict[str, float], dict]:
     # read_ahead as in metaclip-curate run: shards within the memory budget are read in
     # full and kept for the write stage; idle workers read its last shards of the others.
     timed("match (build matcher; read, match, save)", lambda: engine.match(True))
-    kept = len(engine.tables.keep) if engine.tables else 0
+    kept = len(engine.tables.kept) if engine.tables else 0
     counts = timed("count", engine.count)
     probs, per_lang = timed("balance", lambda: engine.balance(counts))
     timed("sample (coins from the match files)", lambda: engine.sample(probs))

@@ -197,7 +197,11 @@ def test_the_memory_budget_keeps_the_first_shards_that_fit(pool, tmp_path, monke
     """A budget that fits 3 shards: the first 3 still to match are read once; the others
     are read for matching (key and text) and again in full to write."""
     shards = run_mod.discover([str(pool["seven"])])
-    budget = sum(run_mod.decoded_size(s) for s in shards[1:4])
+    # Planned by footer sizes, checked against the tables read: room for both.
+    budget = sum(
+        max(run_mod.decoded_size(s), run_mod.read_for_write(s, run_mod.Config((), "", "")).nbytes)
+        for s in shards[1:4]
+    )
     monkeypatch.setattr(run_mod.Engine, "pool_memory", property(lambda self: budget))
     out = tmp_path / "out"
     cfg = run_mod.Config(
@@ -213,13 +217,46 @@ def test_the_memory_budget_keeps_the_first_shards_that_fit(pool, tmp_path, monke
     kept = {s.name for s in shards[1:4]}
     for s in shards:
         mine = [whole for name, whole in reads if name == s.name]
-        assert mine == ([True] if s.name in kept else [False, True]) if s != shards[0] else [True]
+        want = [True] if s.name in kept or s == shards[0] else [False, True]  # 0: to write
+        assert mine == want, (s.name, mine)
     ref = tmp_path / "ref"
     run_cli(
         "run", str(pool["seven"]), "-m", str(pool["md"]), "-o", str(ref), "--t", "50",
         "--pool-memory", "0", "-q",
     )  # fmt: skip
     assert subset_bytes(out) == subset_bytes(ref)
+
+
+def test_a_shard_bigger_decoded_than_its_footer_says_is_not_kept(pool, tmp_path, monkeypatch):
+    """A dictionary-encoded column is small in the footer but read dense: the budget is
+    checked again on the table read, and a shard that does not fit is read again to
+    write instead."""
+    src = tmp_path / "pool"
+    src.mkdir()
+    texts = pool["texts"][:600]
+    for s in range(2):
+        rows = range(s * 300, (s + 1) * 300)
+        pq.write_table(
+            pa.table({"key": [f"k{i}" for i in rows], "text": [texts[i] for i in rows],
+                      "source": ["x" * 2000] * 300}),
+            src / f"{s}.parquet",
+        )  # fmt: skip
+    shards = run_mod.discover([str(src)])
+    footer = sum(run_mod.decoded_size(s) for s in shards)
+    monkeypatch.setattr(run_mod.Engine, "pool_memory", property(lambda self: footer + 1000))
+    cfg = run_mod.Config(
+        pool=(str(src),), out=str(tmp_path / "out"), metadata=str(pool["md"]), t=20,
+        workers=1, quiet=True,
+    )  # fmt: skip
+    reads = _count_reads(monkeypatch)
+    engine = run_mod.Engine(cfg)
+    engine.run()
+    assert footer < 100_000 < pq.read_table(src / "0.parquet").nbytes
+    assert sorted(reads) == sorted((s.name, whole) for s in shards for whole in (True, True))
+    ref = tmp_path / "ref"
+    run_cli("run", str(src), "-m", str(pool["md"]), "-o", str(ref), "--t", "20",
+            "--pool-memory", "0", "-q")  # fmt: skip
+    assert subset_bytes(tmp_path / "out") == subset_bytes(ref)
 
 
 def test_a_failed_read_ahead_leaves_the_read_to_the_write_stage(tmp_path):

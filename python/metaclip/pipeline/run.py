@@ -225,7 +225,7 @@ def match_shard(
     other kinds are offered to it as read."""
     file = file_id(shard.path)  # before the read: a file changed meanwhile is read again
     whole = None
-    if tables is not None and shard.name in tables.keep:
+    if tables is not None and tables.keeps(shard.name):
         whole = read_parquet(shard, None, threads != 1)
         table = standard_parquet(whole, shard, cfg.columns, cfg.max_text_bytes)
     else:
@@ -241,7 +241,7 @@ def match_shard(
     write_json(base.with_suffix(".json"), info)
     if whole is not None:  # as read_for_write gives it
         several = _is_list(whole.schema.field(cfg.text_column).type)
-        tables.put(shard.name, table if several else whole)  # type: ignore[union-attr]
+        tables.offer(shard.name, table if several else whole)  # type: ignore[union-attr]
     elif tables is not None and shard.kind != "parquet":
         tables.offer(shard.name, table)  # as read_for_write gives it
     return table.num_rows
@@ -564,8 +564,10 @@ class PoolTables:
 
     - Kept shards: the match stage reads these parquet shards in full and keeps them. They
       are the first shards in pool order whose decoded sizes (from their footers) fit
-      ``budget`` bytes together; a pool that fits is read once in all. JSON-lines and tar
-      shards are read in full to match anyway: each is kept if the budget left holds it.
+      ``budget`` bytes together; a pool that fits is read once in all. A shard that turns
+      out bigger decoded (a dictionary-encoded column is read dense) is kept only if the
+      budget still holds it. JSON-lines and tar shards are read in full to match anyway:
+      each is kept if the budget left holds it.
     - Tail reads: a match worker that finds no shard left while others still match reads
       the shards the write stage needs last (its last file is written by one thread, so
       those reads are on the critical path); at most ``limit`` (a worker's share of
@@ -582,33 +584,40 @@ class PoolTables:
         keep_from: list[Shard] | None = None,
     ):
         self.read = read
-        self.keep: set[str] = set()  # parquet shards to read in full and keep
+        self.planned: dict[str, int] = {}  # parquet shards to read in full and keep
+        self.kept: list[str] = []  # shards kept (as offered)
         self.left = budget
         for s in keep_from or []:
+            if s.kind != "parquet":
+                continue
             size = decoded_size(s)
-            if size is not None and size <= self.left:
-                self.keep.add(s.name)
-                self.left -= size
-        tail = [s for s in reversed(shards) if s.kind == "parquet" and s.name not in self.keep]
+            if size is None or size > self.left:
+                break  # a prefix: footers are read only up to the first shard left out
+            self.planned[s.name] = size
+            self.left -= size
+        tail = [s for s in reversed(shards) if s.kind == "parquet" and not self.keeps(s.name)]
         self.queue = tail[:limit]
         self.items: dict[str, Future] = {}
         self.lock = threading.Lock()
         self.stopped = threading.Event()  # set when the match stage ends
 
-    def put(self, name: str, table: pa.Table) -> None:
-        """A kept shard's table, as the match stage read it."""
+    def keeps(self, name: str) -> bool:
+        """Whether the match stage should read this shard in full and ``offer`` it."""
+        return name in self.planned
+
+    def offer(self, name: str, table: pa.Table) -> None:
+        """A shard's table as the write stage needs it (see ``read_for_write``), kept if
+        the budget (with what was planned for it) holds it."""
         fut: Future = Future()
         fut.set_result(table)
         with self.lock:
-            self.items[name] = fut
-
-    def offer(self, name: str, table: pa.Table) -> None:
-        """A shard's table (as ``read_shard`` gives it), kept if the budget left holds it."""
-        with self.lock:
-            if table.nbytes > self.left:
+            room = self.left + self.planned.pop(name, 0)
+            if table.nbytes > room:
+                self.left = room
                 return
-            self.left -= table.nbytes
-        self.put(name, table)
+            self.left = room - table.nbytes
+            self.items[name] = fut
+            self.kept.append(name)
 
     def start(self) -> None:
         """Start the tail reads (on a worker's thread)."""
