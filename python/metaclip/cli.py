@@ -83,10 +83,10 @@ def _options(f):
                      type=click.Choice(["snappy", "zstd", "lz4", "gzip", "brotli", "none"]),
                      help="Parquet compression of the subset files."),
         click.option("--pool-memory", "pool_memory_mb", type=int, default=None, metavar="MB",
-                     help="`run`: memory for parquet shards that the match stage reads in "
-                          "full and keeps for the write stage (decoded size), so they are "
-                          "read once; other shards are read again to write. Default: a "
-                          "quarter of the available memory; 0: read every shard twice."),
+                     help="`run`, embedded engine: memory for pool shards that the match "
+                          "stage keeps for the write stage (decoded size), so they are read "
+                          "once; other shards are read again to write. Default: a quarter "
+                          "of the available memory; 0: read every shard twice."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bars."),
     ]  # fmt: skip
     f = click.option(

@@ -351,8 +351,8 @@ class SubsetWriter:
         raise InputError("the pool shards have columns of incompatible types")
 
     def shard_subset(self, name: str) -> pa.Table:
-        """All kept rows of one shard (the shard is read in full, the only time after the
-        match stage that texts are read)."""
+        """All kept rows of one shard: from the table the match stage kept, else the shard
+        read in full (the only time after the match stage that texts are read)."""
         cfg, shard = self.cfg, self.shards[name]
         table = self.tables.take(name) if self.tables else None
         if table is None:
