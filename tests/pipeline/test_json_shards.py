@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from metaclip.pipeline import json_shards as js
@@ -212,6 +212,9 @@ JSON_ROWS = st.lists(
 
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 @given(rows=JSON_ROWS, as_tar=st.booleans())
+# Found by this test: an integer above 2**53 among floats, which pyarrow rounds.
+@example(rows=[{"key": None, "b": [9007199254740993, 0.0]}], as_tar=False)
+@example(rows=[{"b": -9007199254740993}, {"b": 0.5}], as_tar=True)
 def test_fast_path_equals_the_row_path_on_any_json(tmp_path_factory, rows, as_tar):
     tmp = tmp_path_factory.mktemp("j")
     if as_tar:

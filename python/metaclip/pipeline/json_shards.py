@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 
 # JSON-lines blocks parsed at once: a line must fit in one (longer ones go row by row).
 JSONL_BLOCK = 16 << 20
-INT64_LIMIT = 2.0**63
+# Integers above 2**53 do not fit a double exactly: the row-by-row path keeps a float
+# column holding such an integer as JSON text (``pa.array`` refuses to round it).
+EXACT_LIMIT = 2.0**53
 
 
 def _json_rows(lines: list[bytes]) -> list[dict]:
@@ -116,8 +118,8 @@ def _arrow_json(source: Path | pa.Buffer, cols: Columns, use_threads: bool) -> p
     """JSON lines (a file or a buffer) read by pyarrow, typed as the row-by-row path types
     them; None where only that path builds the right table: a line that is not a JSON
     object, a column whose type changes between rows, a text that is not a string (a
-    counted skip there), an integer beyond int64 (pyarrow would round it to a float; kept
-    as its JSON text there), a nested string that pyarrow reads as a timestamp, a list of
+    counted skip there), an integer beyond int64, or beyond 2**53 among floats (pyarrow
+    would round it to a float; kept as its JSON text there), a nested string that pyarrow reads as a timestamp, a list of
     nothing but nulls, or no rows. Top-level strings that pyarrow reads as timestamps are
     read again as strings; a table with lists is read again with its inferred types."""
     import pyarrow.json as pj
@@ -182,12 +184,13 @@ def _has_type(t: pa.DataType, test) -> bool:
 
 
 def _has_huge_float(col: pa.ChunkedArray | pa.Array) -> bool:
-    """Whether a float in ``col`` (at any depth) is beyond int64, as a rounded integer
-    literal would be."""
+    """Whether a float in ``col`` (at any depth) is at least 2**53: where it was an integer
+    literal (beyond int64, or mixed with floats), pyarrow rounded it. Float literals that
+    large take the row-by-row path too, which types them the same."""
     t = col.type
     if pa.types.is_floating(t):
         top = pc.max(pc.abs(col)).as_py()
-        return top is not None and top >= INT64_LIMIT
+        return top is not None and top >= EXACT_LIMIT
     if pa.types.is_struct(t):
         return any(_has_huge_float(pc.struct_field(col, [i])) for i in range(t.num_fields))
     if pa.types.is_list(t) or pa.types.is_large_list(t):
