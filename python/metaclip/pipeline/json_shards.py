@@ -119,8 +119,8 @@ def _arrow_json(source: Path | pa.Buffer, cols: Columns, use_threads: bool) -> p
     them; None where only that path builds the right table: a line that is not a JSON
     object, a column whose type changes between rows, a text that is not a string (a
     counted skip there), an integer beyond int64, or beyond 2**53 among floats (pyarrow
-    would round it to a float; kept as its JSON text there), a nested string that pyarrow reads as a timestamp, a list of
-    nothing but nulls, or no rows. Top-level strings that pyarrow reads as timestamps are
+    would round it to a float; kept as its JSON text there), a nested string that
+    pyarrow reads as a timestamp, a list of nothing but nulls, or no rows. Top-level strings that pyarrow reads as timestamps are
     read again as strings; a table with lists is read again with its inferred types."""
     import pyarrow.json as pj
 
