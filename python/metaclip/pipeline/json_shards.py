@@ -120,8 +120,9 @@ def _arrow_json(source: Path | pa.Buffer, cols: Columns, use_threads: bool) -> p
     object, a column whose type changes between rows, a text that is not a string (a
     counted skip there), an integer beyond int64, or beyond 2**53 among floats (pyarrow
     would round it to a float; kept as its JSON text there), a nested string that
-    pyarrow reads as a timestamp, a list of nothing but nulls, or no rows. Top-level strings that pyarrow reads as timestamps are
-    read again as strings; a table with lists is read again with its inferred types."""
+    pyarrow reads as a timestamp, a list of nothing but nulls, or no rows. Top-level
+    strings that pyarrow reads as timestamps are read again as strings; a table with
+    lists is read again with its inferred types."""
     import pyarrow.json as pj
 
     def read(explicit: pa.Schema | None = None) -> pa.Table:
