@@ -199,7 +199,10 @@ def test_the_memory_budget_keeps_the_first_shards_that_fit(pool, tmp_path, monke
     shards = run_mod.discover([str(pool["seven"])])
     # Planned by footer sizes, checked against the tables read: room for both.
     budget = sum(
-        max(run_mod.decoded_size(s), run_mod.read_for_write(s, run_mod.Config((), "", "")).nbytes)
+        max(
+            run_mod.read_footer(s).decoded_bytes,
+            run_mod.read_for_write(s, run_mod.Config((), "", "")).nbytes,
+        )
         for s in shards[1:4]
     )
     monkeypatch.setattr(run_mod.Engine, "pool_memory", property(lambda self: budget))
@@ -242,7 +245,7 @@ def test_a_shard_bigger_decoded_than_its_footer_says_is_not_kept(pool, tmp_path,
             src / f"{s}.parquet",
         )  # fmt: skip
     shards = run_mod.discover([str(src)])
-    footer = sum(run_mod.decoded_size(s) for s in shards)
+    footer = sum(run_mod.read_footer(s).decoded_bytes for s in shards)
     monkeypatch.setattr(run_mod.Engine, "pool_memory", property(lambda self: footer + 1000))
     cfg = run_mod.Config(
         pool=(str(src),), out=str(tmp_path / "out"), metadata=str(pool["md"]), t=20,

@@ -68,21 +68,16 @@ def discover(spec: str | Path | list[str | Path]) -> list[Shard]:
     return [Shard(p, SUFFIXES[p.suffix], i) for i, p in enumerate(paths)]
 
 
-def count_rows(shard: Shard) -> int | None:
-    """Rows in a shard when cheap to know (parquet footer), else None."""
-    if shard.kind != "parquet":
-        return None
-    import pyarrow.parquet as pq
+@dataclass(frozen=True)
+class Footer:
+    """What a parquet shard's footer tells without reading its data."""
 
-    try:
-        return pq.ParquetFile(shard.path).metadata.num_rows
-    except Exception:
-        return None
+    rows: int
+    decoded_bytes: int  # the row groups' uncompressed sizes, close to Arrow's
 
 
-def decoded_size(shard: Shard) -> int | None:
-    """Bytes a parquet shard takes decoded (its footer's uncompressed row-group sizes,
-    close to Arrow's), or None (not parquet, or no readable footer)."""
+def read_footer(shard: Shard) -> Footer | None:
+    """The footer of a parquet shard; None for other kinds or an unreadable footer."""
     if shard.kind != "parquet":
         return None
     import pyarrow.parquet as pq
@@ -91,7 +86,8 @@ def decoded_size(shard: Shard) -> int | None:
         meta = pq.ParquetFile(shard.path).metadata
     except Exception:
         return None
-    return sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    return Footer(meta.num_rows, size)
 
 
 def read_parquet(
@@ -102,6 +98,7 @@ def read_parquet(
     unreadable file is an ``InputError``."""
     import pyarrow.parquet as pq
 
+    wanted = None if columns is None else list(columns)
     try:
         with pq.ParquetFile(shard.path) as f:
             if columns is not None:
@@ -109,10 +106,9 @@ def read_parquet(
                 missing = [c for c in columns if c not in names]
                 if missing and f.metadata.num_rows:
                     raise InputError(no_column(shard, missing[0], columns[missing[0]], names))
-                columns = {c: w for c, w in columns.items() if c in names}
+                wanted = [c for c in columns if c in names]
             # One chunk per row group: read_table cuts row groups into batches, which the
             # stages would then copy back into one array.
-            wanted = None if columns is None else list(columns)
             return without_views(f.read(columns=wanted, use_threads=use_threads))
     except pa.ArrowInvalid as e:
         if "UTF8" not in str(e):
@@ -126,7 +122,6 @@ def read_parquet(
         [f.with_type(pa.binary()) if pa.types.is_string(f.type) else f for f in schema]
     )
     try:
-        wanted = None if columns is None else list(columns)
         table = pq.read_table(shard.path, schema=as_bytes, columns=wanted, use_threads=use_threads)
     except (pa.ArrowInvalid, OSError) as e:
         raise InputError(f"{shard.path}: cannot read parquet ({e})") from None

@@ -64,10 +64,10 @@ from metaclip.pipeline.metadata import Metadata
 from metaclip.pipeline.metadata import load as load_metadata
 from metaclip.pipeline.pool import (
     Columns,
+    Footer,
     Shard,
-    count_rows,
-    decoded_size,
     discover,
+    read_footer,
     read_parquet,
     read_shard,
     standard_parquet,
@@ -582,6 +582,7 @@ class PoolTables:
         limit: int,
         budget: int = 0,
         keep_from: list[Shard] | None = None,
+        footers: dict[str, Footer | None] | None = None,
     ):
         self.read = read
         self.planned: dict[str, int] = {}  # parquet shards to read in full and keep
@@ -590,11 +591,11 @@ class PoolTables:
         for s in keep_from or []:
             if s.kind != "parquet":
                 continue
-            size = decoded_size(s)
-            if size is None or size > self.left:
-                break  # a prefix: footers are read only up to the first shard left out
-            self.planned[s.name] = size
-            self.left -= size
+            footer = (footers or {}).get(s.name)
+            if footer is None or footer.decoded_bytes > self.left:
+                break  # the first shards in pool order, as the write stage needs them
+            self.planned[s.name] = footer.decoded_bytes
+            self.left -= footer.decoded_bytes
         tail = [s for s in reversed(shards) if s.kind == "parquet" and not self.keeps(s.name)]
         self.queue = tail[:limit]
         self.items: dict[str, Future] = {}
@@ -735,9 +736,9 @@ class Engine:
         return available_memory() // 4 if mb is None else max(0, mb) << 20
 
     @functools.cached_property
-    def shard_rows(self) -> dict[str, int | None]:
-        """Rows per shard where cheap to know (parquet footers), read once per engine."""
-        return {s.name: count_rows(s) for s in self.shards}
+    def footers(self) -> dict[str, Footer | None]:
+        """Each shard's parquet footer (rows, decoded size), read once per engine."""
+        return {s.name: read_footer(s) for s in self.shards}
 
     def done(self, work_dir: Path, shard: Shard) -> bool:
         """Whether a stage's output for ``shard`` is in ``work_dir``: its record exists and
@@ -748,7 +749,7 @@ class Engine:
     def _known_rows(self, done: list[Shard]) -> tuple[int | None, int]:
         """(texts in the pool where known, texts of the ``done`` shards), from the parquet
         footers or else the match stage's records (each read once)."""
-        rows = dict(self.shard_rows)
+        rows = {name: f.rows if f else None for name, f in self.footers.items()}
         for name, n in rows.items():
             info = self.match_dir / f"{name}.json"
             if n is None and info.exists():
@@ -825,7 +826,7 @@ class Engine:
             todo = [s for s in self.shards if not finished[s.name]]
             self.tables = PoolTables(
                 lambda s: read_for_write(s, cfg), self.shards, workers if workers > 1 else 0,
-                self.pool_memory, todo,
+                self.pool_memory, todo, self.footers,
             )  # fmt: skip
             on_idle = self.tables.start
         try:
