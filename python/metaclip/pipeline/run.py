@@ -239,9 +239,8 @@ def match_shard(
     save_shard_counts(base.with_suffix(".npz"), counts, output_schema(shard, cfg, md, table))
     info = stats.to_json() | {"shard": str(shard.path), "file": file, "rows": table.num_rows}
     write_json(base.with_suffix(".json"), info)
-    if whole is not None:  # as read_for_write gives it
-        several = _is_list(whole.schema.field(cfg.text_column).type)
-        tables.offer(shard.name, table if several else whole)  # type: ignore[union-attr]
+    if whole is not None:
+        tables.offer(shard.name, for_write(whole, shard, cfg, table))  # type: ignore[union-attr]
     elif tables is not None and shard.kind != "parquet":
         tables.offer(shard.name, table)  # as read_for_write gives it
     return table.num_rows
@@ -546,16 +545,24 @@ class WriteTasks:
 
 
 def read_for_write(shard: Shard, cfg: Config) -> pa.Table:
-    """A shard as the write stage needs it (and ``PoolTables``' tail reads for it): a
-    parquet shard's columns as stored, or where a row holds several texts (or the shard is
-    not parquet) the rows as the match stage made them. Columns are decoded on threads
-    only when shards are not read in parallel."""
+    """A shard as the write stage needs it (and ``PoolTables``' tail reads for it), read
+    once: see ``for_write``; a shard that is not parquet, as the match stage makes its
+    rows. Columns are decoded on threads only when shards are not read in parallel."""
     threads = cfg.workers <= 1
     if shard.kind == "parquet":
-        table = read_parquet(shard, None, threads)
-        if not _is_list(table.schema.field(cfg.text_column).type):
-            return table
+        return for_write(read_parquet(shard, None, threads), shard, cfg)
     return read_shard(shard, cfg.columns, cfg.max_text_bytes, False, threads)
+
+
+def for_write(whole: pa.Table, shard: Shard, cfg: Config, rows: pa.Table | None = None) -> pa.Table:
+    """What the write stage needs of a parquet shard read in full: its columns as stored,
+    or where a row holds several texts the rows as the match stage makes them (``rows``
+    when already made)."""
+    if not _is_list(whole.schema.field(cfg.text_column).type):
+        return whole
+    if rows is None:
+        rows = standard_parquet(whole, shard, cfg.columns, cfg.max_text_bytes)
+    return rows
 
 
 class PoolTables:
