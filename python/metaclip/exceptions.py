@@ -1,17 +1,11 @@
 """Exception hierarchy shared by the Python package and the Rust core.
 
-The Rust glue raises ``MetaclipError`` subclasses defined in ``metaclip._core``; they are
-re-exported here so users never import from the private module.
+The classes are defined in the compiled module (``metaclip._core``), which raises them;
+they are re-exported here, where they say they live (``__module__``), so users never import
+from the private module. ``MetadataError``, ``InputError`` and ``ModelError`` are also
+``ValueError`` subclasses; ``ModelError`` is a bad language-identification model file.
 """
 
+from metaclip._core import InputError, MetaclipError, MetadataError, ModelError
 
-class MetaclipError(Exception):
-    """Base class of every error metaclip raises on purpose."""
-
-
-class MetadataError(MetaclipError, ValueError):
-    """A metadata file or list is malformed (duplicates, bad JSON, bad line)."""
-
-
-class InputError(MetaclipError, ValueError):
-    """A pool shard or its columns cannot be used (names the file and row)."""
+__all__ = ["InputError", "MetaclipError", "MetadataError", "ModelError"]

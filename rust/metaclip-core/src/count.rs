@@ -21,9 +21,9 @@ pub fn count_rows(offsets: &[i64], ids: &[u32], keep: &[u8], n_entries: usize) -
     Ok(counts)
 }
 
-/// The entries that occur in `ids` (all of them, or with `rows` = (CSR offsets, keep
-/// byte per row) those of the kept rows) and their counts, ascending by id: the nonzero
-/// part of [`count_ids`] / [`count_rows`].
+/// The entries that occur in `ids` (all of them, or with `offsets` and `keep` (CSR offsets,
+/// keep byte per row; both or neither) those of the kept rows) and their counts, ascending
+/// by id: the nonzero part of [`count_ids`] / [`count_rows`].
 ///
 /// For few ids (a small shard) against many entries: a fresh dense array over every entry
 /// (500k and more) costs more than the counting. Here the dense counts and a bitmap of the
@@ -32,11 +32,13 @@ pub fn count_rows(offsets: &[i64], ids: &[u32], keep: &[u8], n_entries: usize) -
 pub fn count_sparse(
     ids: &[u32],
     n_entries: usize,
-    rows: Option<(&[i64], &[u8])>,
+    offsets: Option<&[i64]>,
+    keep: Option<&[u8]>,
 ) -> Result<(Vec<u32>, Vec<u64>)> {
-    let ranges: Vec<Range<usize>> = match rows {
-        None => std::iter::once(0..ids.len()).collect(),
-        Some((offsets, keep)) => kept_ranges(offsets, ids, keep)?.collect(),
+    let ranges: Vec<Range<usize>> = match (offsets, keep) {
+        (None, None) => std::iter::once(0..ids.len()).collect(),
+        (Some(offsets), Some(keep)) => kept_ranges(offsets, ids, keep)?.collect(),
+        _ => return Err(Error::invalid("give both offsets and keep, or neither")),
     };
     SCRATCH.with(|cell| {
         let mut guard = cell.borrow_mut();
@@ -131,46 +133,26 @@ pub fn kept_ranges<'a>(
         .map(|(row, _)| offsets[row] as usize..offsets[row + 1] as usize))
 }
 
-/// The rows of a CSR list (`offsets`, `ids`) where `keep` (one byte per row, 0 = drop) is
-/// set, as a new CSR list.
-pub fn select_rows(offsets: &[i64], ids: &[u32], keep: &[u8]) -> Result<(Vec<i64>, Vec<u32>)> {
-    let kept = kept_ranges(offsets, ids, keep)?;
-    let mut out_offsets = vec![0i64];
-    let mut out_ids = Vec::with_capacity(kept.clone().map(|r| r.len()).sum());
-    for r in kept {
-        out_ids.extend_from_slice(&ids[r]);
-        out_offsets.push(out_ids.len() as i64);
-    }
-    Ok((out_offsets, out_ids))
-}
-
-/// Add `other` into `acc` (exact, order-independent).
-pub fn merge_into(acc: &mut [u64], other: &[u64]) -> Result<()> {
-    if acc.len() != other.len() {
-        return Err(Error::invalid(format!(
-            "cannot merge counts of {} and {} entries",
-            acc.len(),
-            other.len()
-        )));
-    }
-    for (a, b) in acc.iter_mut().zip(other) {
-        *a = a
-            .checked_add(*b)
-            .ok_or_else(|| Error::invalid("count overflow"))?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The rows of a CSR list (`offsets`, `ids`) where `keep` (one byte per row, 0 = drop) is
+    /// set, as a new CSR list.
+    fn select_rows(offsets: &[i64], ids: &[u32], keep: &[u8]) -> Result<(Vec<i64>, Vec<u32>)> {
+        let kept = kept_ranges(offsets, ids, keep)?;
+        let mut out_offsets = vec![0i64];
+        let mut out_ids = Vec::with_capacity(kept.clone().map(|r| r.len()).sum());
+        for r in kept {
+            out_ids.extend_from_slice(&ids[r]);
+            out_offsets.push(out_ids.len() as i64);
+        }
+        Ok((out_offsets, out_ids))
+    }
+
     #[test]
-    fn counts_and_merges() {
-        let mut a = count_ids(&[0, 2, 2], 3).unwrap();
-        assert_eq!(a, vec![1, 0, 2]);
-        merge_into(&mut a, &[1, 1, 1]).unwrap();
-        assert_eq!(a, vec![2, 1, 3]);
+    fn counts_ids() {
+        assert_eq!(count_ids(&[0, 2, 2], 3).unwrap(), vec![1, 0, 2]);
         assert!(count_ids(&[3], 3).is_err());
     }
 
@@ -206,17 +188,22 @@ mod tests {
         let keep: Vec<u8> = (0..50).map(|r| (r % 3 == 0) as u8).collect();
         for n in [1300, 70_000, 1300, 100_000] {
             // A larger call in between leaves the scratch bigger (and zero) for the next.
-            let got = count_sparse(&ids, n, None).unwrap();
+            let got = count_sparse(&ids, n, None, None).unwrap();
             assert_eq!(got, dense_to_sparse(count_ids(&ids, n).unwrap()));
-            let got = count_sparse(&ids, n, Some((&offsets, &keep))).unwrap();
+            let got = count_sparse(&ids, n, Some(&offsets), Some(&keep)).unwrap();
             assert_eq!(
                 got,
                 dense_to_sparse(count_rows(&offsets, &ids, &keep, n).unwrap())
             );
         }
-        assert!(count_sparse(&[1, 5], 3, None).is_err());
+        assert!(count_sparse(&[1, 5], 3, None, None).is_err());
         // The failed call counted nothing.
-        assert_eq!(count_sparse(&[1, 1], 3, None).unwrap(), (vec![1], vec![2]));
-        assert_eq!(count_sparse(&[], 3, None).unwrap(), (vec![], vec![]));
+        assert_eq!(
+            count_sparse(&[1, 1], 3, None, None).unwrap(),
+            (vec![1], vec![2])
+        );
+        assert_eq!(count_sparse(&[], 3, None, None).unwrap(), (vec![], vec![]));
+        assert!(count_sparse(&ids, 1300, Some(&offsets), None).is_err());
+        assert!(count_sparse(&ids, 1300, None, Some(&keep)).is_err());
     }
 }

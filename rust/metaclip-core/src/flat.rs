@@ -12,6 +12,7 @@ struct Slot<V> {
     val: V,
 }
 
+/// The map: `u64` keys (never [`EMPTY`]) to `Copy` values, the hash given by the caller.
 pub struct FlatMap<V: Copy + Default> {
     slots: Vec<Slot<V>>,
     mask: usize,
@@ -19,6 +20,7 @@ pub struct FlatMap<V: Copy + Default> {
 }
 
 impl<V: Copy + Default> FlatMap<V> {
+    /// An empty map (16 slots).
     pub fn new() -> Self {
         FlatMap {
             slots: empty_slots(16),
@@ -27,10 +29,12 @@ impl<V: Copy + Default> FlatMap<V> {
         }
     }
 
+    /// Number of keys stored.
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// True when no key is stored.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -40,6 +44,7 @@ impl<V: Copy + Default> FlatMap<V> {
         self.slots.iter().map(|s| s.key).filter(|&k| k != EMPTY)
     }
 
+    /// Heap bytes held by the slots.
     pub fn memory_bytes(&self) -> usize {
         self.slots.capacity() * std::mem::size_of::<Slot<V>>()
     }
@@ -79,6 +84,7 @@ impl<V: Copy + Default> FlatMap<V> {
         }
     }
 
+    /// Like [`FlatMap::find`], for changing the value in place.
     #[inline]
     pub fn find_mut(
         &mut self,

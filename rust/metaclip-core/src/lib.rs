@@ -4,6 +4,8 @@
 //! the n-gram statistics used to build metadata (§1). No Python here: the `metaclip-py`
 //! crate is a thin binding over this one.
 
+#![warn(missing_docs)]
+
 pub mod count;
 pub mod dedup;
 pub mod error;
@@ -16,6 +18,7 @@ pub mod pool;
 pub mod sample;
 pub mod spacing;
 pub mod tar_json;
+pub mod texts;
 pub mod threshold;
 
 pub use error::{Error, Result};

@@ -104,7 +104,8 @@ pub fn parse_lines<'a>(bytes: &'a [u8], path: &Path) -> Result<Vec<&'a str>> {
 }
 
 /// UTF-8 text, one entry per line (`\n` or `\r\n`); a blank line is an error.
-pub fn load_lines(path: &Path) -> Result<Vec<String>> {
+#[cfg(test)]
+fn load_lines(path: &Path) -> Result<Vec<String>> {
     let bytes = read(path)?;
     Ok(parse_lines(&bytes, path)?
         .into_iter()

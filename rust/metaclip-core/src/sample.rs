@@ -22,6 +22,7 @@ use crate::pool;
 /// The entry id whose coin picks a text for image-level sampling.
 pub const PICK_ID: u32 = u32::MAX;
 
+/// The splitmix64 finaliser: a bijective mix of 64 bits.
 #[inline]
 pub fn splitmix64(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -36,6 +37,7 @@ pub fn key_hash(seed: u64, key: &[u8]) -> u64 {
     xxh3_64_with_seed(key, seed)
 }
 
+/// The coin of (key hash, entry, epoch) as 64 random bits (see the module docs).
 #[inline]
 pub fn coin64(key_hash: u64, entry: u32, epoch: u32) -> u64 {
     let x = ((epoch as u64) << 32) | entry as u64;
@@ -100,7 +102,7 @@ pub fn sample_pairs(
     }))
 }
 
-/// P(keep) = 1 − Π(1 − p[e]) per row of a CSR (0 for a row without ids). The product runs
+/// P(keep) = `1 − Π(1 − p[e])` per row of a CSR (0 for a row without ids). The product runs
 /// over the row's ids in order, so a row's value never depends on other rows.
 pub fn keep_probability(
     offsets: &[i64],

@@ -156,8 +156,9 @@ fn special_mask(b: &[u8], at: usize) -> u32 {
     mask
 }
 
-/// `spacing(text.strip())` as a `String` (for tests and small callers).
-pub fn spaced(text: &str) -> String {
+/// `spacing(text.strip())` as a `String`.
+#[cfg(test)]
+fn spaced(text: &str) -> String {
     let mut out = Vec::new();
     spaced_into(text, false, &mut out);
     // Only ASCII bytes were inserted or replaced, so the bytes stay valid UTF-8.

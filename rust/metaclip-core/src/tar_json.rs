@@ -19,10 +19,12 @@ use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 /// Extensions (lower case) of the image members whose names the rows get.
 const IMAGES: [&str; 4] = ["jpg", "jpeg", "png", "webp"];
 
+/// The JSON members of one tar, as JSON lines, and the names of its images.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct TarJson {
     /// One line per JSON member, in archive order.
     pub lines: Vec<u8>,
+    /// Number of lines (JSON members).
     pub rows: usize,
     /// Top-level fields of the first member (the added key field included).
     pub first_fields: usize,

@@ -4,15 +4,17 @@
 use std::path::PathBuf;
 
 use metaclip_core::lid::{self, fasttext, Backend, Identified, Mapping, Options};
-use metaclip_core::matcher::Packed;
+use metaclip_core::texts::Packed;
+use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyList};
 
-use crate::{as_slice, bytes_of, pack_strings, to_py, MACRO_CHUNK};
+use crate::buffers::{as_slice, bytes_of, in_chunks, pack_strings};
+use crate::error::to_py;
 
 /// A language identifier: backend + mapping + threshold.
 #[pyclass(frozen, module = "metaclip._core")]
-struct LanguageIdentifier {
+pub struct LanguageIdentifier {
     inner: lid::Identifier,
 }
 
@@ -29,13 +31,11 @@ impl LanguageIdentifier {
         let packed = Packed::new(data, offsets).map_err(|e| to_py(py, e))?;
         let n = offsets.len() - 1;
         let mut all = Identified::default();
-        for start in (0..n).step_by(MACRO_CHUNK) {
-            let range = start..(start + MACRO_CHUNK).min(n);
-            let part = py.detach(|| self.inner.identify_batch(&packed, range, threads));
+        let work = |range| self.inner.identify_batch(&packed, range, threads);
+        in_chunks(py, n, work, |part| {
             all.lang.extend_from_slice(&part.lang);
             all.conf.extend_from_slice(&part.conf);
-            py.check_signals()?;
-        }
+        })?;
         Ok((bytes_of(py, &all.lang), bytes_of(py, &all.conf)))
     }
 }
@@ -55,28 +55,8 @@ impl LanguageIdentifier {
         script_shortcut: bool,
     ) -> PyResult<Self> {
         let build = || -> metaclip_core::Result<lid::Identifier> {
-            let backend = match (backend, model_path) {
-                ("fasttext", Some(p)) => Backend::FastText(Box::new(fasttext::Model::load(&p)?)),
-                ("fasttext", None) => {
-                    return Err(metaclip_core::Error::invalid("fasttext needs a model path"))
-                }
-                ("whatlang", _) => Backend::Whatlang,
-                (other, _) => {
-                    return Err(metaclip_core::Error::invalid(format!(
-                        "unknown LID backend {other:?} (fasttext or whatlang)"
-                    )))
-                }
-            };
-            let mapping = match (mapping_path, mapping_pairs) {
-                (Some(p), None) => Mapping::load(&p)?,
-                (None, Some(pairs)) => Mapping::from_pairs(pairs)?,
-                (None, None) => Mapping::builtin(),
-                (Some(_), Some(_)) => {
-                    return Err(metaclip_core::Error::invalid(
-                        "give a mapping path or mapping pairs, not both",
-                    ))
-                }
-            };
+            let backend = Backend::open(backend, model_path.as_deref())?;
+            let mapping = Mapping::from_path_or_pairs(mapping_path.as_deref(), mapping_pairs)?;
             let options = Options {
                 threshold,
                 script_shortcut,
@@ -146,8 +126,8 @@ impl LanguageIdentifier {
     fn identify_packed<'py>(
         &self,
         py: Python<'py>,
-        data: pyo3::buffer::PyBuffer<u8>,
-        offsets: pyo3::buffer::PyBuffer<i64>,
+        data: PyBuffer<u8>,
+        offsets: PyBuffer<i64>,
         threads: usize,
     ) -> PyResult<LangConf<'py>> {
         self.run(py, as_slice(&data)?, as_slice(&offsets)?, threads)
@@ -157,8 +137,8 @@ impl LanguageIdentifier {
     fn map_codes_packed<'py>(
         &self,
         py: Python<'py>,
-        data: pyo3::buffer::PyBuffer<u8>,
-        offsets: pyo3::buffer::PyBuffer<i64>,
+        data: PyBuffer<u8>,
+        offsets: PyBuffer<i64>,
     ) -> PyResult<Bound<'py, PyByteArray>> {
         let packed =
             Packed::new(as_slice(&data)?, as_slice(&offsets)?).map_err(|e| to_py(py, e))?;
@@ -169,22 +149,15 @@ impl LanguageIdentifier {
 
 /// The built-in LID → metadata language mapping, as TSV text.
 #[pyfunction]
-fn lid_default_mapping_tsv() -> &'static str {
+pub fn lid_default_mapping_tsv() -> &'static str {
     lid::mapping::DEFAULT_TSV
 }
 
 /// Parse a mapping file (TSV or .json) into (code, language) pairs, validating it.
 #[pyfunction]
-fn lid_load_mapping(py: Python<'_>, path: PathBuf) -> PyResult<Vec<(String, String)>> {
+pub fn lid_load_mapping(py: Python<'_>, path: PathBuf) -> PyResult<Vec<(String, String)>> {
     let m = Mapping::load(&path).map_err(|e| to_py(py, e))?;
     Ok(m.pairs()
         .map(|(c, l)| (c.to_string(), l.to_string()))
         .collect())
-}
-
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<LanguageIdentifier>()?;
-    m.add_function(wrap_pyfunction!(lid_default_mapping_tsv, m)?)?;
-    m.add_function(wrap_pyfunction!(lid_load_mapping, m)?)?;
-    Ok(())
 }

@@ -10,16 +10,17 @@ use metaclip_core::ngram::{
     self, countfile, CounterConfig, NgramCounter as CoreCounter, PageviewOptions, PmiSelect,
     TitleCounts as CoreTitles, TitleReadStats, TokenMode,
 };
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+
+use crate::error::to_py;
 
 /// `(first, second, count, pmi)`.
 type BigramRow = (String, String, u64, f64);
 
 /// Streaming unigram/bigram counter with exact counts and a bounded bigram table.
 #[pyclass(module = "metaclip._core")]
-struct NgramCounter {
+pub struct NgramCounter {
     inner: CoreCounter,
 }
 
@@ -29,21 +30,14 @@ impl NgramCounter {
     #[pyo3(signature = (*, mode = "simple", no_space = false, strip_html = true,
         mem_budget_bytes = ngram::counter::DEFAULT_MEM_BUDGET, spill_dir = None))]
     fn new(
+        py: Python<'_>,
         mode: &str,
         no_space: bool,
         strip_html: bool,
         mem_budget_bytes: u64,
         spill_dir: Option<PathBuf>,
     ) -> PyResult<Self> {
-        let mode = match mode {
-            "simple" => TokenMode::Simple,
-            "pretokenized" => TokenMode::Pretokenized,
-            m => {
-                return Err(PyValueError::new_err(format!(
-                    "mode must be 'simple' or 'pretokenized', got {m:?}"
-                )))
-            }
-        };
+        let mode = TokenMode::parse(mode).map_err(|e| to_py(py, e))?;
         Ok(Self {
             inner: CoreCounter::new(CounterConfig {
                 mode,
@@ -59,28 +53,28 @@ impl NgramCounter {
     fn add_texts(&mut self, py: Python<'_>, texts: Vec<String>) -> PyResult<()> {
         let inner = &mut self.inner;
         py.detach(|| texts.iter().try_for_each(|t| inner.add_text(t)))
-            .map_err(|e| crate::to_py(py, e))
+            .map_err(|e| to_py(py, e))
     }
 
     /// Count every line of a plain or `.gz` text file.
     fn add_file(&mut self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
         let inner = &mut self.inner;
         py.detach(|| inner.add_file(&path, |_| Python::attach(|py| py.check_signals().is_ok())))
-            .map_err(|e| crate::to_py(py, e))
+            .map_err(|e| to_py(py, e))
     }
 
     /// Load `word count` lines; returns the number of lines loaded.
     fn load_unigram_counts(&mut self, py: Python<'_>, path: PathBuf) -> PyResult<u64> {
         let inner = &mut self.inner;
         py.detach(|| countfile::load_unigram_counts(inner, &path))
-            .map_err(|e| crate::to_py(py, e))
+            .map_err(|e| to_py(py, e))
     }
 
     /// Load `first second count` lines; returns the number of lines loaded.
     fn load_bigram_counts(&mut self, py: Python<'_>, path: PathBuf) -> PyResult<u64> {
         let inner = &mut self.inner;
         py.detach(|| countfile::load_bigram_counts(inner, &path))
-            .map_err(|e| crate::to_py(py, e))
+            .map_err(|e| to_py(py, e))
     }
 
     /// Unigrams with count ≥ min_count, by count desc then code points; first top_k.
@@ -115,7 +109,7 @@ impl NgramCounter {
                     top_k,
                 })
             })
-            .map_err(|e| crate::to_py(py, e))?;
+            .map_err(|e| to_py(py, e))?;
         let d = PyDict::new(py);
         d.set_item("distinct_bigrams", sel.distinct_bigrams)?;
         d.set_item("passed", sel.passed)?;
@@ -137,7 +131,7 @@ impl NgramCounter {
     fn bigram_count(&mut self, py: Python<'_>, first: &str, second: &str) -> PyResult<u64> {
         let inner = &mut self.inner;
         py.detach(|| inner.bigram_count(first, second))
-            .map_err(|e| crate::to_py(py, e))
+            .map_err(|e| to_py(py, e))
     }
 
     /// Maximum bigram entries kept in memory before a spill to disk.
@@ -175,7 +169,7 @@ fn read_stats<'py>(py: Python<'py>, s: TitleReadStats) -> PyResult<Bound<'py, Py
 /// Title view counts per language (`_` → space, titles with `:` dropped).
 #[pyclass(module = "metaclip._core")]
 #[derive(Default)]
-struct TitleCounts {
+pub struct TitleCounts {
     inner: CoreTitles,
 }
 
@@ -201,7 +195,7 @@ impl TitleCounts {
         let inner = &mut self.inner;
         let st = py
             .detach(|| inner.load_title_counts(lang, &path))
-            .map_err(|e| crate::to_py(py, e))?;
+            .map_err(|e| to_py(py, e))?;
         read_stats(py, st)
     }
 
@@ -223,7 +217,7 @@ impl TitleCounts {
         let inner = &mut self.inner;
         let st = py
             .detach(|| inner.load_pageviews(&path, &opt))
-            .map_err(|e| crate::to_py(py, e))?;
+            .map_err(|e| to_py(py, e))?;
         read_stats(py, st)
     }
 
@@ -246,14 +240,14 @@ impl TitleCounts {
 
 /// `log2(c_ab · n) − log2(c_a · c_b)`.
 #[pyfunction]
-fn ngram_pmi(c_ab: u64, c_a: u64, c_b: u64, n: u64) -> f64 {
+pub fn ngram_pmi(c_ab: u64, c_a: u64, c_b: u64, n: u64) -> f64 {
     ngram::pmi(c_ab, c_a, c_b, n)
 }
 
 /// Whether the PMI passes `threshold` (≥ if inclusive, else >); exact for integer thresholds.
 #[pyfunction]
 #[pyo3(signature = (c_ab, c_a, c_b, n, threshold, inclusive = true))]
-fn ngram_pmi_passes(
+pub fn ngram_pmi_passes(
     c_ab: u64,
     c_a: u64,
     c_b: u64,
@@ -262,12 +256,4 @@ fn ngram_pmi_passes(
     inclusive: bool,
 ) -> bool {
     ngram::pmi_passes(c_ab, c_a, c_b, n, threshold, inclusive)
-}
-
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<NgramCounter>()?;
-    m.add_class::<TitleCounts>()?;
-    m.add_function(wrap_pyfunction!(ngram_pmi, m)?)?;
-    m.add_function(wrap_pyfunction!(ngram_pmi_passes, m)?)?;
-    Ok(())
 }

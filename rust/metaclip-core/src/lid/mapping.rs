@@ -1,7 +1,7 @@
-//! LID code → metadata language mapping (curation spec §3).
+//! LID code → metadata language mapping (spec §3).
 //!
 //! A flat table `code → language`. Codes absent from it go to [`OTHER`]. The built-in
-//! default (`default_mapping.tsv`, shipped to Python users as `metaclip/data/lid/mapping.tsv`)
+//! default (`default_mapping.tsv`; `metaclip-curate lid-mapping` prints it for Python users)
 //! maps every fastText lid.176 label to its Wikipedia code, merges Chinese variants into `zh`
 //! and maps whatlang's ISO 639-3 codes to 2-letter codes. Users edit a copy: TSV lines
 //! `code<TAB>language` (`#` comments), or a JSON object `{"code": "language"}`.
@@ -126,6 +126,22 @@ impl Mapping {
             Mapping::parse_json(&text, &shown)
         } else {
             Mapping::parse_tsv(&text, &shown)
+        }
+    }
+
+    /// The mapping from the file at `path`, from `pairs`, or the built-in one when neither
+    /// is given (giving both is an error).
+    pub fn from_path_or_pairs(
+        path: Option<&std::path::Path>,
+        pairs: Option<Vec<(String, String)>>,
+    ) -> Result<Mapping> {
+        match (path, pairs) {
+            (Some(p), None) => Mapping::load(p),
+            (None, Some(pairs)) => Mapping::from_pairs(pairs),
+            (None, None) => Ok(Mapping::builtin()),
+            (Some(_), Some(_)) => Err(Error::invalid(
+                "give a mapping path or mapping pairs, not both",
+            )),
         }
     }
 

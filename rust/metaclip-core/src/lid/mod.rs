@@ -1,4 +1,4 @@
-//! Language identification (curation spec §3): text → metadata language index + confidence.
+//! Language identification (spec §3): text → metadata language index + confidence.
 //!
 //! Two backends:
 //! - [`Backend::FastText`]: a native reader/predictor for fastText supervised models
@@ -18,12 +18,13 @@ pub mod mapping;
 pub mod script;
 
 use std::ops::Range;
+use std::path::Path;
 
 use rayon::prelude::*;
 
 pub use mapping::{Mapping, OTHER};
 
-use crate::matcher::Texts;
+use crate::texts::Texts;
 use crate::{pool, Error, Result};
 
 /// Texts per parallel work item.
@@ -31,11 +32,26 @@ const CHUNK: usize = 1024;
 
 /// The model behind the identifier.
 pub enum Backend {
+    /// A fastText supervised model read from a file (lid.176).
     FastText(Box<fasttext::Model>),
+    /// The `whatlang` crate.
     Whatlang,
 }
 
 impl Backend {
+    /// The backend named `name`: `fasttext` (reads the model at `model_path`, which it
+    /// needs) or `whatlang`.
+    pub fn open(name: &str, model_path: Option<&Path>) -> Result<Backend> {
+        match (name, model_path) {
+            ("fasttext", Some(p)) => Ok(Backend::FastText(Box::new(fasttext::Model::load(p)?))),
+            ("fasttext", None) => Err(Error::invalid("fasttext needs a model path")),
+            ("whatlang", _) => Ok(Backend::Whatlang),
+            (other, _) => Err(Error::invalid(format!(
+                "unknown LID backend {other:?} (fasttext or whatlang)"
+            ))),
+        }
+    }
+
     /// Short name: `fasttext` or `whatlang`.
     pub fn name(&self) -> &'static str {
         match self {
@@ -87,11 +103,14 @@ pub struct Identifier {
 /// Per-text results: language index (into [`Identifier::languages`]) and confidence.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Identified {
+    /// Language index per text (0 = `other`).
     pub lang: Vec<i16>,
+    /// Confidence per text, in [0, 1].
     pub conf: Vec<f32>,
 }
 
 impl Identifier {
+    /// Put a backend, a mapping and options together (the threshold must be in [0, 1]).
     pub fn new(backend: Backend, mapping: Mapping, options: Options) -> Result<Identifier> {
         if !(0.0..=1.0).contains(&options.threshold) {
             return Err(Error::invalid(format!(
@@ -115,14 +134,17 @@ impl Identifier {
         self.mapping.languages()
     }
 
+    /// The code → language mapping.
     pub fn mapping(&self) -> &Mapping {
         &self.mapping
     }
 
+    /// The model behind the identifier.
     pub fn backend(&self) -> &Backend {
         &self.backend
     }
 
+    /// The settings.
     pub fn options(&self) -> Options {
         self.options
     }
@@ -159,7 +181,7 @@ impl Identifier {
     }
 
     /// Language index and confidence of one text.
-    pub fn identify_one(&self, text: &[u8], scratch: &mut fasttext::Scratch) -> (i16, f32) {
+    fn identify_one(&self, text: &[u8], scratch: &mut fasttext::Scratch) -> (i16, f32) {
         let Ok(text) = std::str::from_utf8(text) else {
             return (0, 0.0);
         };
@@ -316,7 +338,7 @@ mod tests {
         let id = whatlang_id(0.0);
         let data = [0xffu8, 0xfe, b'a'];
         let offsets = [0i64, 3];
-        let packed = crate::matcher::Packed::new(&data, &offsets).expect("valid offsets");
+        let packed = crate::texts::Packed::new(&data, &offsets).expect("valid offsets");
         let r = id.identify_batch(&packed, 0..1, 1);
         assert_eq!((r.lang[0], r.conf[0]), (0, 0.0));
     }
@@ -331,5 +353,28 @@ mod tests {
             .map(|&i| id.languages()[i as usize].as_str())
             .collect();
         assert_eq!(got, ["en", "zh", "de", "other", "en"]);
+    }
+
+    #[test]
+    fn backend_and_mapping_by_argument() {
+        let err = |r: Result<Backend>| r.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(matches!(
+            Backend::open("whatlang", None),
+            Ok(Backend::Whatlang)
+        ));
+        assert!(err(Backend::open("fasttext", None)).contains("fasttext needs a model path"));
+        assert!(err(Backend::open("nope", None)).contains("unknown LID backend \"nope\""));
+        let missing = Path::new("/nonexistent/lid.176.ftz");
+        assert!(matches!(
+            Backend::open("fasttext", Some(missing)),
+            Err(Error::Io { .. })
+        ));
+        let pairs = || Some(vec![("eng".to_string(), "en".to_string())]);
+        let m = Mapping::from_path_or_pairs(None, pairs()).expect("pairs");
+        assert_eq!(m.languages(), ["other", "en"]);
+        let builtin = Mapping::from_path_or_pairs(None, None).expect("built-in");
+        assert_eq!(builtin.languages(), Mapping::builtin().languages());
+        let both = Mapping::from_path_or_pairs(Some(Path::new("m.tsv")), pairs());
+        assert!(both.is_err());
     }
 }

@@ -13,20 +13,21 @@
 //! The vocabulary (all distinct words, ~`len + 8 + 8 + 5` bytes per word) and the unigram
 //! counts are always in memory; they are not bounded by the budget. Disk use is bounded by
 //! the number of distinct bigrams per run, summed over runs.
+//!
+//! The parts: [`Vocab`] interns the words; `spill` writes and merges
+//! the runs.
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
-use std::fs::File;
-use std::hash::BuildHasher;
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use foldhash::fast::FixedState;
-use hashbrown::{HashMap, HashTable};
+use hashbrown::HashMap;
 
+use super::spill::{merge_sorted, Runs};
 use super::tokenize::{for_each_token, strip_html, TokenMode};
-use super::{pmi, pmi_passes, NgramError, Result};
+use super::vocab::Vocab;
+use super::{pmi, pmi_passes};
+use crate::{Error, Result};
 
 /// Default memory budget of the bigram table: 1 GiB.
 pub const DEFAULT_MEM_BUDGET: u64 = 1 << 30;
@@ -66,177 +67,6 @@ pub fn bigram_capacity(mem_budget_bytes: u64) -> usize {
     let pow = 1u64 << (63 - buckets.leading_zeros());
     let cap = pow / 8 * 7;
     usize::try_from(cap.max(1024)).unwrap_or(usize::MAX)
-}
-
-/// Interned words: an arena of UTF-8 text, end offsets, and a hash table of ids.
-#[derive(Default)]
-pub struct Vocab {
-    text: String,
-    ends: Vec<usize>,
-    table: HashTable<u32>,
-    hasher: FixedState,
-}
-
-#[inline]
-fn word<'a>(text: &'a str, ends: &[usize], id: u32) -> &'a str {
-    let i = id as usize;
-    let start = if i == 0 { 0 } else { ends[i - 1] };
-    &text[start..ends[i]]
-}
-
-impl Vocab {
-    /// Number of distinct words.
-    pub fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    /// True when no word was interned.
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
-
-    /// The word with this id (panics on an id this vocabulary never returned).
-    pub fn get(&self, id: u32) -> &str {
-        word(&self.text, &self.ends, id)
-    }
-
-    /// The id of `w`, if interned.
-    pub fn lookup(&self, w: &str) -> Option<u32> {
-        let h = self.hasher.hash_one(w);
-        let (text, ends) = (&self.text, &self.ends);
-        self.table.find(h, |&id| word(text, ends, id) == w).copied()
-    }
-
-    /// The id of `w`, interning it if new.
-    pub fn intern(&mut self, w: &str) -> Result<u32> {
-        let Vocab {
-            text,
-            ends,
-            table,
-            hasher,
-        } = self;
-        let h = hasher.hash_one(w);
-        if let Some(&id) = table.find(h, |&id| word(text, ends, id) == w) {
-            return Ok(id);
-        }
-        let id = u32::try_from(ends.len())
-            .ok()
-            .filter(|&i| i < u32::MAX)
-            .ok_or_else(|| {
-                NgramError::invalid("vocabulary is full (more than 4,294,967,294 distinct words)")
-            })?;
-        text.push_str(w);
-        ends.push(text.len());
-        let (text, ends) = (&*text, &*ends);
-        table.insert_unique(h, id, |&i| hasher.hash_one(word(text, ends, i)));
-        Ok(id)
-    }
-
-    /// Approximate heap bytes used.
-    pub fn heap_bytes(&self) -> u64 {
-        (self.text.capacity() + self.ends.capacity() * 8 + self.table.capacity() * 5) as u64
-    }
-}
-
-static SPILL_SEQ: AtomicU64 = AtomicU64::new(0);
-
-struct SpillDir {
-    path: PathBuf,
-}
-
-impl SpillDir {
-    fn create(parent: Option<&Path>) -> Result<Self> {
-        let parent = parent.map_or_else(std::env::temp_dir, Path::to_path_buf);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let name = format!(
-            "metaclip-ngram-{}-{}-{}",
-            std::process::id(),
-            nanos,
-            SPILL_SEQ.fetch_add(1, AtomicOrdering::Relaxed)
-        );
-        let path = parent.join(name);
-        std::fs::create_dir_all(&path).map_err(|e| NgramError::io(&path, e))?;
-        Ok(Self { path })
-    }
-}
-
-impl Drop for SpillDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
-
-fn write_varint(w: &mut impl Write, mut v: u64) -> std::io::Result<()> {
-    let mut buf = [0u8; 10];
-    let mut n = 0;
-    loop {
-        let byte = (v & 0x7F) as u8;
-        v >>= 7;
-        if v == 0 {
-            buf[n] = byte;
-            n += 1;
-            break;
-        }
-        buf[n] = byte | 0x80;
-        n += 1;
-    }
-    w.write_all(&buf[..n])
-}
-
-struct RunReader {
-    path: PathBuf,
-    r: BufReader<File>,
-    last_key: u64,
-}
-
-impl RunReader {
-    fn open(path: &Path) -> Result<Self> {
-        let f = File::open(path).map_err(|e| NgramError::io(path, e))?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            r: BufReader::with_capacity(1 << 20, f),
-            last_key: 0,
-        })
-    }
-
-    fn varint(&mut self) -> Result<u64> {
-        let mut v = 0u64;
-        let mut shift = 0u32;
-        loop {
-            let mut b = [0u8; 1];
-            self.r
-                .read_exact(&mut b)
-                .map_err(|e| NgramError::io(&self.path, e))?;
-            v |= u64::from(b[0] & 0x7F) << shift;
-            if b[0] & 0x80 == 0 {
-                return Ok(v);
-            }
-            shift += 7;
-            if shift > 63 {
-                return Err(NgramError::InvalidArgument(format!(
-                    "corrupt spill file {}",
-                    self.path.display()
-                )));
-            }
-        }
-    }
-
-    fn next(&mut self) -> Result<Option<(u64, u64)>> {
-        let empty = self
-            .r
-            .fill_buf()
-            .map_err(|e| NgramError::io(&self.path, e))?
-            .is_empty();
-        if empty {
-            return Ok(None);
-        }
-        let delta = self.varint()?;
-        let count = self.varint()?;
-        self.last_key = self.last_key.wrapping_add(delta);
-        Ok(Some((self.last_key, count)))
-    }
 }
 
 /// Statistics about a counter, for progress reports and summaries.
@@ -307,9 +137,8 @@ pub struct NgramCounter {
     bigrams: HashMap<u64, u64, FixedState>,
     /// Sorted, deduplicated bigrams flushed from the map by a query.
     mem_run: Vec<(u64, u64)>,
-    spill: Option<SpillDir>,
-    runs: Vec<PathBuf>,
-    spilled_bytes: u64,
+    /// Runs spilled to disk.
+    runs: Runs,
     lines: u64,
     bytes: u64,
     html_buf: String,
@@ -337,9 +166,7 @@ impl NgramCounter {
             total_tokens: 0,
             bigrams: HashMap::with_hasher(FixedState::default()),
             mem_run: Vec::new(),
-            spill: None,
-            runs: Vec::new(),
-            spilled_bytes: 0,
+            runs: Runs::default(),
             lines: 0,
             bytes: 0,
             html_buf: String::new(),
@@ -377,7 +204,7 @@ impl NgramCounter {
             distinct_unigrams: self.vocab.len() as u64,
             bigrams_in_memory: self.bigrams.len() as u64,
             runs: self.runs.len() as u64,
-            spilled_bytes: self.spilled_bytes,
+            spilled_bytes: self.runs.spilled_bytes(),
         }
     }
 
@@ -402,7 +229,7 @@ impl NgramCounter {
         };
         let (mode, no_space) = (self.cfg.mode, self.cfg.no_space);
         let mut prev: Option<u32> = None;
-        let mut err: Option<NgramError> = None;
+        let mut err: Option<Error> = None;
         for_each_token(text, mode, no_space, |tok| {
             let Some(tok) = tok else {
                 prev = None;
@@ -464,32 +291,7 @@ impl NgramCounter {
     }
 
     fn write_run(&mut self, sorted: &[(u64, u64)]) -> Result<()> {
-        if self.spill.is_none() {
-            self.spill = Some(SpillDir::create(self.cfg.spill_dir.as_deref())?);
-        }
-        let dir = match &self.spill {
-            Some(d) => d.path.clone(),
-            None => return Err(NgramError::InvalidArgument("no spill directory".into())),
-        };
-        let path = dir.join(format!("run-{:05}.bin", self.runs.len()));
-        let f = File::create(&path).map_err(|e| NgramError::io(&path, e))?;
-        let mut w = BufWriter::with_capacity(1 << 20, f);
-        let mut last = 0u64;
-        let mut n = 0u64;
-        let res: std::io::Result<()> = (|| {
-            for &(k, c) in sorted {
-                write_varint(&mut w, k - last)?;
-                write_varint(&mut w, c)?;
-                last = k;
-            }
-            w.flush()?;
-            n = w.get_ref().metadata()?.len();
-            Ok(())
-        })();
-        res.map_err(|e| NgramError::io(&path, e))?;
-        self.spilled_bytes += n;
-        self.runs.push(path);
-        Ok(())
+        self.runs.write(sorted, self.cfg.spill_dir.as_deref())
     }
 
     /// Move the hash map into the sorted in-memory run (or to disk if runs exist or it is
@@ -526,51 +328,10 @@ impl NgramCounter {
             }
             return Ok(());
         }
-        let mut readers = self
-            .runs
-            .iter()
-            .map(|p| RunReader::open(p))
-            .collect::<Result<Vec<_>>>()?;
-        let mem_src = readers.len();
-        let mut mem_pos = 0usize;
-        let mut heap: BinaryHeap<Reverse<(u64, usize, u64)>> = BinaryHeap::new();
-        for (i, r) in readers.iter_mut().enumerate() {
-            if let Some((k, c)) = r.next()? {
-                heap.push(Reverse((k, i, c)));
-            }
-        }
-        if let Some(&(k, c)) = self.mem_run.first() {
-            heap.push(Reverse((k, mem_src, c)));
-            mem_pos = 1;
-        }
-        let mut cur: Option<(u64, u64)> = None;
-        while let Some(Reverse((k, src, c))) = heap.pop() {
-            match &mut cur {
-                Some((ck, cc)) if *ck == k => *cc += c,
-                _ => {
-                    if let Some((ck, cc)) = cur {
-                        let (a, b) = unkey(ck);
-                        f(a, b, cc);
-                    }
-                    cur = Some((k, c));
-                }
-            }
-            let next = if src == mem_src {
-                let n = self.mem_run.get(mem_pos).copied();
-                mem_pos += 1;
-                n
-            } else {
-                readers[src].next()?
-            };
-            if let Some((nk, nc)) = next {
-                heap.push(Reverse((nk, src, nc)));
-            }
-        }
-        if let Some((ck, cc)) = cur {
-            let (a, b) = unkey(ck);
-            f(a, b, cc);
-        }
-        Ok(())
+        self.runs.merge(&self.mem_run, |k, c| {
+            let (a, b) = unkey(k);
+            f(a, b, c);
+        })
     }
 
     /// Exact count of one bigram (a full pass over the bigrams; for tests and tools).
@@ -682,7 +443,7 @@ impl NgramCounter {
     }
 
     /// Count every line of a plain or gzip (`.gz`) text file. `progress(bytes)` is called
-    /// about every 16 MiB; returning `false` stops with [`NgramError::Interrupted`].
+    /// about every 16 MiB; returning `false` stops with [`Error::Interrupted`].
     pub fn add_file(&mut self, path: &Path, mut progress: impl FnMut(u64) -> bool) -> Result<()> {
         let mut next_report = 16u64 << 20;
         let start = self.bytes;
@@ -692,35 +453,10 @@ impl NgramCounter {
             if self.bytes - start >= next_report {
                 next_report += 16 << 20;
                 if !progress(self.bytes - start) {
-                    return Err(NgramError::Interrupted);
+                    return Err(Error::Interrupted);
                 }
             }
             Ok(())
         })
     }
-}
-
-fn merge_sorted(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
-    let mut out = Vec::with_capacity(a.len() + b.len());
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        match a[i].0.cmp(&b[j].0) {
-            Ordering::Less => {
-                out.push(a[i]);
-                i += 1;
-            }
-            Ordering::Greater => {
-                out.push(b[j]);
-                j += 1;
-            }
-            Ordering::Equal => {
-                out.push((a[i].0, a[i].1 + b[j].1));
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    out.extend_from_slice(&a[i..]);
-    out.extend_from_slice(&b[j..]);
-    out
 }

@@ -11,10 +11,10 @@ use foldhash::fast::FixedState;
 use hashbrown::HashMap;
 
 use super::counter::NgramCounter;
-use super::{NgramError, Result};
+use crate::{Error, Result};
 
 fn open(path: &Path) -> Result<Box<dyn BufRead>> {
-    let f = File::open(path).map_err(|e| NgramError::io(path, e))?;
+    let f = File::open(path).map_err(|e| Error::io(path, e))?;
     let gz = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("gz"));
@@ -35,7 +35,7 @@ pub fn for_each_line(path: &Path, mut f: impl FnMut(u64, &[u8]) -> Result<()>) -
         buf.clear();
         let got = r
             .read_until(b'\n', &mut buf)
-            .map_err(|e| NgramError::io(path, e))?;
+            .map_err(|e| Error::io(path, e))?;
         if got == 0 {
             return Ok(());
         }
@@ -50,8 +50,8 @@ pub fn for_each_line(path: &Path, mut f: impl FnMut(u64, &[u8]) -> Result<()>) -
     }
 }
 
-fn parse_err(path: &Path, line: u64, msg: impl Into<String>) -> NgramError {
-    NgramError::Parse {
+fn parse_err(path: &Path, line: u64, msg: impl Into<String>) -> Error {
+    Error::Parse {
         path: path.display().to_string(),
         line,
         msg: msg.into(),

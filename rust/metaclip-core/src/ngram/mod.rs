@@ -2,7 +2,7 @@
 //!
 //! * [`tokenize`]: the MetaCLIP 2 reference tokenizer (`build_ngram.py`) for corpora.
 //! * [`counter`]: a streaming unigram/bigram counter, exact, with a bounded in-memory
-//!   bigram table that spills sorted runs to disk.
+//!   bigram table that spills sorted runs to disk (`spill`); words interned in [`vocab`].
 //! * [`countfile`]: readers for precomputed `word count` / `first second count` files,
 //!   `title count` files and Wikipedia pageview dumps (plain or `.gz`).
 //!
@@ -18,16 +18,13 @@
 
 pub mod counter;
 pub mod countfile;
+mod spill;
 pub mod tokenize;
+pub mod vocab;
 
-pub use counter::{
-    CounterConfig, CounterStats, NgramCounter, PmiSelect, PmiSelection, ScoredBigram,
-};
+pub use counter::{CounterConfig, NgramCounter, PmiSelect};
 pub use countfile::{PageviewOptions, TitleCounts, TitleReadStats};
 pub use tokenize::TokenMode;
-
-/// The n-gram code reports through the crate's error type.
-pub use crate::error::{Error as NgramError, Result};
 
 /// `log2(c_ab · n) − log2(c_a · c_b)` (see module docs). Products are taken in `u128` and
 /// converted to `f64` once.

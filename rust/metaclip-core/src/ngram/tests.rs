@@ -2,6 +2,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use super::*;
+use crate::Error;
 
 fn tmpdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("metaclip-ngram-test-{}-{name}", std::process::id()));
@@ -147,7 +148,7 @@ fn count_files_load_and_report_bad_lines() {
     let mut c = counter(1 << 20);
     let err = countfile::load_unigram_counts(&mut c, &p).expect_err("bad line");
     match &err {
-        NgramError::Parse { line, path, .. } => {
+        Error::Parse { line, path, .. } => {
             assert_eq!(*line, 5);
             assert!(path.ends_with("uni.txt"));
         }

@@ -44,6 +44,19 @@ pub enum TokenMode {
     Pretokenized,
 }
 
+impl TokenMode {
+    /// The mode named `s`: `simple` or `pretokenized`.
+    pub fn parse(s: &str) -> crate::Result<Self> {
+        match s {
+            "simple" => Ok(TokenMode::Simple),
+            "pretokenized" => Ok(TokenMode::Pretokenized),
+            m => Err(crate::Error::invalid(format!(
+                "mode must be 'simple' or 'pretokenized', got {m:?}"
+            ))),
+        }
+    }
+}
+
 /// Python's `string.punctuation` or one of [`EXTRA_PUNCTUATION`].
 #[inline]
 pub fn is_punct(c: char) -> bool {
@@ -196,6 +209,20 @@ mod tests {
 
     fn s(x: &str) -> Option<String> {
         Some(x.to_owned())
+    }
+
+    #[test]
+    fn modes_by_name() {
+        assert_eq!(TokenMode::parse("simple").unwrap(), TokenMode::Simple);
+        assert_eq!(
+            TokenMode::parse("pretokenized").unwrap(),
+            TokenMode::Pretokenized
+        );
+        let err = TokenMode::parse("Simple").unwrap_err().to_string();
+        assert!(
+            err.contains("mode must be 'simple' or 'pretokenized', got \"Simple\""),
+            "{err}"
+        );
     }
 
     #[test]

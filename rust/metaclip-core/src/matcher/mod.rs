@@ -1,0 +1,382 @@
+//! Substring matching of spec §2, done mostly at the word level.
+//!
+//! The spaced text is `" " + body + " "`, so it is a chain of tokens joined by single
+//! spaces (empty tokens kept). A padded pattern `" " + entry + " "` occurs in it iff the
+//! entry's `' '`-separated words occur as consecutive interior tokens. That turns the
+//! search into a walk of a word trie from each token: one hash probe per token instead of
+//! one automaton step per byte. Patterns that lack a pad (MC2 entries that start or end
+//! with a CJK-like character) need real substring search; they go to a (small)
+//! Aho-Corasick automaton over the spaced bytes.
+
+//!
+//! The parts: `mode` (which entries keep their pads), `vocab` (interned words, their
+//! keys and hashes), `trie` (entries as word chains and the walk over a text's tokens);
+//! this module builds them and runs the passes over batches of texts.
+
+mod mode;
+mod trie;
+mod vocab;
+
+use std::ops::Range;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use rayon::prelude::*;
+
+pub use self::mode::{is_cjk_like, Mode};
+pub use crate::texts::{Csr, Packed, Texts};
+
+use self::trie::{WordTrie, NONE, NO_ENTRY};
+use self::vocab::{push_key, TokenKey};
+use crate::dedup;
+use crate::error::{Error, Result};
+use crate::pool;
+use crate::spacing::{for_each_token, py_strip, spaced_into};
+
+/// Largest number of entries one matcher holds (ids are stored in 31 bits).
+pub const MAX_ENTRIES: usize = NO_ENTRY as usize;
+
+/// Per-thread buffers reused across texts.
+#[derive(Default)]
+struct Scratch {
+    spaced: Vec<u8>,
+    toks: Vec<(u32, u32)>,
+    keys: Vec<TokenKey>,
+}
+
+/// Texts per parallel work item: large enough to amortise scheduling, small enough to balance.
+const CHUNK: usize = 2048;
+/// Texts whose tokens are hashed (and their slots prefetched) before any is looked up.
+const GROUP: usize = 16;
+
+/// A built matcher over one metadata list.
+pub struct Matcher {
+    mode: Mode,
+    n_entries: usize,
+    words: WordTrie,
+    n_word_entries: usize,
+    substr: Option<(AhoCorasick, Vec<u32>)>,
+    /// Whether `dedup::sort_dedup` may take its AVX2 path (checked once, here).
+    avx2: bool,
+}
+
+impl Matcher {
+    /// Build from entries (id = position). Duplicate entries are an error naming them.
+    pub fn new<S: AsRef<str>>(entries: &[S], mode: Mode) -> Result<Self> {
+        if entries.len() > MAX_ENTRIES {
+            return Err(Error::invalid(format!(
+                "at most {MAX_ENTRIES} entries per matcher"
+            )));
+        }
+        let mut words = WordTrie::new();
+        let mut n_word_entries = 0;
+        let mut patterns: Vec<Vec<u8>> = Vec::new();
+        let mut pattern_entry: Vec<u32> = Vec::new();
+        let mut duplicates: Vec<String> = Vec::new();
+        for (id, entry) in entries.iter().enumerate() {
+            let entry = entry.as_ref();
+            let left = mode.pads(entry.chars().next());
+            let right = mode.pads(entry.chars().next_back());
+            if left && right {
+                n_word_entries += 1;
+                if let Some(first) = words.insert(entry, id as u32)? {
+                    duplicates.push(format!("{entry:?} (ids {first} and {id})"));
+                }
+            } else {
+                let mut p = Vec::with_capacity(entry.len() + 2);
+                if left {
+                    p.push(b' ');
+                }
+                p.extend_from_slice(entry.as_bytes());
+                if right {
+                    p.push(b' ');
+                }
+                patterns.push(p);
+                pattern_entry.push(id as u32);
+            }
+        }
+        if !patterns.is_empty() {
+            let mut seen: std::collections::HashMap<&[u8], u32> = Default::default();
+            for (p, &id) in patterns.iter().zip(&pattern_entry) {
+                if let Some(first) = seen.insert(p.as_slice(), id) {
+                    let e = entries[id as usize].as_ref();
+                    duplicates.push(format!("{e:?} (ids {first} and {id})"));
+                }
+            }
+        }
+        if !duplicates.is_empty() {
+            return Err(Error::Duplicates {
+                count: duplicates.len(),
+                examples: duplicates
+                    .iter()
+                    .take(5)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        words.build_filter();
+        let substr = if patterns.is_empty() {
+            None
+        } else {
+            let ac = AhoCorasickBuilder::new()
+                .match_kind(MatchKind::Standard)
+                .build(&patterns)
+                .map_err(|e| Error::invalid(format!("cannot build automaton: {e}")))?;
+            Some((ac, pattern_entry))
+        };
+        Ok(Matcher {
+            mode,
+            n_entries: entries.len(),
+            words,
+            n_word_entries,
+            substr,
+            avx2: dedup::has_avx2(),
+        })
+    }
+
+    /// The pattern rule this matcher was built with.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Number of entries (ids are `0..n_entries`).
+    pub fn n_entries(&self) -> usize {
+        self.n_entries
+    }
+
+    /// Entries matched at the word level (both pads present).
+    pub fn n_word_entries(&self) -> usize {
+        self.n_word_entries
+    }
+
+    /// Entries that need substring search (a pad is missing).
+    pub fn n_substring_entries(&self) -> usize {
+        self.n_entries - self.n_word_entries
+    }
+
+    /// Distinct words in the word-level entries.
+    pub fn n_words(&self) -> usize {
+        self.words.vocab.len()
+    }
+
+    /// Heap bytes held by the matcher (automaton memory included).
+    pub fn memory_bytes(&self) -> usize {
+        self.words.memory_bytes()
+            + self
+                .substr
+                .as_ref()
+                .map_or(0, |(ac, ids)| ac.memory_usage() + ids.capacity() * 4)
+    }
+
+    /// Append the sorted, unique ids matched by `text` to `out`.
+    fn match_into(&self, text: &str, scratch: &mut Scratch, out: &mut Vec<u32>) {
+        scratch.keys.clear();
+        let copied;
+        let src: &[u8] = if self.mode == Mode::Fixed {
+            // The tokens index the spaced text, which `finish_looked_up` rebuilds: copy it.
+            copied = self.push_keys(text, scratch).to_vec();
+            &copied
+        } else {
+            self.push_keys(text, scratch);
+            text.as_bytes()
+        };
+        scratch.toks.clear();
+        self.lookup_into(src, &scratch.keys, &mut scratch.toks);
+        let n = scratch.toks.len();
+        self.finish_looked_up(text, 0..n, scratch, out);
+    }
+
+    /// Pass 1 for one text: key and hash of every word-level token, prefetching its slot.
+    /// Returns the bytes the token offsets index (the stripped text, or in fixed mode the
+    /// spaced text).
+    #[inline]
+    fn push_keys<'a>(&self, text: &'a str, scratch: &'a mut Scratch) -> &'a [u8] {
+        if self.n_word_entries == 0 {
+            return text.as_bytes();
+        }
+        let vocab = &self.words.vocab;
+        let Scratch { spaced, keys, .. } = scratch;
+        if self.mode == Mode::Fixed {
+            // Unicode spaces become boundaries: tokenise the spaced text itself.
+            spaced_into(text, true, spaced);
+            let inner = &spaced[1..spaced.len() - 1];
+            let mut at = 0;
+            for tok in inner.split(|&b| b == b' ') {
+                push_key(vocab, inner, at, tok.len(), keys);
+                at += tok.len() + 1;
+            }
+            inner
+        } else {
+            let src = py_strip(text).as_bytes();
+            let base = src.as_ptr() as usize - text.as_ptr() as usize;
+            let all = text.as_bytes();
+            for_each_token(src, |s, e| push_key(vocab, all, base + s, e - s, keys));
+            all
+        }
+    }
+
+    /// Pass 2 for a group of texts (their keys are consecutive in `scratch.keys`): the
+    /// word ids of all tokens into `scratch.toks`, then prefetch every first trie edge.
+    fn lookup_group(&self, group: &[(Option<&str>, usize)], scratch: &mut Scratch) {
+        scratch.toks.clear();
+        let mut from = 0;
+        for &(text, to) in group {
+            if let Some(t) = text {
+                self.lookup_into(t.as_bytes(), &scratch.keys[from..to], &mut scratch.toks);
+            }
+            from = to;
+        }
+    }
+
+    /// Append the (word id, root info) of each keyed token of `src` to `toks`, then
+    /// prefetch the first trie edges of those tokens.
+    #[inline]
+    fn lookup_into(&self, src: &[u8], keys: &[TokenKey], toks: &mut Vec<(u32, u32)>) {
+        if self.n_word_entries == 0 {
+            return;
+        }
+        let vocab = &self.words.vocab;
+        let first = toks.len();
+        toks.extend(keys.iter().map(|&(key, hash, s, n)| {
+            vocab
+                .get(key, hash, src, s as usize, n as usize)
+                .unwrap_or((NONE, NO_ENTRY))
+        }));
+        self.words.prefetch_edges(&mut toks[first..]);
+    }
+
+    /// Pass 3 for one text of a looked-up group: walk, substring automaton, sort, dedup.
+    fn finish_looked_up(
+        &self,
+        text: &str,
+        toks: Range<usize>,
+        scratch: &mut Scratch,
+        out: &mut Vec<u32>,
+    ) {
+        let start = out.len();
+        if self.n_word_entries > 0 {
+            self.words.walk(&scratch.toks[toks], out);
+        }
+        self.finish_ids(text, start, scratch, out);
+    }
+
+    /// Add the substring automaton's ids, then sort and dedup `out[start..]`.
+    #[inline]
+    fn finish_ids(&self, text: &str, start: usize, scratch: &mut Scratch, out: &mut Vec<u32>) {
+        if let Some((ac, pattern_entry)) = &self.substr {
+            spaced_into(text, self.mode == Mode::Fixed, &mut scratch.spaced);
+            for m in ac.find_overlapping_iter(scratch.spaced.as_slice()) {
+                out.push(pattern_entry[m.pattern().as_usize()]);
+            }
+        }
+        let keep = dedup::sort_dedup(&mut out[start..], self.avx2);
+        out.truncate(start + keep);
+    }
+
+    /// Sorted, unique ids matched by one text.
+    pub fn match_text(&self, text: &str) -> Vec<u32> {
+        let mut out = Vec::new();
+        self.match_into(text, &mut Scratch::default(), &mut out);
+        out
+    }
+
+    /// Match `texts[range]` with `threads` workers (0 = all cores). The result is the same
+    /// whatever the thread count.
+    pub fn match_batch<T: Texts + ?Sized>(
+        &self,
+        texts: &T,
+        range: Range<usize>,
+        threads: usize,
+    ) -> Csr {
+        if threads == 1 || range.len() <= CHUNK {
+            // One thread: one output, no per-chunk parts to concatenate.
+            return self.match_chunk(texts, range.clone(), range.start);
+        }
+        let chunks: Vec<Range<usize>> = range
+            .clone()
+            .step_by(CHUNK)
+            .map(|s| s..(s + CHUNK).min(range.end))
+            .collect();
+        let run = |r: &Range<usize>| self.match_chunk(texts, r.clone(), range.start);
+        let parts: Vec<Csr> = pool::install(threads, || chunks.par_iter().map(run).collect());
+        concat(parts, range.len())
+    }
+
+    fn match_chunk<T: Texts + ?Sized>(&self, texts: &T, r: Range<usize>, base: usize) -> Csr {
+        let mut scratch = Scratch::default();
+        let mut csr = Csr {
+            offsets: Vec::with_capacity(r.len() + 1),
+            ids: Vec::with_capacity(r.len() * 4),
+            invalid: Vec::new(),
+        };
+        csr.offsets.push(0);
+        if self.mode == Mode::Fixed {
+            for i in r {
+                match std::str::from_utf8(texts.get(i)) {
+                    Ok(text) => self.match_into(text, &mut scratch, &mut csr.ids),
+                    Err(_) => csr.invalid.push((i - base) as u64),
+                }
+                csr.offsets.push(csr.ids.len() as i64);
+            }
+            return csr;
+        }
+        // Pass 1 runs over a group of texts before their lookups, so the prefetched
+        // slots have time to arrive.
+        let mut group: Vec<(Option<&str>, usize)> = Vec::with_capacity(GROUP);
+        let mut start = r.start;
+        while start < r.end {
+            let end = (start + GROUP).min(r.end);
+            group.clear();
+            scratch.keys.clear();
+            for i in start..end {
+                let text = std::str::from_utf8(texts.get(i)).ok();
+                if let Some(t) = text {
+                    self.push_keys(t, &mut scratch);
+                }
+                group.push((text, scratch.keys.len()));
+            }
+            // Pass 2 for the whole group, then prefetch the first trie edges of all texts.
+            self.lookup_group(&group, &mut scratch);
+            let mut from = 0;
+            for (k, &(text, to)) in group.iter().enumerate() {
+                match text {
+                    Some(t) => self.finish_looked_up(t, from..to, &mut scratch, &mut csr.ids),
+                    None => csr.invalid.push((start + k - base) as u64),
+                }
+                csr.offsets.push(csr.ids.len() as i64);
+                from = to;
+            }
+            start = end;
+        }
+        csr
+    }
+}
+
+/// Concatenate CSR parts in order.
+fn concat(parts: Vec<Csr>, n: usize) -> Csr {
+    if parts.len() == 1 {
+        if let Some(only) = parts.into_iter().next() {
+            return only;
+        }
+        return Csr::default();
+    }
+    let nnz: usize = parts.iter().map(|p| p.ids.len()).sum();
+    let mut out = Csr {
+        offsets: Vec::with_capacity(n + 1),
+        ids: Vec::with_capacity(nnz),
+        invalid: Vec::new(),
+    };
+    out.offsets.push(0);
+    let mut rows = 0u64;
+    for p in parts {
+        let base = out.ids.len() as i64;
+        out.offsets.extend(p.offsets[1..].iter().map(|o| o + base));
+        out.ids.extend_from_slice(&p.ids);
+        out.invalid.extend(p.invalid.iter().map(|i| i + rows));
+        rows += (p.offsets.len() - 1) as u64;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,177 @@
+//! The word trie: entries as chains of word ids, walked from each token of a text.
+
+use super::vocab::{mix, Vocab};
+use crate::error::{Error, Result};
+use crate::flat::FlatMap;
+
+/// The word id of a token that is not in the vocabulary.
+pub(super) const NONE: u32 = u32::MAX;
+/// Node info, top bit: some entry continues past this node.
+pub(super) const HAS_CHILDREN: u32 = 1 << 31;
+/// Node info, low 31 bits: the id of the entry that ends here, or this when none does.
+pub(super) const NO_ENTRY: u32 = HAS_CHILDREN - 1;
+
+/// Root nodes are words (key `ROOT | word id`); deeper nodes are numbered from 0.
+pub(super) const ROOT: u64 = 1 << 31;
+
+#[inline(always)]
+fn edge_key(parent: u64, word: u32) -> u64 {
+    (parent << 32) | word as u64
+}
+
+/// A word trie: `edges` maps (parent node, word id) to (child node, child info).
+///
+/// `first` is a one-hash Bloom filter of the edges that leave a root (a word pair that
+/// starts an entry), sized to stay in L2: most tokens start some entry, but most pairs of
+/// tokens start none, and the filter answers those without touching `edges`.
+pub(super) struct WordTrie {
+    pub(super) vocab: Vocab,
+    edges: FlatMap<(u32, u32)>,
+    n_nodes: u32,
+    first: Vec<u64>,
+    first_shift: u32,
+}
+
+impl WordTrie {
+    pub(super) fn new() -> Self {
+        WordTrie {
+            vocab: Vocab::new(),
+            edges: FlatMap::new(),
+            n_nodes: 0,
+            first: vec![0; 1],
+            first_shift: 58,
+        }
+    }
+
+    /// Build `first` once every entry is in (about 8 bits per root edge).
+    pub(super) fn build_filter(&mut self) {
+        let roots: Vec<u64> = self.edges.keys().filter(|k| k >> 32 >= ROOT).collect();
+        let bits = (roots.len() * 8).next_power_of_two().max(64);
+        self.first = vec![0; bits / 64];
+        self.first_shift = 64 - bits.trailing_zeros();
+        for key in roots {
+            let b = (mix(key) >> self.first_shift) as usize;
+            self.first[b / 64] |= 1 << (b % 64);
+        }
+    }
+
+    /// False when no entry starts with this root edge (`hash` = `mix` of its key).
+    #[inline(always)]
+    fn may_start(&self, hash: u64) -> bool {
+        let b = (hash >> self.first_shift) as usize;
+        self.first[b / 64] & (1 << (b % 64)) != 0
+    }
+
+    /// Insert; returns the entry already stored at this node, if any (a duplicate).
+    pub(super) fn insert(&mut self, entry: &str, id: u32) -> Result<Option<u32>> {
+        let words: Vec<&[u8]> = entry.as_bytes().split(|&b| b == b' ').collect();
+        let mut ids = Vec::with_capacity(words.len());
+        for w in &words {
+            ids.push(self.vocab.intern(w)?);
+        }
+        let last = ids.len() - 1;
+        if last > 0 {
+            if let Some(info) = self.vocab.info_mut(words[0]) {
+                *info |= HAS_CHILDREN;
+            }
+        }
+        let mut parent = ROOT | ids[0] as u64;
+        let mut terminal = None;
+        for (depth, &wid) in ids.iter().enumerate().skip(1) {
+            let key = edge_key(parent, wid);
+            let hash = mix(key);
+            if self.edges.find(hash, key, |_| true).is_none() {
+                let node = self.n_nodes;
+                self.n_nodes = node
+                    .checked_add(1)
+                    .filter(|&n| (n as u64) < ROOT)
+                    .ok_or_else(|| Error::invalid("too many trie nodes"))?;
+                self.edges
+                    .insert_new(hash, key, (node, NO_ENTRY), |k, _| mix(k));
+            }
+            let Some(child) = self.edges.find_mut(hash, key, |_| true) else {
+                return Err(Error::invalid("internal: trie edge vanished"));
+            };
+            if depth < last {
+                child.1 |= HAS_CHILDREN;
+            }
+            parent = child.0 as u64;
+            terminal = Some(key);
+        }
+        let info = match terminal {
+            None => self.vocab.info_mut(words[0]),
+            Some(key) => self
+                .edges
+                .find_mut(mix(key), key, |_| true)
+                .map(|c| &mut c.1),
+        };
+        let Some(info) = info else {
+            return Err(Error::invalid("internal: trie node vanished"));
+        };
+        let old = *info & NO_ENTRY;
+        if old != NO_ENTRY {
+            return Ok(Some(old));
+        }
+        *info = (*info & HAS_CHILDREN) | id;
+        Ok(None)
+    }
+
+    /// Push the entry ids whose words occur as consecutive tokens of `toks`
+    /// (each token: `(word id, root info)`, id `NONE` when not in the vocabulary).
+    #[inline]
+    pub(super) fn walk(&self, toks: &[(u32, u32)], out: &mut Vec<u32>) {
+        for start in 0..toks.len() {
+            let (wid, mut info) = toks[start];
+            if wid == NONE {
+                continue;
+            }
+            let mut node = ROOT | wid as u64;
+            let mut next = start + 1;
+            loop {
+                let entry = info & NO_ENTRY;
+                if entry != NO_ENTRY {
+                    out.push(entry);
+                }
+                if info & HAS_CHILDREN == 0 || next >= toks.len() || toks[next].0 == NONE {
+                    break;
+                }
+                let key = edge_key(node, toks[next].0);
+                let hash = mix(key);
+                match self.edges.find(hash, key, |_| true) {
+                    Some(&(child, child_info)) => {
+                        node = child as u64;
+                        info = child_info;
+                    }
+                    None => break,
+                }
+                next += 1;
+            }
+        }
+    }
+
+    /// Prefetch the first edge of every token that starts a longer entry with the next
+    /// token, and clear `HAS_CHILDREN` on the others (so `walk` never probes for them).
+    #[inline]
+    pub(super) fn prefetch_edges(&self, toks: &mut [(u32, u32)]) {
+        let Some(last) = toks.len().checked_sub(1) else {
+            return;
+        };
+        for i in 0..last {
+            let (wid, info) = toks[i];
+            if info & HAS_CHILDREN == 0 {
+                continue;
+            }
+            let next = toks[i + 1].0;
+            let hash = mix(edge_key(ROOT | wid as u64, next));
+            if next != NONE && self.may_start(hash) {
+                self.edges.prefetch(hash);
+            } else {
+                toks[i].1 = info & !HAS_CHILDREN;
+            }
+        }
+    }
+
+    pub(super) fn memory_bytes(&self) -> usize {
+        self.vocab.memory_bytes() + self.edges.memory_bytes() + self.first.capacity() * 8
+    }
+}
