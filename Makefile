@@ -26,11 +26,13 @@ test-rust: ## Rust unit tests of the core crate
 test-py: ## pytest (no install)
 	$(PY) -m pytest -q
 
-lint: ## clippy, rustfmt, ruff
+lint: ## clippy, rustfmt, ruff, mypy, stubtest (the _core stub against the built module)
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo fmt --all -- --check
 	$(PY) -m ruff check python tests bench
 	$(PY) -m ruff format --check python tests bench
+	$(PY) -m mypy
+	$(PY) -m mypy.stubtest metaclip._core
 
 fmt: ## format Rust and Python
 	cargo fmt --all

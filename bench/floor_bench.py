@@ -40,8 +40,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from pipeline_bench import make_pool, run_once, total
 
 from metaclip.core import Matcher
-from metaclip.pipeline.run import Config, canonical_chunks, parquet_options
+from metaclip.pipeline.config import Config
 from metaclip.pipeline.startup import pyarrow_without_pandas
+from metaclip.pipeline.subset import canonical_chunks, parquet_options
 
 
 def best_cpu(fn: Callable[[], object], repeat: int) -> float:
@@ -111,7 +112,13 @@ def main() -> None:
     ap.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--target", type=float, default=1e6, help="texts/s end to end")
     ap.add_argument("--root", type=Path, default=Path(__file__).parent / "out")
+    ap.add_argument(
+        "--smoke", action="store_true", help="toy size (200k texts, 3k entries): checks it works"
+    )
     args = ap.parse_args()
+    if args.smoke:
+        args.entries, args.texts, args.shards, args.t = 3_000, 200_000, 2, [1, 1e9]
+        args.repeat = args.runs = 1
     use_reusing_pool()
     pyarrow_without_pandas()
 

@@ -2,7 +2,7 @@
 
 Labelled set: Debian gettext catalogues (see tests/lid/gettext_set.py; install e.g.
 ``apt-get install -y iso-codes shared-mime-info libc-l10n``). Truth and predictions go
-through the same default mapping (metaclip/data/lid/mapping.tsv), and only languages that
+through the same default mapping (metaclip.lid.default_mapping()), and only languages that
 mapping knows (the lid.176 set) are scored. Speed is texts per CPU-second on one core
 (``time.process_time``, so a busy shared machine does not skew it), on the same texts.
 

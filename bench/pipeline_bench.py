@@ -34,10 +34,11 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).parent))
 import workload
 
+from metaclip.pipeline.config import Config
+from metaclip.pipeline.engine import Engine
 from metaclip.pipeline.json_shards import write_tar_shard
 from metaclip.pipeline.metadata import Metadata
 from metaclip.pipeline.pool import read_shard
-from metaclip.pipeline.run import Config, Engine
 from metaclip.pipeline.startup import pyarrow_without_pandas
 
 

@@ -24,8 +24,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from pipeline_bench import make_pool  # sets Arrow's jemalloc up before pyarrow loads
 
+from metaclip.pipeline.config import Config
+from metaclip.pipeline.engine import Engine
 from metaclip.pipeline.memory import use_reusing_pool
-from metaclip.pipeline.run import Config, Engine
 
 STAGES = ["setup", "match", "count", "balance", "sample", "write", "datacard"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import json
 import os
 import shutil
@@ -14,16 +14,13 @@ from pathlib import Path
 import click
 
 from metaclip import __version__
+from metaclip._cli import friendly
 from metaclip.exceptions import MetaclipError
 from metaclip.pipeline.memory import keep_freed_pages
 
 # Before anything loads pyarrow: Arrow's jemalloc (the pool _engine selects) then reuses
 # freed blocks of every size instead of faulting in fresh pages per shard.
 keep_freed_pages()
-
-# --workers 0 on the embedded engine: one per core, at most this many (each worker holds a
-# shard in memory while it matches or writes).
-AUTO_WORKERS = 8
 
 POOL_HELP = """
 \b
@@ -35,6 +32,10 @@ WebDataset layout with {key}.json members). Columns are named with --key-column,
 
 
 def _options(f):
+    """The options of the stage commands: POOL, -o, -m, then one per ``Config`` setting
+    (its default, help and choices are the field's), then the engine's."""
+    from metaclip.pipeline.config import Config
+
     opts = [
         click.argument("pool", nargs=-1, required=True),
         click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
@@ -42,53 +43,24 @@ def _options(f):
         click.option("-m", "--metadata", required=True, type=click.Path(exists=True),
                      help="Metadata: JSON list, text file (one entry per line), parquet/"
                           "JSON-lines (lang, entry) or a folder of {lang}.json files."),
-        click.option("--metadata-lang", default="en", show_default=True,
-                     help="Language of a single-language metadata list."),
-        click.option("--mode", type=click.Choice(["mc1", "mc2", "fixed"]), default="mc1",
-                     show_default=True, help="Pattern rule (curation-spec §2)."),
-        click.option("--key-column", default="key", show_default=True,
-                     help="Unique sample key; the sampling coins depend on it."),
-        click.option("--text-column", default="text", show_default=True),
-        click.option("--lang-column", default=None, help="Language per text (skips LID)."),
-        click.option("--image-column", default=None,
-                     help="Image key shared by several rows (image-level sampling)."),
-        click.option("--t", "t", type=float, default=20_000, show_default=True,
-                     help="MC1 threshold t: p = min(1, t / count)."),
-        click.option("--t-en", type=float, default=None,
-                     help="MC2: English t; other languages get t from its tail mass."),
-        click.option("--unit", type=click.Choice(["pair", "image"]), default="pair",
-                     show_default=True, help="pair (MC1) or image (MC2: one text per image)."),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--epoch", type=int, default=0, show_default=True),
-        click.option("--lid/--no-lid", default=False,
-                     help="Identify each text's language (when there is no --lang-column)."),
-        click.option("--lid-threshold", type=float, default=0.0, show_default=True,
-                     help="Predictions less confident than this go to 'other'."),
-        click.option("--lid-mapping", default=None,
-                     help="LID code → metadata language table (TSV or JSON); default: "
-                          "metaclip/data/lid/mapping.tsv."),
-        click.option("--max-text-bytes", type=int, default=1 << 20, show_default=True,
-                     help="Longer texts are skipped and counted as too_long."),
-        click.option("--workers", type=int, default=0, show_default=True,
-                     help="Shards (and subset files) processed at once; 0: one per core, "
-                          "at most 8 (each holds a shard in memory). With --engine ray: "
-                          "the most actors per stage (0: one per CPU)."),
-        click.option("--threads", type=int, default=0,
-                     help="Matching threads per shard (0: cores / workers)."),
-        click.option("--rows-per-file", type=int, default=500_000, show_default=True,
-                     help="Rows per subset file (the files do not depend on the sharding). "
-                          "Each file is encoded by one worker, so small subsets write "
-                          "faster in more, smaller files."),
-        click.option("--compression", default="snappy", show_default=True,
-                     type=click.Choice(["snappy", "zstd", "lz4", "gzip", "brotli", "none"]),
-                     help="Parquet compression of the subset files."),
-        click.option("--pool-memory", "pool_memory_mb", type=int, default=None, metavar="MB",
-                     help="`run`, embedded engine: memory for pool shards that the match "
-                          "stage keeps for the write stage (decoded size), so they are read "
-                          "once; other shards are read again to write. Default: a quarter "
-                          "of the available memory; 0: read every shard twice."),
-        click.option("-q", "--quiet", is_flag=True, help="No progress bars."),
     ]  # fmt: skip
+    for fld in dataclasses.fields(Config):
+        if fld.default is dataclasses.MISSING:
+            continue  # pool, out, metadata: above
+        meta = fld.metadata
+        flags = meta.get("flags", ("--" + fld.name.replace("_", "-"),))
+        kw = {"default": fld.default, "help": meta["help"]}
+        kw["show_default"] = meta.get("show_default", fld.default is not None)
+        if "choices" in meta:
+            kw["type"] = click.Choice(meta["choices"])
+        elif isinstance(fld.default, bool):
+            if "/" not in flags[-1]:  # --lid/--no-lid is a flag by its form
+                kw["is_flag"] = True
+        else:
+            kw["type"] = meta.get("type", type(fld.default))
+        if "metavar" in meta:
+            kw["metavar"] = meta["metavar"]
+        opts.append(click.option(*flags, fld.name, **kw))
     f = click.option(
         "--ray-address",
         default=None,
@@ -130,8 +102,9 @@ def _metadata_early(kw: dict, build: bool) -> Future:
 
 def _engine(kw: dict):
     early = _metadata_early(kw, build=kw.get("engine", "embedded") == "embedded")
+    from metaclip.pipeline.config import Config
+    from metaclip.pipeline.engine import Engine
     from metaclip.pipeline.memory import use_reusing_pool
-    from metaclip.pipeline.run import Config, Engine
     from metaclip.pipeline.startup import pyarrow_without_pandas
 
     use_reusing_pool()  # this process is ours: an allocator that reuses freed pages
@@ -146,8 +119,6 @@ def _engine(kw: dict):
         raise MetaclipError("--pool-memory must be 0 or more (MB)")
     if kw.get("workers", 1) < 0:
         raise MetaclipError("--workers must be 0 (automatic) or more")
-    if engine == "embedded" and not kw.get("workers"):
-        kw["workers"] = min(os.cpu_count() or 1, AUTO_WORKERS)
     cfg = Config(**kw)
     if engine == "ray":
         try:
@@ -159,22 +130,6 @@ def _engine(kw: dict):
         return RayEngine(cfg, address=address, md=early.result())
     pyarrow_without_pandas()  # Ray Data uses pandas; the embedded engine never does
     return Engine(cfg, md=early.result())
-
-
-def _friendly(f):
-    """Known errors become one clear line and exit status 2, not a traceback."""
-
-    @functools.wraps(f)
-    def wrapper(*a, **kw):
-        try:
-            return f(*a, **kw)
-        except BrokenPipeError:  # stdout closed early (`| head`): click exits quietly
-            raise
-        except (MetaclipError, ValueError, OSError, RuntimeError) as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(2)
-
-    return wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -189,7 +144,7 @@ def main() -> None:
 
 @main.command(epilog=POOL_HELP)
 @_options
-@_friendly
+@friendly
 def match(**kw) -> None:
     """Stage 1: match every text to metadata entries (per-shard outputs, resumable).
 
@@ -202,7 +157,7 @@ def match(**kw) -> None:
 
 @main.command(epilog=POOL_HELP)
 @_options
-@_friendly
+@friendly
 def count(**kw) -> None:
     """Stage 2: sum per-shard entry counts into global counts per language.
 
@@ -217,7 +172,7 @@ def count(**kw) -> None:
 
 @main.command(epilog=POOL_HELP)
 @_options
-@_friendly
+@friendly
 def balance(**kw) -> None:
     """Stage 3: thresholds t (per language for MC2) and keep probabilities.
 
@@ -232,7 +187,7 @@ def balance(**kw) -> None:
 
 @main.command(epilog=POOL_HELP)
 @_options
-@_friendly
+@friendly
 def sample(**kw) -> None:
     """Stage 4: keep each unit with P = 1 − Π(1 − p) (deterministic coins); write subset/
     and datacard.json.
@@ -253,7 +208,7 @@ def sample(**kw) -> None:
 
 @main.command(epilog=POOL_HELP)
 @_options
-@_friendly
+@friendly
 def run(**kw) -> None:
     """All stages, then datacard.json and report/report.md.
 
@@ -266,7 +221,7 @@ def run(**kw) -> None:
 
 @main.command()
 @click.argument("out", type=click.Path(exists=True, path_type=Path))
-@_friendly
+@friendly
 def stats(out: Path) -> None:
     """Print the summary of a finished run (reads OUT/datacard.json).
 
@@ -309,7 +264,7 @@ def _summary(card: dict, out: Path) -> None:
 )
 @click.option("--texts-per-lang", type=int, default=1000, show_default=True)
 @click.option("-q", "--quiet", is_flag=True)
-@_friendly
+@friendly
 def demo(out: Path, texts_per_lang: int, quiet: bool) -> None:  # fmt: skip
     """Run the whole pipeline on bundled demo data (5 languages, no downloads).
 
@@ -326,6 +281,18 @@ def demo(out: Path, texts_per_lang: int, quiet: bool) -> None:  # fmt: skip
     _summary(card, out / "curated")
 
 
+@main.command("lid-mapping")
+def lid_mapping() -> None:
+    """Print the built-in LID code → metadata language table (code<TAB>language), a
+    start for a table of your own (--lid-mapping FILE).
+
+    Example: metaclip-curate lid-mapping > mapping.tsv
+    """
+    from metaclip.lid import default_mapping_tsv
+
+    click.echo(default_mapping_tsv(), nl=False)
+
+
 try:  # the metadata builder's commands
     from metaclip.metadata.cli import metadata as _metadata_group
 
@@ -337,11 +304,12 @@ except ImportError:  # pragma: no cover
 def console() -> None:
     """The ``metaclip-curate`` command: ``main``, then an exit without the interpreter's
     teardown. A run leaves a large heap (Arrow's kept pages, the metadata's strings) whose
-    freeing took ~0.1 s of a one-shot run; every output is already in place (written to a
-    temp file and renamed). A process that started Ray exits normally, so Ray shuts down."""
+    freeing is a visible part of a one-shot run (docs/performance.md, "Start-up and exit");
+    every output is already in place (written to a temp file and renamed). A process that
+    started Ray exits normally, so Ray shuts down."""
     try:
         main()
-        code: object = 0
+        code: str | int | None = 0
     except SystemExit as e:
         code = e.code
     if "ray" in sys.modules:

@@ -1,4 +1,4 @@
-"""Language identification for worldwide curation (curation spec §3).
+"""Language identification for worldwide curation (spec §3).
 
 Each text gets a metadata language (an ``int16`` index into ``identifier.languages``, where
 index 0 is always ``"other"``) and a ``float32`` confidence. All work runs in Rust, batched,
@@ -23,7 +23,8 @@ confidence is still reported).
 
 Backend codes become metadata languages through a mapping (``code<TAB>language`` TSV, a JSON
 object, or a dict); unmapped codes go to ``other``. The default is
-``metaclip/data/lid/mapping.tsv``: lid.176 labels → Wikipedia codes, Chinese variants
+built-in table (``default_mapping_tsv()``, or ``metaclip-curate lid-mapping``, prints it
+to start an edited copy from): lid.176 labels → Wikipedia codes, Chinese variants
 (``yue``, ``zh_yue``, ``zh_classical``) → ``zh``, whatlang's ISO 639-3 codes → 2-letter codes.
 
 Pipeline use::
@@ -44,21 +45,20 @@ from typing import Any
 import numpy as np
 
 from metaclip import _core
-from metaclip.core import _to_arrow, packed_strings
+from metaclip._arrow import packed_strings, to_arrow
 
 __all__ = [
     "BACKENDS",
-    "DEFAULT_MAPPING_PATH",
     "OTHER",
     "LanguageIdentifier",
     "default_mapping",
+    "default_mapping_tsv",
     "find_lid176",
     "load_mapping",
 ]
 
 BACKENDS = ("auto", "fasttext", "whatlang")
 OTHER = "other"
-DEFAULT_MAPPING_PATH = Path(__file__).parent / "data" / "lid" / "mapping.tsv"
 MODEL_ENV = "METACLIP_LID_MODEL"
 
 
@@ -79,10 +79,16 @@ def find_lid176() -> Path | None:
     return None
 
 
+def default_mapping_tsv() -> str:
+    """The built-in mapping as ``code<TAB>language`` lines with comments (what
+    ``load_mapping`` reads): a start for an edited table."""
+    return _core.lid_default_mapping_tsv()
+
+
 def default_mapping() -> dict[str, str]:
-    """The built-in code → language mapping (the same table as ``DEFAULT_MAPPING_PATH``)."""
+    """The built-in code → language mapping."""
     out: dict[str, str] = {}
-    for line in _core.lid_default_mapping_tsv().splitlines():
+    for line in default_mapping_tsv().splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             code, lang = line.split("\t")
@@ -188,7 +194,7 @@ class LanguageIdentifier:
             ``(lang, conf)``: ``int16[n]`` indices into :attr:`languages` and ``float32[n]``
             confidences.
         """
-        arrow = _to_arrow(texts)
+        arrow = to_arrow(texts)
         if arrow is not None:
             data, offsets, _nulls = packed_strings(arrow)
             lang, conf = self._id.identify_packed(data, offsets, threads)
@@ -212,7 +218,7 @@ class LanguageIdentifier:
     def map_codes(self, codes: Any) -> np.ndarray:
         """Map an existing language column (codes as str; nulls → ``other``) to ``int16``
         indices into :attr:`languages`, with this identifier's mapping."""
-        arrow = _to_arrow(codes)
+        arrow = to_arrow(codes)
         if arrow is None:
             import pyarrow as pa
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from metaclip.lid import DEFAULT_MAPPING_PATH, LanguageIdentifier, default_mapping, load_mapping
+from metaclip.lid import LanguageIdentifier, default_mapping, default_mapping_tsv, load_mapping
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog near the river bank",
@@ -82,7 +83,7 @@ def test_mapping_dict_tsv_json(tmp_path) -> None:
 def test_bad_mapping_and_backend(tmp_path) -> None:
     bad = tmp_path / "bad.tsv"
     bad.write_text("eng english\n")
-    from metaclip.exceptions import MetadataError
+    from metaclip.exceptions import MetadataError, ModelError
 
     with pytest.raises(MetadataError):
         LanguageIdentifier(backend="whatlang", mapping=bad)
@@ -96,12 +97,13 @@ def test_bad_mapping_and_backend(tmp_path) -> None:
         LanguageIdentifier(backend="fasttext", model_path=tmp_path / "missing.ftz")
     junk = tmp_path / "junk.ftz"
     junk.write_bytes(b"\0" * 64)
-    with pytest.raises(MetadataError):
+    with pytest.raises(ModelError, match=r"junk\.ftz"):
         LanguageIdentifier(backend="fasttext", model_path=junk)
 
 
-def test_shipped_mapping_file_is_the_builtin_one() -> None:
-    assert load_mapping(DEFAULT_MAPPING_PATH) == default_mapping()
+def test_the_printed_mapping_reads_back_as_the_builtin_one(tmp_path: Path) -> None:
+    (tmp_path / "m.tsv").write_text(default_mapping_tsv(), encoding="utf-8")
+    assert load_mapping(tmp_path / "m.tsv") == default_mapping()
     m = default_mapping()
     assert m["yue"] == m["zh_yue"] == m["zh_classical"] == "zh"
     assert m["eng"] == "en" and m["cmn"] == "zh" and m["nob"] == "no"
@@ -113,3 +115,13 @@ def test_map_existing_language_column(wl: LanguageIdentifier) -> None:
     got = [wl.languages[i] for i in wl.map_codes(codes)]
     assert got == ["en", "zh", "other", "other", "de"]
     assert wl.map_codes(["zh_classical"]).tolist() == [wl.languages.index("zh")]
+
+
+def test_the_cli_prints_the_builtin_mapping() -> None:
+    from click.testing import CliRunner
+
+    from metaclip.cli import main
+
+    r = CliRunner().invoke(main, ["lid-mapping"])
+    assert r.exit_code == 0 and r.output == default_mapping_tsv()
+    assert "zh_yue\tzh" in r.output

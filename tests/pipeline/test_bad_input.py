@@ -172,7 +172,8 @@ def test_shards_with_different_column_types(tmp_path, md):
 def test_invalid_utf8_in_kept_rows_of_a_string_column_restarts_as_binary(tmp_path):
     """Readers that validate UTF-8 hand such a column over as binary; the part that meets
     it asks for the whole subset to store the column as binary (same type in every file)."""
-    from metaclip.pipeline.run import Config, SchemaDrift, SubsetWriter
+    from metaclip.pipeline.config import Config
+    from metaclip.pipeline.subset import SchemaDrift, SubsetWriter
 
     cfg = Config(pool=(), out=str(tmp_path), metadata="")
     writer = SubsetWriter(cfg, {"en": 0}, {}, tmp_path, tmp_path)
@@ -187,13 +188,13 @@ def test_invalid_utf8_in_kept_rows_of_a_string_column_restarts_as_binary(tmp_pat
 
 
 def test_schema_drift_rewrites_every_file_with_the_binary_column(tmp_path, md, monkeypatch):
-    from metaclip.pipeline import run
+    from metaclip.pipeline import shard
 
     pool = tmp_path / "pool"
     pool.mkdir()
     pq.write_table(pa.table({"key": ["a"], "text": ["dog"], "url": ["x"]}), pool / "a.parquet")
     pq.write_table(pa.table({"key": ["b"], "text": ["cat"], "url": ["y"]}), pool / "b.parquet")
-    real = run.read_parquet
+    real = shard.read_parquet
 
     def validating_reader(shard, columns=None, use_threads=True):
         table = real(shard, columns, use_threads)
@@ -202,7 +203,7 @@ def test_schema_drift_rewrites_every_file_with_the_binary_column(tmp_path, md, m
             table = table.set_column(i, "url", pa.array([b"\xff"], pa.binary()))
         return table
 
-    monkeypatch.setattr(run, "read_parquet", validating_reader)
+    monkeypatch.setattr(shard, "read_parquet", validating_reader)
     out = tmp_path / "o"
     run_ok(pool, md, out, "--rows-per-file", "1")
     files = sorted((out / "subset").glob("*.parquet"))

@@ -1,4 +1,5 @@
-"""bench/floor_bench.py on a small pool: it runs the pipeline and prints a consistent table."""
+"""bench/floor_bench.py --smoke: it runs the pipeline and prints a consistent table (no
+time limit: the timeout only guards against a hang)."""
 
 import re
 import subprocess
@@ -6,13 +7,13 @@ import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "floor_bench.py"
+HANG_GUARD_S = 1800  # not a time limit: a busy machine never gets near it
 
 
 def test_floor_bench_prints_its_parts_and_their_sum(tmp_path):
-    args = ["--entries", "3000", "--texts", "200000", "--shards", "2", "--t", "1", "1e9",
-            "--repeat", "1", "--runs", "1", "--cores", "2", "--root", str(tmp_path)]  # fmt: skip
+    args = ["--smoke", "--cores", "2", "--root", str(tmp_path)]
     proc = subprocess.run(
-        [sys.executable, str(BENCH), *args], capture_output=True, text=True, timeout=300
+        [sys.executable, str(BENCH), *args], capture_output=True, text=True, timeout=HANG_GUARD_S
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from metaclip.pipeline import json_shards as js
-from metaclip.pipeline.pool import Columns
+from metaclip.pipeline.config import Columns
 
 COLS = Columns()
 

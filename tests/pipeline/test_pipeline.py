@@ -1,4 +1,4 @@
-"""End-to-end pipeline tests with real files in a temp dir (curation-spec §7)."""
+"""End-to-end pipeline tests with real files in a temp dir (spec §7)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,14 @@ from click.testing import CliRunner
 
 from metaclip import core
 from metaclip.cli import main
-from metaclip.pipeline import run as run_mod
-from metaclip.pipeline import stages
+from metaclip.pipeline import engine as engine_mod
+from metaclip.pipeline import scheduling, stages
+from metaclip.pipeline import shard as shard_mod
+from metaclip.pipeline.config import Config
+from metaclip.pipeline.engine import Engine
 from metaclip.pipeline.json_shards import write_tar_shard
-from metaclip.pipeline.pool import Shard
+from metaclip.pipeline.pool import Shard, discover, read_footer
+from metaclip.pipeline.subset import SubsetWriter
 
 WORDS = [f"w{i}" for i in range(400)] + ["hot", "dog", "New", "York", "cat"]
 
@@ -133,7 +137,7 @@ def test_shards_read_ahead_in_the_match_tail_give_the_same_subset(pool, tmp_path
         "--workers", "1", "--pool-memory", "0", "-q",
     )  # fmt: skip
     taken = []
-    real = run_mod.PoolTables.take
+    real = scheduling.PoolTables.take
 
     def take(self, name):
         table = real(self, name)
@@ -141,12 +145,12 @@ def test_shards_read_ahead_in_the_match_tail_give_the_same_subset(pool, tmp_path
             taken.append(name)
         return table
 
-    monkeypatch.setattr(run_mod.PoolTables, "take", take)
-    cfg = run_mod.Config(
+    monkeypatch.setattr(scheduling.PoolTables, "take", take)
+    cfg = Config(
         pool=(str(pool["seven"]),), out=str(tmp_path / "ahead"), metadata=str(pool["md"]),
         t=50, workers=2, quiet=True, pool_memory_mb=0,
     )  # fmt: skip
-    engine = run_mod.Engine(cfg)
+    engine = Engine(cfg)
     engine.run()
     # The last two match tasks run together, so one worker goes idle and reads the last
     # shard (the shards are listed by path).
@@ -167,7 +171,7 @@ def _count_reads(monkeypatch) -> list[tuple[str, bool]]:
         return real(shard, columns, use_threads)
 
     monkeypatch.setattr(pool_mod, "read_parquet", read_parquet)
-    monkeypatch.setattr(run_mod, "read_parquet", read_parquet)
+    monkeypatch.setattr(shard_mod, "read_parquet", read_parquet)
     return reads
 
 
@@ -187,7 +191,7 @@ def test_shards_kept_in_memory_are_read_once(pool, tmp_path, monkeypatch, worker
         "run", str(pool["seven"]), "-m", str(pool["md"]), "-o", str(out), "--t", "50",
         "--workers", str(workers), "-q",
     )  # fmt: skip
-    names = sorted(s.name for s in run_mod.discover([str(pool["seven"])]))
+    names = sorted(s.name for s in discover([str(pool["seven"])]))
     assert sorted(reads) == [(n, True) for n in names]
     assert subset_bytes(out) == subset_bytes(ref)
     assert (out / "datacard.json").read_text() == (ref / "datacard.json").read_text()
@@ -196,25 +200,25 @@ def test_shards_kept_in_memory_are_read_once(pool, tmp_path, monkeypatch, worker
 def test_the_memory_budget_keeps_the_first_shards_that_fit(pool, tmp_path, monkeypatch):
     """A budget that fits 3 shards: the first 3 still to match are read once; the others
     are read for matching (key and text) and again in full to write."""
-    shards = run_mod.discover([str(pool["seven"])])
+    shards = discover([str(pool["seven"])])
     # Planned by footer sizes, checked against the tables read: room for both.
     budget = sum(
         max(
-            run_mod.read_footer(s).decoded_bytes,
-            run_mod.read_for_write(s, run_mod.Config((), "", "")).nbytes,
+            read_footer(s).decoded_bytes,
+            shard_mod.read_for_write(s, Config((), "", "")).nbytes,
         )
         for s in shards[1:4]
     )
-    monkeypatch.setattr(run_mod.Engine, "pool_memory", property(lambda self: budget))
+    monkeypatch.setattr(Engine, "pool_memory", property(lambda self: budget))
     out = tmp_path / "out"
-    cfg = run_mod.Config(
+    cfg = Config(
         pool=(str(pool["seven"]),), out=str(out), metadata=str(pool["md"]), t=50,
         workers=1, quiet=True,
     )  # fmt: skip
-    engine = run_mod.Engine(cfg)
+    engine = Engine(cfg)
     # Shard 0 is matched already (as in a resumed run): the budget goes to shards 1-3.
     engine.match_dir.mkdir(parents=True)
-    run_mod.match_shard(shards[0], cfg, engine.md, engine.match_dir, 1)
+    shard_mod.match_shard(shards[0], cfg, engine.md, engine.match_dir, 1)
     reads = _count_reads(monkeypatch)
     engine.run()
     kept = {s.name for s in shards[1:4]}
@@ -244,15 +248,15 @@ def test_a_shard_bigger_decoded_than_its_footer_says_is_not_kept(pool, tmp_path,
                       "source": ["x" * 2000] * 300}),
             src / f"{s}.parquet",
         )  # fmt: skip
-    shards = run_mod.discover([str(src)])
-    footer = sum(run_mod.read_footer(s).decoded_bytes for s in shards)
-    monkeypatch.setattr(run_mod.Engine, "pool_memory", property(lambda self: footer + 1000))
-    cfg = run_mod.Config(
+    shards = discover([str(src)])
+    footer = sum(read_footer(s).decoded_bytes for s in shards)
+    monkeypatch.setattr(Engine, "pool_memory", property(lambda self: footer + 1000))
+    cfg = Config(
         pool=(str(src),), out=str(tmp_path / "out"), metadata=str(pool["md"]), t=20,
         workers=1, quiet=True,
     )  # fmt: skip
     reads = _count_reads(monkeypatch)
-    engine = run_mod.Engine(cfg)
+    engine = Engine(cfg)
     engine.run()
     assert footer < 100_000 < pq.read_table(src / "0.parquet").nbytes
     assert sorted(reads) == sorted((s.name, whole) for s in shards for whole in (True, True))
@@ -268,7 +272,7 @@ def test_a_failed_read_ahead_leaves_the_read_to_the_write_stage(tmp_path):
     def read(shard):
         raise OSError("disk gone")
 
-    tables = run_mod.PoolTables(read, shards, limit=2)
+    tables = scheduling.PoolTables(read, shards, limit=2)
     tables.start()
     assert tables.take(shards[-1].name) is None  # waits for the read, then gives it up
     assert tables.take(shards[-1].name) is None  # taken once
@@ -278,7 +282,7 @@ def test_a_failed_read_ahead_leaves_the_read_to_the_write_stage(tmp_path):
 def test_the_pool_memory_default_and_its_errors(tmp_path):
     from metaclip.pipeline.memory import available_memory
 
-    cfg = run_mod.Config(pool=(), out=str(tmp_path), metadata="m")
+    cfg = Config(pool=(), out=str(tmp_path), metadata="m")
     assert cfg.pool_memory_mb is None  # a quarter of available_memory()
     assert available_memory() > 0  # Linux: /proc/meminfo
     r = CliRunner().invoke(
@@ -294,7 +298,7 @@ def test_parquet_bytes_depend_on_rows_not_on_how_they_were_chunked():
     writer gets fixed chunk boundaries, and files do not depend on where slices fall."""
     import io
 
-    from metaclip.pipeline.run import canonical_chunks
+    from metaclip.pipeline.subset import canonical_chunks
 
     n, step = 30_000, 4096
     rng = random.Random(0)
@@ -361,12 +365,12 @@ def test_report_is_drawn_while_the_subset_is_written(pool, tmp_path, monkeypatch
     subset, datacard and report as they were."""
     from metaclip.pipeline import report
 
-    cfg = run_mod.Config(
+    cfg = Config(
         pool=(str(pool["seven"]),), out=str(tmp_path / "o"), metadata=str(pool["md"]),
         t=50, workers=2, quiet=True,
     )  # fmt: skip
     drawing, started = {}, threading.Event()
-    real_draw, real_write = report.write_report, run_mod.Engine.write
+    real_draw, real_write = report.write_report, Engine.write
 
     def draw(*a, **kw):
         drawing["thread"] = threading.current_thread()
@@ -379,8 +383,8 @@ def test_report_is_drawn_while_the_subset_is_written(pool, tmp_path, monkeypatch
         return real_write(self)
 
     monkeypatch.setattr(report, "write_report", draw)
-    monkeypatch.setattr(run_mod.Engine, "write", write)
-    card = run_mod.Engine(cfg).run()
+    monkeypatch.setattr(Engine, "write", write)
+    card = Engine(cfg).run()
     assert drawing["thread"] is not threading.main_thread() and drawing["during_write"]
     assert (tmp_path / "o" / "report" / "report.md").exists()
     assert card["subset"]["size"] == sum(
@@ -396,9 +400,9 @@ def test_report_is_drawn_while_the_subset_is_written(pool, tmp_path, monkeypatch
     def broken(self):
         raise OSError("disk full")
 
-    monkeypatch.setattr(run_mod.Engine, "write", broken)
+    monkeypatch.setattr(Engine, "write", broken)
     with pytest.raises(OSError, match="disk full"):
-        run_mod.Engine(replace(cfg, t=20)).run()  # another subset, so another datacard
+        Engine(replace(cfg, t=20)).run()  # another subset, so another datacard
     assert files(tmp_path / "o") == before
     assert not (tmp_path / "o" / "_work" / "report.tmp").exists()
 
@@ -414,7 +418,7 @@ def test_a_killed_write_resumes_with_the_files_it_finished(pool, tmp_path, monke
     assert len(subset_bytes(ref)) > 3
 
     out = tmp_path / "out"
-    real = run_mod.SubsetWriter.write_part
+    real = SubsetWriter.write_part
     wrote: list[int] = []
 
     def dying(self, part, *a, **kw):
@@ -423,7 +427,7 @@ def test_a_killed_write_resumes_with_the_files_it_finished(pool, tmp_path, monke
         wrote.append(part["part"])
         return real(self, part, *a, **kw)
 
-    monkeypatch.setattr(run_mod.SubsetWriter, "write_part", dying)
+    monkeypatch.setattr(SubsetWriter, "write_part", dying)
     die_at = 2
     killed = CliRunner().invoke(main, ["run", str(pool["seven"]), "-o", str(out), *args,
                                        "--workers", "1"])  # fmt: skip
@@ -469,13 +473,13 @@ def test_a_rerun_on_a_changed_pool_equals_a_fresh_run(pool, tmp_path, monkeypatc
     run_cli("run", str(grow), "-o", str(out), *args)
 
     matched: list[str] = []
-    real = run_mod.match_shard
+    real = engine_mod.match_shard
 
     def counting(shard, *a, **kw):
         matched.append(shard.path.name)
         return real(shard, *a, **kw)
 
-    monkeypatch.setattr(run_mod, "match_shard", counting)
+    monkeypatch.setattr(engine_mod, "match_shard", counting)
     (grow / shards[-1].name).write_bytes(shards[-1].read_bytes())  # a shard added
     run_cli("run", str(grow), "-o", str(out), *args)
     assert matched == [shards[-1].name]
@@ -564,7 +568,7 @@ def test_other_shards_kept_in_memory_are_read_once(pool, tmp_path, monkeypatch, 
 
         return read
 
-    for mod, name in [(pool_mod, "read_parquet"), (run_mod, "read_parquet"),
+    for mod, name in [(pool_mod, "read_parquet"), (shard_mod, "read_parquet"),
                       (json_shards, "read_jsonl"), (json_shards, "read_tar")]:  # fmt: skip
         monkeypatch.setattr(mod, name, counted(getattr(mod, name)))
     run_cli(*args, "-o", str(tmp_path / "kept"))

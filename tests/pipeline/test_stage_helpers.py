@@ -16,9 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+from metaclip._arrow import contiguous
 from metaclip.cli import main
 from metaclip.pipeline import stages
-from metaclip.pipeline.pool import contiguous
 
 
 def random_matches(rng: np.random.Generator, n: int, chunks: int) -> pa.Table:
@@ -133,7 +133,7 @@ def test_progress_estimates_texts_from_bytes_where_unknown(monkeypatch):
     from the bytes of the shards done so far and is exact once all are done."""
     import io
 
-    from metaclip.pipeline.run import Progress
+    from metaclip.pipeline.progress import Progress
 
     monkeypatch.setattr("sys.stderr", io.StringIO())
     bar = Progress("match", None, False, left_bytes=400)
@@ -152,7 +152,7 @@ def test_progress_estimates_texts_from_bytes_where_unknown(monkeypatch):
 
 
 def _write_tasks(parts, fail=None):
-    from metaclip.pipeline.run import WriteTasks
+    from metaclip.pipeline.scheduling import WriteTasks
 
     log, lock = [], threading.Lock()
 

@@ -23,9 +23,10 @@ from click.testing import CliRunner
 ray = pytest.importorskip("ray")
 
 from metaclip.cli import main  # noqa: E402
+from metaclip.pipeline.config import Config  # noqa: E402
 from metaclip.pipeline.demo import write_demo_metadata, write_demo_pool  # noqa: E402
-from metaclip.pipeline.ray_engine import MatchWorker, RayEngine, SampleWorker  # noqa: E402
-from metaclip.pipeline.run import Config  # noqa: E402
+from metaclip.pipeline.ray_engine import RayEngine  # noqa: E402
+from metaclip.pipeline.ray_tasks import MatchWorker, SampleWorker  # noqa: E402
 
 WORDS = [f"w{i}" for i in range(200)]
 

@@ -10,7 +10,6 @@ import gzip
 import io
 import json
 import math
-import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,26 +26,12 @@ from metaclip.metadata.recipe import (
 )
 from metaclip.metadata.segment import Segmenter, get_segmenter
 from metaclip.metadata.wordnet import read_omw, wordnet_entries
+from metaclip.pipeline.io import write_bytes
 
-__all__ = ["MetadataBuilder", "MetadataSet", "atomic_write_bytes"]
+__all__ = ["MetadataBuilder", "MetadataSet"]
 
 FORMAT_VERSION = 1
 _BATCH_LINES = 8192
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory + rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _open_text(path: Path) -> io.TextIOBase:
@@ -89,13 +74,16 @@ class MetadataSet:
         written: dict[str, Path] = {}
         for lang in sorted(self.entries):
             p = out / f"{lang}.json"
-            atomic_write_bytes(p, json.dumps(self.entries[lang], ensure_ascii=False).encode())
+            write_bytes(p, json.dumps(self.entries[lang], ensure_ascii=False).encode())
             written[lang] = p
         if parquet:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            langs, ids, ents, srcs = [], [], [], []
+            langs: list[str] = []
+            ids: list[int] = []
+            ents: list[str] = []
+            srcs: list[str] = []
             for lang in sorted(self.entries):
                 n = len(self.entries[lang])
                 langs.extend([lang] * n)
@@ -113,11 +101,11 @@ class MetadataSet:
             buf = pa.BufferOutputStream()
             pq.write_table(table, buf, compression="zstd")
             p = out / "metadata.parquet"
-            atomic_write_bytes(p, buf.getvalue().to_pybytes())
+            write_bytes(p, buf.getvalue().to_pybytes())
             written["parquet"] = p
         p = out / "summary.json"
         text = json.dumps(self.summary, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
-        atomic_write_bytes(p, text.encode())
+        write_bytes(p, text.encode())
         written["summary"] = p
         return written
 
@@ -246,14 +234,14 @@ class MetadataBuilder:
                 lc.counter.add_file(f)
             else:
                 with _open_text(f) as fh:
-                    batch: list[str] = []
+                    lines: list[str] = []
                     for line in fh:
-                        batch.append(line.rstrip("\n"))
-                        if len(batch) >= _BATCH_LINES:
-                            self._feed(lc, batch, pretokenized)
-                            batch = []
-                    if batch:
-                        self._feed(lc, batch, pretokenized)
+                        lines.append(line.rstrip("\n"))
+                        if len(lines) >= _BATCH_LINES:
+                            self._feed(lc, lines, pretokenized)
+                            lines = []
+                    if lines:
+                        self._feed(lc, lines, pretokenized)
 
     def add_unigram_counts(self, lang: str, path: str | Path) -> int:
         """Precomputed ``word count`` lines (plain or .gz)."""

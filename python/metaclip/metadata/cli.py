@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from metaclip.exceptions import MetadataError
+from metaclip._cli import friendly
 
 __all__ = ["metadata"]
 
@@ -148,6 +148,7 @@ Writes <lang>.json (JSON list of strings, MC1 metadata.json format), metadata.pa
 @click.option("--unigram-cap", type=int, help="Override the unigram cap (mc2).")
 @click.option("--bigram-cap", type=int, help="Override the bigram cap (mc2).")
 @click.option("--title-cap", type=int, help="Override the title cap (mc2).")
+@friendly
 def build(
     out_dir: Path, recipe: str, langs: tuple[str, ...], wordnet_dir: Path | None,
     omw: tuple[str, ...], corpus: tuple[str, ...], pretokenized_corpus: tuple[str, ...],
@@ -174,37 +175,34 @@ def build(
         text_column=text_column,
         pmi_ref_tokens=int(pmi_ref_tokens) if pmi_ref_tokens else None,
     )
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            if wordnet_dir is not None:
-                n = b.add_wordnet(wordnet_dir)
-                click.echo(f"wordnet: {n} entries ({rec.wordnet})", err=True)
-            for v in omw:
-                lang, sep, path = v.rpartition("=")
-                code = b.add_omw(path, lang if sep else None)
-                click.echo(f"omw: {path} -> {code}", err=True)
-            for lang, p in _lang_path(corpus, "--corpus"):
-                click.echo(f"counting {lang}: {p}", err=True)
-                b.add_corpus(lang, p)
-            for lang, p in _lang_path(pretokenized_corpus, "--pretokenized-corpus"):
-                click.echo(f"counting {lang} (pre-segmented): {p}", err=True)
-                b.add_corpus(lang, p, pretokenized=True)
-            for lang, p in _lang_path(unigram_counts, "--unigram-counts"):
-                b.add_unigram_counts(lang, p)
-            for lang, p in _lang_path(bigram_counts, "--bigram-counts"):
-                b.add_bigram_counts(lang, p)
-            for lang, p in _lang_path(titles, "--titles"):
-                b.add_title_counts(lang, p)
-            for p in pageviews:
-                click.echo(f"pageviews: {p}", err=True)
-                b.add_pageviews(p, langs or None)
-            for w in caught:
-                click.echo(f"warning: {w.message}", err=True)
-            result = b.build(langs or None)
-            result.write(out_dir)
-    except (MetadataError, OSError, ValueError, RuntimeError) as e:
-        raise click.ClickException(str(e)) from e
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if wordnet_dir is not None:
+            n = b.add_wordnet(wordnet_dir)
+            click.echo(f"wordnet: {n} entries ({rec.wordnet})", err=True)
+        for v in omw:
+            lang, sep, path = v.rpartition("=")
+            code = b.add_omw(path, lang if sep else None)
+            click.echo(f"omw: {path} -> {code}", err=True)
+        for lang, p in _lang_path(corpus, "--corpus"):
+            click.echo(f"counting {lang}: {p}", err=True)
+            b.add_corpus(lang, p)
+        for lang, p in _lang_path(pretokenized_corpus, "--pretokenized-corpus"):
+            click.echo(f"counting {lang} (pre-segmented): {p}", err=True)
+            b.add_corpus(lang, p, pretokenized=True)
+        for lang, p in _lang_path(unigram_counts, "--unigram-counts"):
+            b.add_unigram_counts(lang, p)
+        for lang, p in _lang_path(bigram_counts, "--bigram-counts"):
+            b.add_bigram_counts(lang, p)
+        for lang, p in _lang_path(titles, "--titles"):
+            b.add_title_counts(lang, p)
+        for p in pageviews:
+            click.echo(f"pageviews: {p}", err=True)
+            b.add_pageviews(p, langs or None)
+        for w in caught:
+            click.echo(f"warning: {w.message}", err=True)
+        result = b.build(langs or None)
+        result.write(out_dir)
     for lang, info in result.summary["languages"].items():
         parts = ", ".join(f"{k} {v:,}" for k, v in info["by_source"].items() if v)
         click.echo(f"{lang}: {info['entries']:,} entries ({parts})")

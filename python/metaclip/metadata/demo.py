@@ -229,9 +229,9 @@ def demo_metadata(cache_dir: Path | None = None) -> dict[str, list[str]]:
     with tempfile.TemporaryDirectory(prefix="metaclip-demo-md-") as tmp:
         entries = _build(write_demo_inputs(tmp))
     if cache is not None:
-        from metaclip.metadata.builder import atomic_write_bytes
+        from metaclip.pipeline.io import write_bytes
 
-        atomic_write_bytes(cache, json.dumps(entries, ensure_ascii=False).encode())
+        write_bytes(cache, json.dumps(entries, ensure_ascii=False).encode())
     return entries
 
 

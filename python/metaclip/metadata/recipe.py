@@ -2,7 +2,7 @@
 
 Numbers and rules come from the public reference (facebookresearch/MetaCLIP,
 ``metaclip/build_metadata.py`` for MC1 and ``metaclip/metadata/build_metadata.py`` for MC2)
-and from ``docs/curation-spec.md`` §1.
+and from docs/spec.md §1.
 """
 
 from __future__ import annotations

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from metaclip.pipeline.io import atomic_write
+from metaclip.pipeline.io import atomic_write, write_bytes
 
 
 def write_demo_pool(out: Path, texts_per_lang: int = 1000, shards: int = 3) -> Path:
@@ -16,7 +17,7 @@ def write_demo_pool(out: Path, texts_per_lang: int = 1000, shards: int = 3) -> P
     parquet shards with columns key, text, lang, url."""
     from metaclip.metadata.demo import DEMO_LANGS, demo_captions
 
-    rows = {"key": [], "text": [], "lang": [], "url": []}
+    rows: dict[str, list[str]] = {"key": [], "text": [], "lang": [], "url": []}
     for lang in DEMO_LANGS:
         for i, text in enumerate(demo_captions(lang, n=texts_per_lang, seed=0)):
             key = f"{lang}-{i:06d}"
@@ -30,8 +31,12 @@ def write_demo_pool(out: Path, texts_per_lang: int = 1000, shards: int = 3) -> P
     step = -(-table.num_rows // shards)
     for s in range(shards):
         part = table.slice(s * step, step)
-        atomic_write(pool / f"demo-{s:02d}.parquet", lambda p, t=part: pq.write_table(t, p))
+        atomic_write(pool / f"demo-{s:02d}.parquet", functools.partial(_write_parquet, part))
     return pool
+
+
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    pq.write_table(table, path)
 
 
 def write_demo_metadata(out: Path) -> Path:
@@ -40,13 +45,13 @@ def write_demo_metadata(out: Path) -> Path:
     md_dir = out / "metadata"
     md_dir.mkdir(parents=True, exist_ok=True)
     for lang, entries in demo_metadata().items():
-        data = json.dumps(entries, ensure_ascii=False)
-        atomic_write(md_dir / f"{lang}.json", lambda p, d=data: p.write_text(d, encoding="utf-8"))
+        write_bytes(md_dir / f"{lang}.json", json.dumps(entries, ensure_ascii=False).encode())
     return md_dir
 
 
 def run_demo(out: Path, texts_per_lang: int = 1000, quiet: bool = False) -> dict:
-    from metaclip.pipeline.run import Config, Engine
+    from metaclip.pipeline.config import Config
+    from metaclip.pipeline.engine import Engine
 
     pool = write_demo_pool(out, texts_per_lang)
     md_dir = write_demo_metadata(out)

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from metaclip.exceptions import InputError
 
 if TYPE_CHECKING:
-    from metaclip.pipeline.pool import Columns
+    from metaclip.pipeline.config import Columns
 
 # JSON-lines blocks parsed at once: a line must fit in one (longer ones go row by row).
 JSONL_BLOCK = 16 << 20

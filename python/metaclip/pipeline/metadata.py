@@ -9,8 +9,7 @@ from pathlib import Path
 
 from metaclip import core
 from metaclip.exceptions import MetadataError
-
-OTHER = "other"
+from metaclip.lid import OTHER
 
 
 class Metadata:

@@ -19,24 +19,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from metaclip.core import contiguous
+from metaclip._arrow import contiguous
 from metaclip.exceptions import InputError
 from metaclip.pipeline import json_shards
+from metaclip.pipeline.config import Columns
 
 SUFFIXES = {".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".tar": "tar"}
 SKIP_REASONS = (
     "null_text", "non_string_text", "invalid_utf8", "too_long", "malformed_row", "null_key",
 )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Columns:
-    """Names of the pool's columns (``text`` may hold a list of texts per image)."""
-
-    key: str = "key"
-    text: str = "text"
-    lang: str | None = None
-    image: str | None = None
 
 
 @dataclass(frozen=True)

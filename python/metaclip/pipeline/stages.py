@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from metaclip import core
-from metaclip.core import contiguous
+from metaclip._arrow import contiguous
 from metaclip.pipeline.metadata import Metadata
 from metaclip.pipeline.pool import SKIP_REASONS
 
