@@ -1,4 +1,4 @@
-"""A small pure-Python statement of curation-spec §2 and §6, to hold the Rust core against.
+"""A small pure-Python statement of spec §2 and §6, to hold the Rust core against.
 
 Deliberately naive: the `" " + entry + " " in spacing(text)` scan of the reference.
 """

@@ -21,6 +21,9 @@ import metaclip
 from metaclip.train.tokenizer import train_sentencepiece
 
 PYTHON_DIR = str(Path(metaclip.__file__).resolve().parent.parent)
+# Subprocess timeouts guard against a hang (a lost gloo peer waits forever); they are not
+# time limits, so a busy machine never gets near them.
+HANG_GUARD_S = 1800
 
 
 def pytest_collection_modifyitems(config, items):
@@ -47,8 +50,10 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
-def torchrun(args: list[str], nproc: int = 2, timeout: float = 240) -> subprocess.CompletedProcess:
-    """Launch ``torchrun`` with a timeout, so a hang fails the test instead of blocking CI."""
+def torchrun(
+    args: list[str], nproc: int = 2, timeout: float = HANG_GUARD_S
+) -> subprocess.CompletedProcess:
+    """Launch ``torchrun``; a hang fails the test instead of blocking CI."""
     cmd = [
         sys.executable,
         "-m",

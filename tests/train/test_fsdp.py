@@ -8,7 +8,7 @@ from conftest import torchrun
 
 def test_two_rank_fsdp_gradients_match_single_process(tmp_path):
     out = tmp_path / "grads.json"
-    torchrun([str(Path(__file__).parent / "fsdp_worker.py"), str(out)], nproc=2, timeout=180)
+    torchrun([str(Path(__file__).parent / "fsdp_worker.py"), str(out)], nproc=2)
     result = json.loads(out.read_text())
     assert result["world"] == 2
     cases = {(c["loss"], c["ac"], c["precision"]): c for c in result["cases"]}

@@ -12,6 +12,7 @@ import logging
 import pickle
 import random
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -96,7 +97,7 @@ def load(path: str | Path, *, model, optimizer, scheduler) -> tuple[int, dict]:
     if not (path / ".metadata").is_file():
         raise FileNotFoundError(f"{path} is not a DCP checkpoint (no .metadata)")
     rank = _rank()
-    state = {
+    state: dict[str, Any] = {
         "model": get_model_state_dict(model),
         "optim": get_optimizer_state_dict(model, optimizer),
         "scheduler": io.BytesIO(),
@@ -142,7 +143,8 @@ def from_open_clip(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def export_consolidated(model, path: str | Path) -> dict[str, torch.Tensor] | None:
     """Gather the full model on rank 0 and write an open_clip-compatible ``.pt`` (collective)."""
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    state = get_model_state_dict(model, options=opts)
+    # a full, CPU-offloaded state dict holds plain tensors
+    state = cast(dict[str, torch.Tensor], get_model_state_dict(model, options=opts))
     out = None
     if _rank() == 0:
         out = to_open_clip({k: v.float() for k, v in state.items()})

@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from metaclip._cli import friendly
 from metaclip.exceptions import MetaclipError
 
 
@@ -40,6 +41,7 @@ def cli(verbose: bool) -> None:
     help="Override a config value, e.g. --set optim.lr=1e-3 (repeatable).",
 )
 @click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
+@friendly(errors=(MetaclipError,))
 def train(config: str, overrides: tuple[str, ...], print_config: bool) -> None:
     """Train from a TOML/JSON CONFIG file plus overrides."""
     from metaclip.train.config import config_to_dict, load_config
@@ -69,6 +71,7 @@ def train(config: str, overrides: tuple[str, ...], print_config: bool) -> None:
     "--model-type", type=click.Choice(["unigram", "bpe"]), default="unigram", show_default=True
 )
 @click.option("--character-coverage", default=0.9995, show_default=True)
+@friendly(errors=(MetaclipError,))
 def tokenizer(
     files: tuple[str, ...], prefix: str, vocab_size: int, model_type: str, character_coverage: float
 ) -> None:
@@ -83,6 +86,7 @@ def tokenizer(
 @cli.command()
 @click.argument("checkpoint", type=click.Path(exists=True, file_okay=False))
 @click.argument("output", type=click.Path(dir_okay=False))
+@friendly(errors=(MetaclipError,))
 def export(checkpoint: str, output: str) -> None:
     """Convert a DCP CHECKPOINT directory to an open_clip state dict OUTPUT (.pt)."""
     from metaclip.train.checkpoint import dcp_to_open_clip
@@ -91,7 +95,7 @@ def export(checkpoint: str, output: str) -> None:
 
 
 def main() -> None:
-    """Console-script entry point; turns our errors into a one-line message and exit 2."""
+    """Console-script entry point (Ctrl-C exits with 130)."""
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
@@ -99,6 +103,3 @@ def main() -> None:
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
-    except MetaclipError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(2)

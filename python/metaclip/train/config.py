@@ -17,9 +17,10 @@ import difflib
 import json
 import math
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, cast, get_type_hints
 
 from metaclip.exceptions import MetaclipError
 
@@ -291,7 +292,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
         typ = hints[key]
         if is_dataclass(typ):
             _check(isinstance(value, dict), f"{where} must be a table")
-            kwargs[key] = _build(typ, value, f"{where}.")
+            kwargs[key] = _build(cast(type, typ), value, f"{where}.")
         else:
             kwargs[key] = _coerce(value, typ, where)
     try:
@@ -333,7 +334,7 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def config_from_dict(raw: dict[str, Any], overrides: list[str] = ()) -> TrainConfig:
+def config_from_dict(raw: dict[str, Any], overrides: Sequence[str] = ()) -> TrainConfig:
     """Build a validated :class:`TrainConfig` from a nested dict plus ``key=value`` overrides."""
     raw = json.loads(json.dumps(raw))  # deep copy
     for item in overrides:
@@ -353,7 +354,7 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] = ()) -> TrainCon
     return _build(TrainConfig, raw, "")
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
     """Read a TOML or JSON config file and apply overrides."""
     path = Path(path)
     if not path.is_file():

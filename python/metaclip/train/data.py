@@ -6,7 +6,7 @@ pass after pass ("epochs"); its position ``(epoch, shard, sample)`` is reported 
 batch, so a checkpoint can resume exactly where it stopped.
 
 Online curation: each pass redraws which samples are kept, with :func:`keep_mask` — the one
-place where that decision is made (curation-spec §6).
+place where that decision is made (spec §6).
 """
 
 from __future__ import annotations
@@ -22,11 +22,13 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any, cast
 
 import numpy as np
 import torch
 from PIL import Image
 
+from metaclip import core
 from metaclip.train.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -34,59 +36,8 @@ log = logging.getLogger(__name__)
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)  # OpenAI CLIP
 STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
-_M64 = (1 << 64) - 1
 
 # --- online curation -------------------------------------------------------------------------
-
-
-def splitmix64(z: np.ndarray) -> np.ndarray:
-    """SplitMix64 finalizer over a uint64 array (wrapping arithmetic)."""
-    z = np.asarray(z, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        z = z + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
-def keep_mask_python(keys, offsets, entry_ids, probs, seed: int, epoch: int) -> np.ndarray:
-    """The pure-Python (numpy + xxhash) statement of the keep rule; see :func:`keep_mask`."""
-    try:
-        import xxhash
-    except ImportError:
-        msg = "online curation needs the 'xxhash' package (pip install xxhash)"
-        raise ConfigError(msg) from None
-    n = len(keys)
-    counts = np.diff(offsets)
-    h_key = np.fromiter(
-        (xxhash.xxh3_64_intdigest(k.encode(), seed=seed) for k in keys), np.uint64, count=n
-    )
-    h = np.repeat(h_key, counts)
-    e = entry_ids.astype(np.uint64)
-    x = (np.uint64(epoch) << np.uint64(32)) | e
-    with np.errstate(over="ignore"):
-        coin = splitmix64(h + splitmix64(x))
-    u = (coin >> np.uint64(11)).astype(np.float64) * 2.0**-53
-    passed = u < probs[entry_ids]
-    keep = np.zeros(n, dtype=bool)
-    rows = np.repeat(np.arange(n), counts)
-    np.logical_or.at(keep, rows[passed], True)
-    return keep
-
-
-_SAMPLER: list = []  # [description, metaclip.core or None], chosen on first use
-
-
-def _sampler():
-    if not _SAMPLER:
-        try:
-            from metaclip import core
-
-            _SAMPLER[:] = ["metaclip.core.sample_pairs (Rust)", core]
-        except ImportError:
-            _SAMPLER[:] = ["pure-Python fallback", None]
-        log.info("online curation sampler: %s", _SAMPLER[0])
-    return _SAMPLER
 
 
 def keep_mask(
@@ -109,13 +60,9 @@ def keep_mask(
             f"({len(probs)} entries)"
         )
     probs = np.ascontiguousarray(probs, dtype=np.float64)
-    _, core = _sampler()
-    if core is not None:
-        empty = np.zeros(0, dtype=np.int64)
-        matches = core.MatchResult(offsets=offsets, ids=entry_ids, invalid=empty, null=empty)
-        keep = core.sample_pairs(list(keys), matches, probs, seed=seed, epoch=epoch, threads=1)
-        return np.asarray(keep, dtype=bool)
-    return keep_mask_python(keys, offsets, entry_ids, probs, seed, epoch)
+    empty = np.zeros(0, dtype=np.int64)
+    matches = core.MatchResult(offsets=offsets, ids=entry_ids, invalid=empty, null=empty)
+    return core.sample_pairs(list(keys), matches, probs, seed=seed, epoch=epoch, threads=1)
 
 
 # --- shards ----------------------------------------------------------------------------------
@@ -173,7 +120,9 @@ def read_shard(path: str) -> list[Sample]:
                 continue
             base = member.name.rsplit("/", 1)[-1]
             key, _, ext = base.partition(".")
-            groups.setdefault(key, {})[ext.lower()] = tf.extractfile(member).read()
+            # a regular file member always has a file object
+            data = cast(IO[bytes], tf.extractfile(member)).read()
+            groups.setdefault(key, {})[ext.lower()] = data
     out = []
     for key, parts in groups.items():
         image = next((parts[e] for e in IMAGE_EXTS if e in parts), None)
@@ -207,11 +156,11 @@ def image_to_tensor(data: bytes, size: int, rng: np.random.Generator | None) -> 
         else:
             cw = ch = min(w, h)
             x0, y0 = (w - cw) // 2, (h - ch) // 2
-        img = img.resize((size, size), Image.BICUBIC, box=(x0, y0, x0 + cw, y0 + ch))
+        img = img.resize((size, size), Image.Resampling.BICUBIC, box=(x0, y0, x0 + cw, y0 + ch))
     else:
         scale = size / min(w, h)
         nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-        img = img.resize((nw, nh), Image.BICUBIC)
+        img = img.resize((nw, nh), Image.Resampling.BICUBIC)
         x0, y0 = (nw - size) // 2, (nh - size) // 2
         img = img.crop((x0, y0, x0 + size, y0 + size))
     arr = (np.asarray(img, dtype=np.float32) / 255.0 - MEAN) / STD
@@ -335,7 +284,7 @@ class ResumableLoader:
             ctx = multiprocessing.get_context(start_method)
             if start_method == "forkserver":
                 ctx.set_forkserver_preload(["torch", "metaclip.train.data"])
-        self._loader = torch.utils.data.DataLoader(
+        self._loader: torch.utils.data.DataLoader | None = torch.utils.data.DataLoader(
             dataset,
             batch_size=None,
             num_workers=num_workers,
@@ -343,13 +292,14 @@ class ResumableLoader:
             prefetch_factor=2 if num_workers else None,
             multiprocessing_context=ctx,
         )
-        self._it = None
+        self._it: Iterator[Any] | None = None
 
     def __iter__(self):
         return self
 
     def __next__(self) -> dict:
         if self._it is None:
+            assert self._loader is not None, "the loader is closed"
             self._it = iter(self._loader)
         batch = next(self._it)
         if batch["stream"] != self.next_stream:

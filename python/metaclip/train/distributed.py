@@ -11,11 +11,15 @@ import logging
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
+
+if TYPE_CHECKING:
+    from metaclip.train.model import CLIP
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +76,7 @@ def shutdown() -> None:
 
 
 def parallelize(
-    model: torch.nn.Module,
+    model: CLIP,
     mesh: DeviceMesh,
     *,
     precision: str = "bf16",

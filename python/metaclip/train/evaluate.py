@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -139,7 +139,7 @@ class MetricsLogger:
             except ImportError:
                 log.info("tensorboard not installed: metrics go to %s only", self.path)
 
-    def log(self, step: int, metrics: dict[str, float]) -> None:
+    def log(self, step: int, metrics: Mapping[str, float | torch.Tensor]) -> None:
         if not self.enabled:
             return
         row = {"step": step, "time": time.time(), **{k: _num(v) for k, v in metrics.items()}}

@@ -8,6 +8,7 @@ FSDP does) then gives exactly the gradient of the loss over the global batch.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.distributed as dist
@@ -100,6 +101,6 @@ def clip_loss(outputs, kind: str, group=None, local: bool = False) -> torch.Tens
 @torch.no_grad()
 def clamp_logit_scale(model: torch.nn.Module) -> None:
     """Clamp ``logit_scale`` to [0, ln 100] in place (works on FSDP2 DTensor shards)."""
-    p = model.logit_scale
+    p = cast(torch.Tensor, model.logit_scale)
     local = p.to_local() if hasattr(p, "to_local") else p
     local.clamp_(0.0, MAX_LOGIT_SCALE)

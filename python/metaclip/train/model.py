@@ -8,6 +8,8 @@ reshaped: here they are shape-[1] parameters, because FSDP2 cannot shard 0-D ten
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -92,7 +94,7 @@ class Transformer(nn.Module):
         attn_std = self.width**-0.5
         proj_std = attn_std * (2 * self.layers) ** -0.5
         fc_std = (2 * self.width) ** -0.5
-        for block in self.resblocks:
+        for block in cast(Iterable[Block], self.resblocks):
             nn.init.normal_(block.attn.in_proj_weight, std=attn_std)
             nn.init.zeros_(block.attn.in_proj_bias)
             nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
@@ -209,8 +211,8 @@ class CLIP(nn.Module):
         t = self.cfg.text
         if t.pool == "argmax":
             idx = tokens.argmax(dim=-1)
-        else:  # first EOS; a sequence without one pools at position 0
-            idx = (tokens == t.eos_id).int().argmax(dim=-1)
+        else:  # first EOS (set, as __init__ checks); a sequence without one pools at position 0
+            idx = (tokens == cast(int, t.eos_id)).int().argmax(dim=-1)
         x = x[torch.arange(x.shape[0], device=x.device), idx] @ self.text_projection
         return F.normalize(x, dim=-1) if normalize else x
 
@@ -230,7 +232,8 @@ def build_model(cfg: ModelConfig, device: torch.device | str = "cpu") -> CLIP:
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """AdamW groups: no weight decay for params with ndim < 2 (norms, biases, logit scale)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.ndim >= 2 else no_decay).append(p)

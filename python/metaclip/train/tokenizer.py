@@ -90,14 +90,14 @@ class SentencePieceTokenizer:
         return {"path": self.path, "context_length": self.context_length}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["path"], state["context_length"])
+        type(self).__init__(self, state["path"], state["context_length"])
 
 
 class OpenAIBPETokenizer:
     """The OpenAI CLIP BPE (vocabulary shipped in the open_clip wheel, no download)."""
 
     def __init__(self, context_length: int = 77) -> None:
-        from open_clip.tokenizer import SimpleTokenizer
+        from open_clip import SimpleTokenizer  # re-exported from open_clip.tokenizer
 
         self.bpe = SimpleTokenizer()
         self.context_length = context_length
@@ -114,4 +114,5 @@ class OpenAIBPETokenizer:
 def build_tokenizer(cfg: TokenizerConfig, context_length: int):
     if cfg.kind == "openai-bpe":
         return OpenAIBPETokenizer(context_length)
+    assert cfg.path is not None  # TokenizerConfig.__post_init__ requires it
     return SentencePieceTokenizer(cfg.path, context_length)
