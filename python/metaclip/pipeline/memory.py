@@ -1,21 +1,10 @@
-"""Arrow's allocator for curation runs.
+"""Arrow's allocator for curation runs, and the memory available to them.
 
-The stages allocate and free buffers of tens of MB per shard. Arrow's default pool on
-Linux (mimalloc) hands such blocks back to the kernel at once, so every shard pays for
-fresh, zeroed pages again: in perf, page zeroing was a fifth of the write stage.
-jemalloc that keeps freed pages reuses them instead (write stage ~20% faster, match
-stage ~5-10%, on our 2-core machine).
-
-Measured with pyarrow 26: freed blocks of 8 MB and more (a shard's text column, match
-results) came back as fresh pages whatever decay time jemalloc started with, until
-that was ``-1`` (no purging); only jemalloc's start-up configuration sets it for every
-arena, so ``keep_freed_pages`` must run before pyarrow is imported. The process then
-keeps its peak Arrow memory until it exits, which suits a batch job (bench: end to end
-6.25 → 5.8 s, same peak RSS). Blocks of 8 MB and more still went to jemalloc's separate
-arena for huge blocks, and a steady-state match stage still took 100-180k page faults
-on its parquet reads (5M-text pool); with that arena off (``oversize_threshold:0``) it
-takes ~10k, and a one-shot ``metaclip-curate run`` of that pool was 0.1-0.15 s faster
-in three of three alternating pairs, with the same peak RSS.
+The stages allocate and free buffers of tens of MB per shard, and Arrow's default pool
+returns them to the kernel at once, so every shard would pay for fresh, zeroed pages.
+``keep_freed_pages`` (called before pyarrow is imported) makes Arrow's jemalloc keep them
+for reuse; the process then holds its peak Arrow memory until it exits, which suits a
+batch job. Figures: see docs/performance.md, section "Memory and the Arrow allocator".
 """
 
 from __future__ import annotations

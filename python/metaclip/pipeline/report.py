@@ -1,4 +1,10 @@
-"""The human report: Markdown with PNG plots (matplotlib), beside the datacard."""
+"""The human report: Markdown with PNG plots (matplotlib), beside the datacard.
+
+``run`` draws it on a thread while the subset is written, and a one-shot run waits for
+it, so drawing is kept cheap: figures without pyplot, entry counts at log-spaced ranks,
+plain tick labels, no minor ticks, fixed margins. Timings: see docs/performance.md,
+section "The report".
+"""
 
 from __future__ import annotations
 
@@ -33,8 +39,8 @@ def _plots(out: Path, card: dict, before: dict, after: dict) -> list[str]:
     ax.set_xscale("log")
     ax.set_yscale("log")
     # Plain labels (1, 10, 1k, 1M): the default 10^n labels are typeset with mathtext,
-    # which took most of the report's time. No minor ticks: drawing their ~200 lines
-    # took another ~0.15 s.
+    # which is slow; no minor ticks, which are many lines to draw (docs/performance.md,
+    # "The report").
     for axis in (ax.xaxis, ax.yaxis):
         axis.set_major_formatter(FuncFormatter(_short))
         axis.set_minor_locator(NullLocator())
@@ -83,15 +89,15 @@ def _short(x: float, _pos: int = 0) -> str:
 
 def _ranked(counts: np.ndarray, points: int = 2048) -> tuple[np.ndarray, np.ndarray]:
     """(rank, count) of counts sorted in decreasing order, at log-spaced ranks (first and
-    last included): on a log axis that draws the same curve as every rank, and drawing
-    every rank of a 500k-entry metadata took matplotlib about a second per plot."""
+    last included): on a log axis that draws the same curve as every rank, far faster
+    (docs/performance.md, "The report")."""
     ranks = np.unique(np.geomspace(1, len(counts), points).round().astype(np.int64))
     return ranks, counts[ranks - 1]
 
 
 def _save(fig, path: Path) -> None:
-    # Fixed margins: matplotlib's tight layout measured every tick label and took ~0.2 s
-    # per figure.
+    # Fixed margins: matplotlib's tight layout measures every tick label, which is slow
+    # (docs/performance.md, "The report").
     fig.subplots_adjust(left=0.11, right=0.98, bottom=0.14, top=0.91)
     atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
 

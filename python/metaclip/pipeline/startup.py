@@ -1,11 +1,10 @@
 """Start-up work that a curation process can skip.
 
-pyarrow checks once per process whether pandas is importable, on its first conversion of
-Python values (``pa.scalar``, ``pa.array``, ``pc.fill_null(x, 0)``, …), and imports it if
-so: 0.25-0.3 s on our 2-core machine, inside the first shard read. The curation stages
-never hand pandas objects to pyarrow, so a ``metaclip-curate`` process lets that one check
-find no pandas. pandas stays importable for anything else in the process; only pyarrow
-keeps treating pandas objects as plain Python objects.
+pyarrow imports pandas, when installed, on its first conversion of Python values: a cost
+paid inside the first shard read of every one-shot run. The curation stages never hand
+pandas objects to pyarrow, so ``metaclip-curate`` lets that one check find no pandas;
+pandas stays importable for everything else in the process. Figures: see
+docs/performance.md, section "Start-up and exit".
 """
 
 from __future__ import annotations
