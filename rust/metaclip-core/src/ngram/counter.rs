@@ -1,4 +1,6 @@
-//! Streaming unigram/bigram counter with exact counts in bounded memory.
+//! Streaming unigram/bigram counter with exact counts in bounded memory. (~460 lines: the
+//! counting, spilling decision and the queries over merged runs are one state machine;
+//! the vocabulary and the run files are in `vocab.rs` and `spill.rs`.)
 //!
 //! Words are interned once (an arena of bytes + a `HashTable<u32>` of ids), so a unigram
 //! count is a `u64` in a vector and a bigram is a `u64` key `(id_a << 32) | id_b`.

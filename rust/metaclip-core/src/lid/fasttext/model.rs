@@ -1,5 +1,7 @@
 //! The loaded model and its top-1 prediction: the work done once at load time (vocabulary
 //! table, per-word row sums, prune bitmap, Huffman tree) and the per-text forward pass.
+//! One file (~500 lines) because the layout and the forward pass share every table: split,
+//! each half would need the other's private fields.
 
 use super::format::ModelFile;
 use super::{EOS, LABEL_PREFIX};
