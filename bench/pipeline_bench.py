@@ -113,8 +113,10 @@ def run_once(cfg: Config) -> tuple[dict[str, float], dict[str, float], dict, int
     counts = timed("count", engine.count)
     probs, per_lang = timed("balance", lambda: engine.balance(counts))
     timed("sample (coins from the match files)", lambda: engine.sample(probs))
-    timed("write subset (kept or read again; write files)", engine.write)
+    draft = timed("write subset (kept or read again; write files)", engine.write)
     card = timed("datacard", lambda: engine.datacard(counts, per_lang))
+    timed("publish (subset and datacard in place)", lambda: engine.publish(card, draft))
+    engine.close()
     return times, cpu, card, kept
 
 

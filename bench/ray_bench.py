@@ -45,10 +45,10 @@ def timed_run(engine_factory) -> tuple[dict[str, float], dict]:
     counts = timed("count", engine.count)
     probs, per_lang = timed("balance", lambda: engine.balance(counts))
     timed("sample", lambda: engine.sample(probs))
-    timed("write", engine.write)
+    draft = timed("write", engine.write)
     card = timed("datacard", lambda: engine.datacard(counts, per_lang))
-    if hasattr(engine, "close"):
-        engine.close()
+    timed("publish", lambda: engine.publish(card, draft))
+    engine.close()
     return times, card
 
 

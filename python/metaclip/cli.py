@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
+import signal
 import sys
 import threading
 from concurrent.futures import Future
@@ -150,8 +150,8 @@ def match(**kw) -> None:
 
     Example: metaclip-curate match pool/ -m metadata.json -o out/
     """
-    e = _engine(kw)
-    e.match()
+    with _engine(kw) as e:
+        e.match()
     click.echo(f"matched {len(e.shards)} shard(s) into {e.match_dir}")
 
 
@@ -163,9 +163,9 @@ def count(**kw) -> None:
 
     Example: metaclip-curate count pool/ -m metadata.json -o out/
     """
-    e = _engine(kw)
-    e.match()
-    counts = e.count()
+    with _engine(kw) as e:
+        e.match()
+        counts = e.count()
     for lang, c in counts.items():
         click.echo(f"{lang}: {int(c.sum()):,} matches over {int((c > 0).sum()):,} entries")
 
@@ -178,9 +178,9 @@ def balance(**kw) -> None:
 
     Example: metaclip-curate balance pool/ -m md/ --mode mc2 --t-en 170000 -o out/
     """
-    e = _engine(kw)
-    e.match()
-    _, per_lang = e.balance(e.count())
+    with _engine(kw) as e:
+        e.match()
+        _, per_lang = e.balance(e.count())
     for lang, x in per_lang.items():
         click.echo(f"{lang}: t = {x['t']:g}, tail mass {x['tail_mass']:.4f}")
 
@@ -194,14 +194,14 @@ def sample(**kw) -> None:
 
     Example: metaclip-curate sample pool/ -m metadata.json --t 20000 --seed 0 -o out/
     """
-    e = _engine(kw)
-    e.match()
-    counts = e.count()
-    probs, per_lang = e.balance(counts)
-    e.sample(probs)
-    files = e.write()
-    e.datacard(counts, per_lang)
-    shutil.rmtree(e.out / "report", ignore_errors=True)  # an earlier run's, now stale
+    with _engine(kw) as e:
+        e.match()
+        counts = e.count()
+        probs, per_lang = e.balance(counts)
+        e.sample(probs)
+        # No report: an earlier run's goes, since it describes another subset.
+        e.publish(e.datacard(counts, per_lang), e.write(), report=None)
+    files = sorted((e.out / "subset").glob("*.parquet"))
     click.echo(f"wrote {len(files)} subset file(s) to {e.out / 'subset'}")
     click.echo(f"datacard: {e.out / 'datacard.json'}")
 
@@ -214,8 +214,8 @@ def run(**kw) -> None:
 
     Example: metaclip-curate run pool/ -m metadata.json --t 20000 -o out/
     """
-    e = _engine(kw)
-    card = e.run()
+    with _engine(kw) as e:
+        card = e.run()
     _summary(card, e.out)
 
 
@@ -306,12 +306,20 @@ def console() -> None:
     teardown. A run leaves a large heap (Arrow's kept pages, the metadata's strings) whose
     freeing is a visible part of a one-shot run (docs/performance.md, "Start-up and exit");
     every output is already in place (written to a temp file and renamed). A process that
-    started Ray exits normally, so Ray shuts down."""
+    started Ray exits normally, so Ray shuts down. Ctrl-C exits with 130, as shells
+    expect of a program stopped by SIGINT (click would exit with 1)."""
+    interrupted = []
+
+    def on_sigint(signum: int, frame: object) -> None:
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
     try:
         main()
         code: str | int | None = 0
     except SystemExit as e:
-        code = e.code
+        code = 130 if interrupted else e.code
     if "ray" in sys.modules:
         sys.exit(code)
     if code is not None and not isinstance(code, int):

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from pools import make_metadata, make_texts, run_cli, subset_bytes, write_pool
 
 from metaclip import core
 from metaclip.cli import main
@@ -25,53 +26,6 @@ from metaclip.pipeline.engine import Engine
 from metaclip.pipeline.json_shards import write_tar_shard
 from metaclip.pipeline.pool import Shard, discover, read_footer
 from metaclip.pipeline.subset import SubsetWriter
-
-WORDS = [f"w{i}" for i in range(400)] + ["hot", "dog", "New", "York", "cat"]
-
-
-def make_metadata(path: Path) -> list[str]:
-    entries = [*WORDS[:300], "hot dog", "New York", "w1 w2", "w3 w4 w5"]
-    path.write_text(json.dumps(entries))
-    return entries
-
-
-def make_texts(n: int, seed: int = 0) -> list[str]:
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        # A Zipf-ish draw so that head entries exceed t and get balanced.
-        k = rng.randint(2, 9)
-        toks = [WORDS[min(int(rng.paretovariate(0.8)) - 1, len(WORDS) - 1)] for _ in range(k)]
-        if rng.random() < 0.3:
-            toks.insert(rng.randint(0, len(toks)), rng.choice(["hot dog", "New York,", "x."]))
-        out.append(" ".join(toks))
-    return out
-
-
-def write_pool(dirpath: Path, texts: list[str], shards: int, extra: bool = True) -> Path:
-    dirpath.mkdir(parents=True, exist_ok=True)
-    table = pa.table(
-        {
-            "key": [f"k{i:06d}" for i in range(len(texts))],
-            "text": texts,
-            **({"url": [f"http://x/{i}.jpg" for i in range(len(texts))]} if extra else {}),
-            **({"score": [None if i % 7 else i / 3 for i in range(len(texts))]} if extra else {}),
-        }
-    )
-    step = -(-len(texts) // shards)
-    for s in range(shards):
-        pq.write_table(table.slice(s * step, step), dirpath / f"part-{s:03d}.parquet")
-    return dirpath
-
-
-def run_cli(*args: str) -> str:
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
-def subset_bytes(out: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted((out / "subset").glob("*.parquet"))}
 
 
 @pytest.fixture(scope="module")
@@ -348,7 +302,7 @@ def test_killed_run_resumes_to_identical_output(pool, tmp_path, monkeypatch):
     monkeypatch.setattr(stages, "sample_table", dying)
     killed = CliRunner().invoke(main, ["run", str(pool["seven"]), "-o", str(out), *args])
     assert killed.exit_code == 1 and "Aborted" in killed.output  # click's Ctrl-C handling
-    done = list((out / "_work").glob("sample-*/0*.json"))
+    done = list((out / "_work").glob("sample-*/part-*.json"))
     assert len(done) == 2  # two shards finished before the kill; nothing half-written
     assert not list((out / "_work").rglob("*.tmp"))
     monkeypatch.setattr(stages, "sample_table", real)
@@ -690,11 +644,11 @@ def test_sigkill_midway_then_resume_gives_identical_bytes(pool, tmp_path):
     cmd = [sys.executable, "-m", "metaclip.cli", "run", *args, "-o", str(out)]
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
-    while time.time() < deadline and len(list(out.glob("_work/match-*/0*.json"))) < 5:
+    while time.time() < deadline and len(list(out.glob("_work/match-*/part-*.json"))) < 5:
         time.sleep(0.01)
     p.send_signal(signal.SIGKILL)
     p.wait(timeout=30)
-    done = len(list(out.glob("_work/match-*/0*.json")))
+    done = len(list(out.glob("_work/match-*/part-*.json")))
     assert 5 <= done < 60, done  # killed midway (a shard takes ~10 ms here)
     run_cli("run", *args, "-o", str(out))
     assert subset_bytes(out) == subset_bytes(ref)

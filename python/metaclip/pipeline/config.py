@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from metaclip.pipeline.metadata import Metadata
 
 # Bumped whenever the files under _work/ change, so older work is never reused.
-WORK_LAYOUT = 4
+WORK_LAYOUT = 5
 UNITS = ("pair", "image")
 COMPRESSIONS = ("snappy", "zstd", "lz4", "gzip", "brotli", "none")
 # workers = 0 on the embedded engine: one per core, at most this many (each worker holds a
@@ -107,6 +107,11 @@ class Config:
         metavar="MB",
     )
     quiet: bool = setting(False, "No progress bars.", flags=("-q", "--quiet"))
+    overwrite: bool = setting(
+        False,
+        "Use an --out folder metaclip did not make, or delete files in its subset/ and "
+        "report/ that metaclip did not write (other files are never touched).",
+    )
 
     @property
     def columns(self) -> Columns:

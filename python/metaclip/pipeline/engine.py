@@ -28,6 +28,7 @@ from metaclip.pipeline.io import file_id, fingerprint, read_json, save_npy, writ
 from metaclip.pipeline.memory import available_memory
 from metaclip.pipeline.metadata import Metadata
 from metaclip.pipeline.metadata import load as load_metadata
+from metaclip.pipeline.outdir import OutputFolder
 from metaclip.pipeline.pool import Footer, Shard, discover, read_footer
 from metaclip.pipeline.progress import Progress
 from metaclip.pipeline.scheduling import PoolTables, WriteTasks
@@ -56,7 +57,18 @@ class Engine:
         self.tables: PoolTables | None = None  # see match(read_ahead=True)
         cores = os.cpu_count() or 1
         self.threads = cfg.threads or max(1, cores // max(1, cfg.workers))
+        self.folder = OutputFolder(self.out, cfg.overwrite)  # locked until close()
         self.clean_leftovers()
+
+    def close(self) -> None:
+        """Release the output folder for other runs."""
+        self.folder.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- helpers -------------------------------------------------------------------------
     @staticmethod
@@ -197,17 +209,22 @@ class Engine:
             self.cfg, offsets, shards, self.match_dir, self.sample_dir, binary, self.tables
         )
 
-    def write(self) -> list[Path]:
-        """The subset files: the kept rows in input order, ``rows_per_file`` per file.
-
-        Files are written into a temp folder that replaces ``subset/`` only when complete.
-        The folder is kept per write setting, so a killed write resumes with the files it
-        finished (each is written atomically); a subset already written for these settings
-        (recorded in ``subset-<hash>.json``) is not written again."""
+    @property
+    def _subset_record(self) -> Path:
         key = fingerprint("subset", self.cfg.rows_per_file, self.cfg.compression)
-        record, final = self.sample_dir / f"subset-{key}.json", self.out / "subset"
-        if record.exists() and read_json(record)["files"] == file_ids(final):
-            return sorted(final.glob("*.parquet"))
+        return self.sample_dir / f"subset-{key}.json"
+
+    def write(self) -> Path | None:
+        """The subset files: the kept rows in input order, ``rows_per_file`` per file.
+        Returns the folder holding them, complete, for ``publish`` to put in place; None
+        when ``subset/`` holds them already (recorded in ``subset-<hash>.json``).
+
+        The folder is a draft per write setting, so a killed write resumes with the files
+        it finished (each is written atomically)."""
+        record = self._subset_record
+        if record.exists() and read_json(record)["files"] == file_ids(self.out / "subset"):
+            return None
+        key = fingerprint("subset", self.cfg.rows_per_file, self.cfg.compression)
         binary: frozenset[str] = frozenset()
         try:
             while True:
@@ -228,12 +245,7 @@ class Engine:
                     continue
                 if written != total:
                     raise RuntimeError(f"wrote {written} subset rows, expected {total}")
-                shutil.rmtree(final, ignore_errors=True)
-                os.replace(tmp, final)
-                write_json(record, {"files": file_ids(final)})
-                for other in self.sample_dir.glob("subset-*.tmp"):  # other settings' drafts
-                    shutil.rmtree(other, ignore_errors=True)
-                return sorted(final.glob("*.parquet"))
+                return tmp
         finally:
             self.tables = None  # shards kept or read ahead but not needed (no kept rows)
 
@@ -266,23 +278,28 @@ class Engine:
         """Entry counts inside the curated subset (the sum of the per-shard kept counts)."""
         return sum_shard_counts(self.sample_dir, (s.name for s in self.shards), self.md)
 
-    def datacard(
-        self, counts: dict[str, np.ndarray], per_lang: dict[str, dict], save: bool = True
-    ) -> dict:
-        """The datacard (from the match and sample records); ``save``: also write
-        ``datacard.json``."""
+    def datacard(self, counts: dict[str, np.ndarray], per_lang: dict[str, dict]) -> dict:
+        """The datacard (from the match and sample records)."""
         names = [s.name for s in self.shards]
-        card = datacard.build(
+        return datacard.build(
             self.cfg, self.md, names, self.match_dir, self.sample_dir, per_lang, self.lid_info
         )
-        if save:
-            write_json(self.out / "datacard.json", card)
-        return card
+
+    def publish(self, card: dict, subset: Path | None, report: Path | None = None) -> None:
+        """Put the new subset (a folder from ``write``; None: the one in place), datacard
+        and report (a folder; None: none) in place of the earlier ones, as one state."""
+        staged = self.out / "_work" / "publish-new"
+        shutil.rmtree(staged, ignore_errors=True)
+        write_json(staged / "datacard.json", card)
+        self.folder.publish(staged / "datacard.json", subset, report)
+        write_json(self._subset_record, {"files": file_ids(self.out / "subset")})
+        for path in [staged, *self.sample_dir.glob("subset-*.tmp")]:  # drafts of others
+            shutil.rmtree(path, ignore_errors=True)
 
     def clean_leftovers(self) -> None:
-        """Remove temp files a killed run left behind (outputs are only ever renamed into
-        place, so a temp file is never a valid output)."""
-        for d in (self.match_dir, self.sample_dir, self.out):
+        """Remove temp files a killed run left in the work folders (outputs are only ever
+        renamed into place, so a temp file is never a valid output)."""
+        for d in (self.match_dir, self.sample_dir):
             for tmp in d.glob(".*.tmp") if d.exists() else []:
                 tmp.unlink(missing_ok=True)
 
@@ -294,8 +311,8 @@ class Engine:
         self.sample(probs)
         # The datacard and report come from the match and sample records alone, so the
         # report is drawn (into a draft) while the subset is written (docs/performance.md,
-        # "The report"). Both replace an earlier run's only once the subset is in place.
-        card = self.datacard(counts, per_lang, save=False)
+        # "The report"); the three replace an earlier run's together, in ``publish``.
+        card = self.datacard(counts, per_lang)
         from metaclip.pipeline import report
 
         draft = self.out / "_work" / "report.tmp"
@@ -304,14 +321,12 @@ class Engine:
             after = self.subset_counts
             drawn = ex.submit(lambda: report.write_report(draft, card, counts, after()))
             try:
-                self.write()
+                subset = self.write()
             except BaseException:
                 wait([drawn])
                 shutil.rmtree(draft, ignore_errors=True)
                 raise
             drawn.result()
-        write_json(self.out / "datacard.json", card)
-        shutil.rmtree(self.out / "report", ignore_errors=True)
-        os.replace(draft / "report", self.out / "report")
+        self.publish(card, subset, draft / "report")
         shutil.rmtree(draft, ignore_errors=True)
         return card

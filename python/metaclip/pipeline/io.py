@@ -12,10 +12,11 @@ from typing import Any
 
 
 def file_id(path: Path) -> list[int]:
-    """(size, mtime, inode) of a file: one rewritten, replaced or copied since differs, even
-    where its size is the same."""
+    """(size, mtime, inode, change time) of a file: one rewritten, replaced or copied since
+    differs, even where its size is the same, and even where a copy kept size, inode and
+    mtime (``cp -p``, ``rsync --inplace -t``): no one can set the change time."""
     st = path.stat()
-    return [st.st_size, st.st_mtime_ns, st.st_ino]
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
 
 
 def _umask() -> int:
@@ -43,7 +44,12 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        write(Path(tmp))
+        try:
+            write(Path(tmp))
+        except OSError as e:  # a full disk: the writer's message may not name the file
+            if str(path) in str(e) or tmp in str(e):
+                raise
+            raise OSError(e.errno, f"{path}: {e.strerror or e}") from e
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fchmod(fd, FILE_MODE)

@@ -12,6 +12,7 @@ JSON-lines shards and the JSON members of tars are read in ``json_shards``.
 from __future__ import annotations
 
 import glob
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +39,10 @@ class Shard:
 
     @property
     def name(self) -> str:
-        return f"{self.index:05d}-{self.path.stem}"
+        """Names the shard's work files: its file, not its place in the pool (removing a
+        shard leaves the others' work in place)."""
+        digest = hashlib.sha256(str(self.path).encode()).hexdigest()[:12]
+        return f"{self.path.stem}-{digest}"
 
 
 def discover(spec: str | Path | list[str | Path]) -> list[Shard]:

@@ -118,7 +118,7 @@ class RayEngine(Engine):
             self._started = True
         return ray
 
-    def close(self) -> None:
+    def stop_ray(self) -> None:
         """Shut down the local Ray this engine started (a no-op otherwise)."""
         if self._started:
             import ray
@@ -127,11 +127,10 @@ class RayEngine(Engine):
             self._started = False
             self._entries_ref = None
 
-    def __enter__(self) -> RayEngine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def close(self) -> None:
+        """Shut down the local Ray this engine started and release the output folder."""
+        self.stop_ray()
+        super().close()
 
     def _cpus(self) -> float:
         return float(self._ray().cluster_resources().get("CPU", 1.0))
@@ -282,4 +281,4 @@ class RayEngine(Engine):
         try:
             return super().run()
         finally:
-            self.close()
+            self.stop_ray()

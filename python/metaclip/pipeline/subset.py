@@ -17,7 +17,7 @@ from metaclip._arrow import is_binary_type
 from metaclip.exceptions import InputError
 from metaclip.pipeline import stages
 from metaclip.pipeline.config import Config
-from metaclip.pipeline.io import atomic_write, read_json
+from metaclip.pipeline.io import atomic_write, file_id, read_json
 from metaclip.pipeline.pool import Shard
 from metaclip.pipeline.scheduling import PoolTables
 from metaclip.pipeline.shard import read_for_write
@@ -102,11 +102,16 @@ class SubsetWriter:
 
     def shard_subset(self, name: str) -> pa.Table:
         """All kept rows of one shard: from the table the match stage kept, else the shard
-        read in full (the only time after the match stage that texts are read)."""
+        read in full (the only time after the match stage that texts are read). A shard
+        whose file is no longer the one the match stage read is an ``InputError``: its rows
+        would get the entry ids of other texts."""
         cfg, shard = self.cfg, self.shards[name]
+        matched = read_json(self.match_dir / f"{name}.json")["file"]
         table = self.tables.take(name) if self.tables else None
         if table is None:
+            self._check_unchanged(shard, matched)
             table = read_for_write(shard, cfg)
+        self._check_unchanged(shard, matched)
         matches = read_arrow(self.match_dir / f"{name}.arrow")
         if table.num_rows != matches.num_rows:
             raise InputError(
@@ -121,6 +126,13 @@ class SubsetWriter:
         prob = stages.keep_probability(*stages.global_csr(kept, self.offsets), self.probs)
         table = stages.select_rows(table, mask)
         return stages.subset_table(table, kept, prob, list(self.offsets))
+
+    def _check_unchanged(self, shard: Shard, matched: list[int]) -> None:
+        if file_id(shard.path) != matched:
+            raise InputError(
+                f"{shard.path}: changed since the match stage read it (the pool changed "
+                "during the run); run again to match it anew"
+            )
 
     @functools.cached_property
     def probs(self) -> np.ndarray:
@@ -177,7 +189,8 @@ def parquet_options(schema: pa.Schema, cfg: Config) -> dict:
         if not any(path == d or path.startswith(f"{d}.") for d in distinct)
     ]
     delta = {f"{ids}.list.element": "DELTA_BINARY_PACKED"} if ids else None
-    return {"use_dictionary": dictionary, "column_encoding": delta}
+    # Page checksums let a reader detect a corrupted page (the user's integrity promise).
+    return {"use_dictionary": dictionary, "column_encoding": delta, "write_page_checksum": True}
 
 
 # Rows per Arrow chunk handed to the parquet writer (see ``canonical_chunks``). Small, so
