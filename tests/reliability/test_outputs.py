@@ -159,9 +159,7 @@ def published_state(out: Path) -> dict | None:
     return card
 
 
-def test_a_kill_at_any_step_of_publishing_leaves_a_datacard_only_beside_its_subset(
-    pool, tmp_path
-):
+def test_a_kill_at_any_step_of_publishing_leaves_a_datacard_only_beside_its_subset(pool, tmp_path):
     src = write_pool(tmp_path / "pool", pool["texts"], 3)
     fresh = {}
     for t in ("50", "20"):
@@ -222,9 +220,7 @@ def test_files_the_user_put_in_the_output_folder_are_never_deleted(pool, tmp_pat
     assert published_state(out)["t"] == 50  # the earlier run's outputs stay in place
 
 
-def test_a_non_empty_folder_metaclip_did_not_make_is_refused_without_overwrite(
-    pool, tmp_path
-):
+def test_a_non_empty_folder_metaclip_did_not_make_is_refused_without_overwrite(pool, tmp_path):
     src = write_pool(tmp_path / "pool", pool["texts"], 2)
     out = tmp_path / "home"
     out.mkdir()
@@ -304,3 +300,20 @@ def test_a_full_disk_is_one_line_naming_the_file(pool, tmp_path):
     assert child.returncode == 2, child.stderr
     assert "Traceback" not in child.stderr
     assert str(out) in child.stderr and "File too large" in child.stderr, child.stderr
+
+
+def test_shards_whose_names_hold_dots_keep_their_own_work_files(pool, tmp_path):
+    """`a.v1.parquet` and `a.v2.parquet`: work files are named by appending a suffix, so
+    neither overwrites the other's."""
+    src = tmp_path / "pool"
+    write_pool(tmp_path / "flat", pool["texts"], 2)
+    src.mkdir()
+    for i, f in enumerate(sorted((tmp_path / "flat").glob("*.parquet"))):
+        (src / f"a.v{i}.parquet").write_bytes(f.read_bytes())
+    out = tmp_path / "out"
+    run_cli("run", *args_for(src, pool["md"]), "-o", str(out))
+    assert len(list(out.glob("_work/match-*/a.v*.arrow"))) == 2
+    card = json.loads((out / "datacard.json").read_text())
+    assert card["pool"]["texts"] == len(pool["texts"])
+    run_cli("run", *args_for(tmp_path / "flat", pool["md"]), "-o", str(tmp_path / "ref"))
+    assert subset_bytes(out) == subset_bytes(tmp_path / "ref")

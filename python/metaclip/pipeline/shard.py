@@ -73,11 +73,11 @@ def match_shard(
     matches = matches.append_column("__key", table.column("__key"))
     if not table.column("__image").equals(table.column("__key")):  # else image = key
         matches = matches.append_column("__image", table.column("__image"))
-    base = match_dir / shard.name
-    atomic_write(base.with_suffix(".arrow"), lambda p: write_arrow(matches, p))
-    save_shard_counts(base.with_suffix(".npz"), counts, output_schema(shard, cfg, md, table))
+    base = match_dir / shard.name  # names may hold dots: suffixes are appended, not replaced
+    atomic_write(Path(f"{base}.arrow"), lambda p: write_arrow(matches, p))
+    save_shard_counts(Path(f"{base}.npz"), counts, output_schema(shard, cfg, md, table))
     info = stats.to_json() | {"shard": str(shard.path), "file": file, "rows": table.num_rows}
-    write_json(base.with_suffix(".json"), info)
+    write_json(Path(f"{base}.json"), info)
     if whole is not None:
         tables.offer(shard.name, for_write(whole, shard, cfg, table))  # type: ignore[union-attr]
     elif tables is not None and shard.kind != "parquet":
@@ -106,9 +106,9 @@ def sample_shard(
     freq = np.bincount(lang[lang >= 0], minlength=len(md.langs))
     sizes = {md.langs[i]: int(c) for i, c in enumerate(freq) if c}
     counts = kept_counts(matches, mask, md)
-    save_sparse_counts(base.with_suffix(".npz"), counts, {KEPT: np.packbits(mask)})
+    save_sparse_counts(Path(f"{base}.npz"), counts, {KEPT: np.packbits(mask)})
     info = {"kept": len(rows), "lang_kept": sizes, "file": file_id(shard.path)}
-    write_json(base.with_suffix(".json"), info)
+    write_json(Path(f"{base}.json"), info)
     return matches.num_rows
 
 
