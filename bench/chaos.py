@@ -139,6 +139,8 @@ def main() -> int:
         # the other; either way the outputs must be those of one run.
         if (refused or codes == [0, 0]) and outputs(out)[:2] == ref[:2]:
             pair_ok += 1
+        else:
+            print(f"pair {i}: exit statuses {codes}; stderr: {[e[-300:] for _, e in results]}")
         shutil.rmtree(out)
 
     rows = [

@@ -240,6 +240,15 @@ def _summary(card: dict, out: Path) -> None:
         f"pool: {pool['texts']:,} texts = {pool['matched']:,} matched + "
         f"{pool['unmatched']:,} unmatched + {pool['skipped']:,} skipped{reasons}"
     )
+    if pool.get("duplicate_keys"):
+        click.echo(
+            f"warning: {pool['duplicate_keys']:,} rows repeat a sample key (e.g. "
+            f"{pool['duplicate_key_example']}); rows sharing a key share their coins "
+            "(--strict-keys makes this an error)",
+            err=True,
+        )
+    if pool.get("empty_keys"):
+        click.echo(f"warning: {pool['empty_keys']:,} rows have an empty sample key", err=True)
     click.echo(f"subset: {card['subset']['size']:,} texts (seed {card['seed']})")
     for lang, x in card["languages"].items():
         kept = card["subset"]["per_language"].get(lang, 0)

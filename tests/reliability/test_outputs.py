@@ -317,3 +317,17 @@ def test_shards_whose_names_hold_dots_keep_their_own_work_files(pool, tmp_path):
     assert card["pool"]["texts"] == len(pool["texts"])
     run_cli("run", *args_for(tmp_path / "flat", pool["md"]), "-o", str(tmp_path / "ref"))
     assert subset_bytes(out) == subset_bytes(tmp_path / "ref")
+
+
+def test_a_folder_holding_only_another_runs_lock_and_manifest_draft_is_not_foreign(
+    pool, tmp_path
+):
+    """What a second run sees when it starts while the first writes its manifest (found by
+    bench/chaos.py): it must meet the lock, not call the folder foreign."""
+    src = write_pool(tmp_path / "pool", pool["texts"], 1)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".metaclip.lock").write_text("12345\n")
+    (out / "..metaclip.json.abcd1234.tmp").write_text("{")
+    run_cli("run", *args_for(src, pool["md"]), "-o", str(out))
+    assert not (out / "..metaclip.json.abcd1234.tmp").exists()  # our temp file: cleaned

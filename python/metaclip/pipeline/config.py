@@ -107,6 +107,11 @@ class Config:
         metavar="MB",
     )
     quiet: bool = setting(False, "No progress bars.", flags=("-q", "--quiet"))
+    strict_keys: bool = setting(
+        False,
+        "Stop when sample keys repeat or are empty (they are counted either way: rows "
+        "sharing a key share their coins).",
+    )
     overwrite: bool = setting(
         False,
         "Use an --out folder metaclip did not make, or delete files in its subset/ and "

@@ -33,6 +33,8 @@ def build(
         for k, v in info["lang_kept"].items():
             lang_kept[k] = lang_kept.get(k, 0) + v
     skipped = sum(match.skipped.values())
+    found = match_dir / "keys.json"
+    key_stats = read_json(found) if found.exists() else {}
     return {
         "tool": "metaclip",
         "version": __version__,
@@ -60,6 +62,9 @@ def build(
             "skipped_by_reason": match.skipped,
             "skipped_examples": {k: v[:5] for k, v in match.skipped_rows.items()},
             "identity_holds": match.texts == match.matched + match.unmatched + skipped,
+            "duplicate_keys": key_stats.get("duplicate_keys", 0),
+            "empty_keys": key_stats.get("empty_keys", 0),
+            "duplicate_key_example": key_stats.get("example"),
             "texts_per_language": match.lang_texts,
             "matched_per_language": match.lang_matched,
         },

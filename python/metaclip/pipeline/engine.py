@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from metaclip.pipeline import datacard, stages
+from metaclip.pipeline import datacard, keys, stages
 from metaclip.pipeline.config import AUTO_WORKERS, Config
 from metaclip.pipeline.io import file_id, fingerprint, read_json, save_npy, write_json
 from metaclip.pipeline.memory import available_memory
@@ -186,7 +186,13 @@ class Engine:
         """Global counts = exact sum of the per-shard counts."""
         total = sum_shard_counts(self.match_dir, (s.name for s in self.shards), self.md)
         save_global_counts(self.match_dir / "counts.npz", total)
+        self.check_keys()
         return total
+
+    def check_keys(self) -> dict:
+        """Repeated and empty sample keys over the pool (an error with ``strict_keys``)."""
+        paths = {s.name: str(s.path) for s in self.shards}
+        return keys.check(self.match_dir, list(paths), paths, self.cfg.strict_keys)
 
     def balance(self, counts: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, dict]]:
         probs, per_lang = stages.probabilities(counts, self.md, self.cfg.t, self.cfg.t_en)

@@ -48,8 +48,14 @@ class OutputFolder:
         path.mkdir(parents=True, exist_ok=True)
         manifest = path / MANIFEST
         if not manifest.exists() and not overwrite:
-            # Work files alone (copied from another run to resume from) hold nothing to lose.
-            others = sorted(p.name for p in path.iterdir() if p.name not in (LOCK, "_work"))
+            # Work files alone (copied from another run to resume from) hold nothing to lose;
+            # .metaclip* are a run's lock and manifest, ..metaclip*.tmp the manifest being
+            # written (another run may be making them now).
+            others = sorted(
+                p.name
+                for p in path.iterdir()
+                if p.name != "_work" and not p.name.lstrip(".").startswith("metaclip")
+            )
             if others:
                 raise InputError(
                     f"--out {path}: not empty ({', '.join(others[:3])}"

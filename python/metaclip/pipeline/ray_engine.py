@@ -245,6 +245,7 @@ class RayEngine(Engine):
                 ):
                     total[lang][ids] += counts.astype(np.uint64)  # ids unique per partial
         save_global_counts(self.match_dir / "counts.npz", total)
+        self.check_keys()
         return total
 
     def sample(self, probs: np.ndarray) -> None:

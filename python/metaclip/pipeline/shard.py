@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from metaclip import core
 from metaclip._arrow import contiguous, is_list_type
-from metaclip.pipeline import stages
+from metaclip.pipeline import keys, stages
 from metaclip.pipeline.config import Config
 from metaclip.pipeline.io import atomic_write, file_id, write_json
 from metaclip.pipeline.metadata import Metadata
@@ -73,10 +73,13 @@ def match_shard(
     matches = matches.append_column("__key", table.column("__key"))
     if not table.column("__image").equals(table.column("__key")):  # else image = key
         matches = matches.append_column("__image", table.column("__image"))
+    key_hashes, key_stats = keys.shard_keys(table)
     base = match_dir / shard.name  # names may hold dots: suffixes are appended, not replaced
     atomic_write(Path(f"{base}.arrow"), lambda p: write_arrow(matches, p))
-    save_shard_counts(Path(f"{base}.npz"), counts, output_schema(shard, cfg, md, table))
-    info = stats.to_json() | {"shard": str(shard.path), "file": file, "rows": table.num_rows}
+    schema = output_schema(shard, cfg, md, table)
+    save_shard_counts(Path(f"{base}.npz"), counts, schema, {keys.KEY_HASHES: key_hashes})
+    info = stats.to_json() | key_stats
+    info |= {"shard": str(shard.path), "file": file, "rows": table.num_rows}
     write_json(Path(f"{base}.json"), info)
     if whole is not None:
         tables.offer(shard.name, for_write(whole, shard, cfg, table))  # type: ignore[union-attr]

@@ -60,13 +60,17 @@ def read_subset_schema(path: Path) -> pa.Schema:
 
 
 def save_shard_counts(
-    path: Path, counts: dict[str, tuple[np.ndarray, np.ndarray]], schema: pa.Schema
+    path: Path,
+    counts: dict[str, tuple[np.ndarray, np.ndarray]],
+    schema: pa.Schema,
+    extra: dict[str, np.ndarray],
 ) -> None:
     """A shard's counts, sparse: (ids, counts) of the entries it matched, per language
     (dense vectors would be 8 bytes × all entries per shard), with the schema of its
-    subset rows (one file fewer per shard: creating files is slow on shared filesystems)."""
+    subset rows and the ``extra`` arrays (one file, not several, per shard: creating files
+    is slow on shared filesystems)."""
     raw = np.frombuffer(schema.serialize().to_pybytes(), dtype=np.uint8)
-    save_sparse_counts(path, counts, {SUBSET_SCHEMA: raw})
+    save_sparse_counts(path, counts, {SUBSET_SCHEMA: raw, **extra})
 
 
 def save_sparse_counts(
