@@ -36,6 +36,9 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import subprocess
+import sys
+import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,8 +62,20 @@ from metaclip.pipeline.ray_tasks import (
     shard_items,
     write_part,
 )
+from metaclip.pipeline.ray_watchdog import OWNER_ENV
 from metaclip.pipeline.subset import SchemaDrift, SubsetWriter
 from metaclip.pipeline.workfiles import save_global_counts
+
+
+def start_watchdog(ray: Any, owner: str) -> subprocess.Popen:
+    """A process that stops this local Ray session's processes once this process is gone,
+    however it ended: Ray stops its head processes when the driver is killed, but not its
+    agents and idle workers (``ray_watchdog``)."""
+    session = ray._private.worker._global_node.session_name
+    return subprocess.Popen(
+        [sys.executable, "-m", "metaclip.pipeline.ray_watchdog", session, owner],
+        stdin=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
 
 
 class RayEngine(Engine):
@@ -92,6 +107,8 @@ class RayEngine(Engine):
         self.max_retries = max_retries
         self._started = False
         self._entries_ref: Any = None
+        self._watchdog: subprocess.Popen | None = None
+        self._saved_stderr: int | None = None
 
     @staticmethod
     def auto_workers() -> int:
@@ -103,7 +120,9 @@ class RayEngine(Engine):
         import ray
 
         if not ray.is_initialized():
-            level = logging.WARNING if self.cfg.quiet else logging.INFO
+            level = logging.ERROR if self.cfg.quiet else logging.INFO
+            if self.cfg.quiet:
+                self._stderr_to_log()
             common = {
                 "log_to_driver": not self.cfg.quiet,
                 "logging_level": level,
@@ -114,7 +133,13 @@ class RayEngine(Engine):
                 ray.init(address=self.address, **common)
             else:
                 cpus = self.num_cpus or os.cpu_count() or 1
-                ray.init(num_cpus=cpus, include_dashboard=False, **common)
+                # Every process of the session inherits this, so the watchdog finds them.
+                os.environ[OWNER_ENV] = owner = f"{os.getpid()}-{uuid.uuid4().hex}"
+                try:
+                    ray.init(num_cpus=cpus, include_dashboard=False, **common)
+                finally:
+                    del os.environ[OWNER_ENV]  # Ray's processes have it; later ones need not
+                self._watchdog = start_watchdog(ray, owner)
             self._started = True
         return ray
 
@@ -126,6 +151,31 @@ class RayEngine(Engine):
             ray.shutdown()
             self._started = False
             self._entries_ref = None
+            if self._watchdog is not None:
+                self._watchdog.stdin.close()  # type: ignore[union-attr]
+                self._watchdog.wait()
+                self._watchdog = None
+        self._stderr_back()
+
+    def _stderr_to_log(self) -> None:
+        """Quiet: what Ray writes to this process's stderr (its C++ core logs there, beyond
+        the reach of ``logging``) goes to ``_work/ray-stderr.log`` until ``stop_ray``."""
+        if self._saved_stderr is not None:
+            return
+        log = self.out / "_work" / "ray-stderr.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        sys.stderr.flush()
+        self._saved_stderr = os.dup(2)
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 2)
+        os.close(fd)
+
+    def _stderr_back(self) -> None:
+        if self._saved_stderr is not None:
+            sys.stderr.flush()
+            os.dup2(self._saved_stderr, 2)
+            os.close(self._saved_stderr)
+            self._saved_stderr = None
 
     def close(self) -> None:
         """Shut down the local Ray this engine started and release the output folder."""
@@ -160,9 +210,9 @@ class RayEngine(Engine):
         saved = (ctx.actor_task_retry_on_errors, ctx.enable_progress_bars)
         log = logging.getLogger("ray.data")
         saved_level = log.level
+        log.setLevel(logging.ERROR if self.cfg.quiet else logging.WARNING)
         ctx.actor_task_retry_on_errors = True
         ctx.enable_progress_bars = False
-        log.setLevel(logging.WARNING)
         try:
             with warnings.catch_warnings():
                 # Retry bounds (max_retries, max_task_retries, ...) can only be given as
