@@ -189,6 +189,7 @@ def test_lists_pyarrow_misreads_while_inferring(tmp_path):
 JSON_SCALARS = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**66), 2**66), st.floats(allow_nan=False),
     st.text(max_size=4), st.sampled_from(["2021-05-03", "2021-05-03T10:00:00Z", "dog"]),
+    st.sampled_from(["\ud800", "a\udfff"]),  # lone surrogates: the row is a skip
 )  # fmt: skip
 JSON_VALUES = st.recursive(
     JSON_SCALARS,
@@ -227,3 +228,164 @@ def test_fast_path_equals_the_row_path_on_any_json(tmp_path_factory, rows, as_ta
         fast.validate(full=True)
         assert fast.schema == slow.schema
         assert fast.to_pylist() == slow.to_pylist()
+
+
+# Issue #19: both readers give the same table for the files of its items.
+
+
+def test_mixed_scalar_types_keep_values_as_written(tmp_path):
+    """Item 1: a key 5 among string keys is "5", and a column of strings and other values
+    keeps its strings as they are (other values as their JSON text), in both readers."""
+    rows = [
+        {"key": "a", "text": "a dog", "url": "u1", "m": {"x": 1}},
+        {"key": 5, "text": "a cat", "url": 7, "m": "plain"},
+        {"key": "c", "text": "x", "url": None, "m": [1, "é"]},
+        {"key": 18446744073709551616, "text": "y", "url": True, "m": None},
+    ]
+    want_key = ["a", "5", "c", "18446744073709551616"]
+    shard = shard_of(tmp_path, [json.dumps(r) + "\n" for r in rows])
+    fast, slow = both(shard)
+    assert fast is None
+    assert slow.column("key").to_pylist() == want_key
+    assert slow.column("url").to_pylist() == ["u1", "7", None, "true"]
+    assert slow.column("m").to_pylist() == ['{"x": 1}', "plain", '[1, "\\u00e9"]', None]
+    assert js.read_jsonl(shard, COLS).equals(slow)
+    members = [(f"{i}.json", json.dumps(r).encode()) for i, r in enumerate(rows)]
+    shard = tar_shard(tmp_path, [*members, ("5.jpg", b"img")])
+    fast, slow = tar_both(shard)
+    assert fast is None and js.read_tar(shard, COLS).equals(slow)
+    assert slow.column("key").to_pylist() == want_key
+    assert slow.column("image_member").to_pylist() == [None, "5.jpg", None, None]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b'{"key": "z", "text": "x \\ud800"}',  # escaped lone surrogate
+        b'{"key": "z", "text": "x", "url": "\\udfff"}',  # ... in another column
+        b'{"key": "z", "text": "x", "url": "\xed\xa0\x80"}',  # encoded (CESU-8)
+        b'{"key": "z", "text": "x", "url": "\xff"}',  # not UTF-8: pyarrow does not check
+        b'{"key": "z", "text": "x \xc3"}',
+    ],
+)
+def test_text_that_is_not_utf8_is_a_skip_in_both_readers(tmp_path, bad):
+    """Item 3: the row is an ``invalid_utf8`` skip; the fast readers leave such files to
+    the row-by-row ones (pyarrow reads bytes that are not UTF-8 into string columns)."""
+    lines = [json.dumps(r).encode() + b"\n" for r in rows(20)]
+    shard = tmp_path / "s.jsonl"
+    shard.write_bytes(b"".join([*lines[:10], bad + b"\n", *lines[10:]]))
+    fast, slow = both(shard)
+    assert fast is None
+    assert js.read_jsonl(shard, COLS).equals(slow)
+    assert slow.column("__skip").to_pylist()[10] == "invalid_utf8"
+    assert slow.column("__skip").null_count == 20
+    members = [(f"{i}.json", json.dumps(r).encode()) for i, r in enumerate(rows(20))]
+    shard = tar_shard(tmp_path, [*members[:10], ("bad.json", bad), *members[10:]])
+    fast, slow = tar_both(shard)
+    assert fast is None and js.read_tar(shard, COLS).equals(slow)
+    assert slow.column("__skip").to_pylist()[10] == "invalid_utf8"
+    assert slow.column("key").to_pylist()[10] == "bad"
+
+
+def test_row_bytes_limit_covers_what_pyarrow_reads(tmp_path, monkeypatch):
+    """Item 4: the longest line pyarrow reads (an object may span two blocks) is within
+    ``row_bytes_limit``, so a line the fast path reads is never a ``too_long`` skip row
+    by row; a longer line is one there, without being read."""
+    monkeypatch.setattr(js, "JSONL_BLOCK", 1024)
+    limit = js.row_bytes_limit(16)
+    assert limit == 2048 and js.row_bytes_limit(1 << 20) == 8 << 20
+    small = [json.dumps({"key": f"k{i}", "text": "a dog"}) + "\n" for i in range(40)]
+
+    def line(n: int) -> str:  # a line of n bytes with its newline, a short text
+        head = '{"key": "big", "text": "x", "blob": "'
+        return head + "y" * (n - len(head) - 3) + '"}\n'
+
+    for n in (1000, 2000, limit, limit + 1, 3000, 10_000):
+        for at in (0, 17, 40):
+            shard = shard_of(tmp_path, [*small[:at], line(n), *small[at:]])
+            fast = js._jsonl_arrow(shard, COLS, True)
+            slow = js._jsonl_rows(shard, COLS, max_text_bytes=16)
+            skips = slow.column("__skip").to_pylist()
+            assert skips[at] == ("too_long" if n - 1 > limit else None), (n, at)
+            if fast is not None:
+                assert fast.to_pylist() == slow.to_pylist(), (n, at)
+            else:
+                assert n > 1024, (n, at)
+            assert js.read_jsonl(shard, COLS, max_text_bytes=16).equals(slow)
+
+
+@pytest.mark.parametrize("block", [1, 3, 7, 1 << 20])
+def test_lines_longer_than_the_limit_are_not_read(tmp_path, monkeypatch, block):
+    """The lines of a file read in blocks (of any size), each with whether it may hold a
+    lone surrogate; a line longer than the limit is None."""
+    monkeypatch.setattr(js, "_LINES_BLOCK", block)
+    path = tmp_path / "s.jsonl"
+
+    def lines(data: bytes, limit: int = 10) -> list:
+        path.write_bytes(data)
+        got = list(js._lines(path, limit))
+        return [line for line, _ in got]
+
+    data = b"abc\n" + b"x" * 10 + b"\n\n" + b"y" * 11 + b"\n" + b"z" * 30 + b"\nlast"
+    assert lines(data) == [b"abc", b"x" * 10, b"", None, None, b"last"]
+    assert lines(b"y" * 25) == [None]  # the last line, too long, without a newline
+    assert lines(b"y" * 10) == [b"y" * 10]
+    assert lines(b"a\n") == [b"a"]
+    assert lines(b"\n") == [b""]
+    assert lines(b"") == []
+    path.write_bytes(b'{"a": "\\ud800"}\n{"b": 1}\n\xed\xa0\x80\n')
+    flags = [flag for _, flag in js._lines(path, 100)]
+    assert flags[0] and flags[2]  # the second may be flagged too (the same block)
+    path.write_bytes(b'{"b": 1}\n' * 5)
+    assert not any(flag for _, flag in js._lines(path, 100))
+
+
+def test_tar_member_longer_than_the_limit_is_a_skip_unread(tmp_path, monkeypatch):
+    monkeypatch.setattr(js, "JSONL_BLOCK", 1024)  # limit 2048 for max_text_bytes=16
+    members = [(f"{i}.json", json.dumps(r).encode()) for i, r in enumerate(rows(10))]
+    big = json.dumps({"text": "x", "blob": "y" * 3000}).encode()
+    shard = tar_shard(tmp_path, [*members[:5], ("big.json", big), *members[5:]])
+    assert js._tar_arrow(shard, COLS, True, 16) is None
+    table = js.read_tar(shard, COLS, max_text_bytes=16)
+    assert table.equals(js._tar_rows(shard, COLS, 16))
+    assert table.column("__skip").to_pylist()[5] == "too_long"
+    assert table.column("key").to_pylist()[5] == "big"
+    monkeypatch.undo()
+    assert js._tar_arrow(shard, COLS, True) is not None  # the default limit reads it
+
+
+def test_truncated_tar_is_an_error_in_both_readers(tmp_path):
+    """Item 2: the same error from the Rust reader and from Python's ``tarfile``."""
+    from metaclip.exceptions import InputError
+
+    members = [(f"{i}.json", json.dumps(r).encode()) for i, r in enumerate(rows(4))]
+    whole = tar_shard(tmp_path, members).read_bytes()
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(whole[: 2 * 1024])  # two members, no end-of-archive blocks
+    errors = []
+    for read in (js._tar_arrow, lambda p, c, _: js._tar_rows(p, c)):
+        with pytest.raises(InputError) as e:
+            read(cut, COLS, True)
+        errors.append(str(e.value))
+    assert errors[0] == errors[1]
+    assert errors[0] == (
+        f"{cut}: cannot read tar (truncated: the file stops at byte 2048, inside a "
+        "member or before the end-of-archive blocks)"
+    )
+
+
+def test_corrupt_member_header_is_an_error_not_the_end(tmp_path):
+    """Item 2's kin: ``tarfile`` also ends a tar, silently, at a header that is not one
+    (bad checksum); the Rust reader leaves such a tar to it, and it is an error there."""
+    from metaclip.exceptions import InputError
+
+    members = [(f"{i}.json", json.dumps(r).encode()) for i, r in enumerate(rows(4))]
+    data = bytearray(tar_shard(tmp_path, members).read_bytes())
+    data[2 * 1024 : 2 * 1024 + 8] = b"garbage!"  # the third member's header
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(bytes(data))
+    from metaclip import _core
+
+    assert _core.tar_json_lines(str(bad), "key", 1 << 20) is None
+    with pytest.raises(InputError, match="no member header at byte 2048"):
+        js.read_tar(bad, COLS)

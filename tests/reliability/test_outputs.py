@@ -319,9 +319,7 @@ def test_shards_whose_names_hold_dots_keep_their_own_work_files(pool, tmp_path):
     assert subset_bytes(out) == subset_bytes(tmp_path / "ref")
 
 
-def test_a_folder_holding_only_another_runs_lock_and_manifest_draft_is_not_foreign(
-    pool, tmp_path
-):
+def test_a_folder_holding_only_another_runs_lock_and_manifest_draft_is_not_foreign(pool, tmp_path):
     """What a second run sees when it starts while the first writes its manifest (found by
     bench/chaos.py): it must meet the lock, not call the folder foreign."""
     src = write_pool(tmp_path / "pool", pool["texts"], 1)

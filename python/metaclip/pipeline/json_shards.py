@@ -4,13 +4,19 @@ Two readers build the same table for a shard: pyarrow's JSON reader (C++; tar me
 joined into JSON lines in Rust first), and row by row with Python's ``json``, where a line
 or member that is not a JSON object becomes a counted skip. The fast one is used when it
 gives exactly what the row-by-row one would (``_arrow_json`` says when not).
+
+No line or member is read longer than ``row_bytes_limit`` (a counted ``too_long`` skip,
+never in memory), and a tar cut short is an ``InputError`` in both readers.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import json
+import re
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,34 +33,92 @@ JSONL_BLOCK = 16 << 20
 # Integers above 2**53 do not fit a double exactly: the row-by-row path keeps a float
 # column holding such an integer as JSON text (``pa.array`` refuses to round it).
 EXACT_LIMIT = 2.0**53
+# Config.max_text_bytes's default.
+MAX_TEXT_BYTES = 1 << 20
+# Blocks the row-by-row reader reads JSON lines in.
+_LINES_BLOCK = 1 << 20
+# Where a line may hold a lone surrogate: escaped (\ud800-\udfff), or encoded, which
+# Python's ``json`` decodes ('surrogatepass'). Only such lines are checked in full. (Two
+# patterns, each led by a literal, search ~10x faster than one that has both.)
+_SURROGATE_HINTS = (re.compile(rb"\\u[dD][89a-fA-F]"), re.compile(rb"\xed[\xa0-\xbf]"))
 
 
-def _json_rows(lines: list[bytes]) -> list[dict]:
-    """One dict per non-blank line; a line that is not a JSON object becomes a marker row
-    (``__skip_row`` = its 1-based line number) that is counted as ``malformed_row``."""
-    rows = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-            if not isinstance(obj, dict):
-                raise ValueError("not an object")
-            rows.append(obj)
-        except (ValueError, UnicodeDecodeError):
-            rows.append({"__skip_row": i + 1})
-    return rows
+def row_bytes_limit(max_text_bytes: int) -> int:
+    """The most bytes read of one JSON line or tar member; a longer one is a counted
+    ``too_long`` skip, never read into memory (a decompression bomb, say). Room for a text
+    of ``max_text_bytes`` however it is escaped (JSON spends at most 6 bytes on one byte
+    of text, ``\\u0001``) beside the row's other fields, and never less than pyarrow's
+    reader takes in one line (an object may span two blocks): a line that the fast path
+    reads is never one that the row-by-row path skips."""
+    return max(2 * JSONL_BLOCK, 8 * max_text_bytes)
+
+
+class Skip(dict):
+    """A line or member that gives no row (an empty one, counted as skipped), and why:
+    ``malformed_row``, ``invalid_utf8`` or ``too_long``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+
+
+def _json_row(line: bytes | None, flagged: bool = True) -> dict:
+    """The JSON object on a line (``None``: a line too long to read), or a ``Skip``: a
+    line that is not a JSON object (``malformed_row``), or not text: bytes that are not
+    UTF-8, or a lone surrogate, escaped or encoded, anywhere in it (``invalid_utf8``:
+    neither Arrow nor a parquet file can hold one, and the text is not what the writer
+    meant). ``flagged``: whether the line may hold one (False: ``_may_hold_surrogate``
+    found none where it looked)."""
+    if line is None:
+        return Skip("too_long")
+    try:
+        obj = json.loads(line)
+    except UnicodeDecodeError:  # a ValueError too: first
+        return Skip("invalid_utf8")
+    except ValueError:
+        return Skip("malformed_row")
+    if not isinstance(obj, dict):
+        return Skip("malformed_row")
+    if flagged and _may_hold_surrogate(line) and _has_lone_surrogate(obj):
+        return Skip("invalid_utf8")
+    return obj
+
+
+def _may_hold_surrogate(data: bytes) -> bool:
+    return any(hint.search(data) for hint in _SURROGATE_HINTS)
+
+
+def _has_lone_surrogate(obj: dict) -> bool:
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
+
+
+def _as_written(v: object) -> str | None:
+    """A value of a column of mixed types: a string as it is, anything else as its JSON
+    text (5 → "5", true → "true", [1] → "[1]"), null as null."""
+    if v is None or isinstance(v, str):
+        return v
+    return json.dumps(v)
 
 
 def _rows_to_table(rows: list[dict], cols: Columns) -> pa.Table:
-    """Build a table from JSON objects; values of other types than the column's become
-    nulls with a skip reason instead of failing the whole shard."""
+    """Build a table from JSON objects (``Skip`` rows: empty, with their reason); values
+    of other types than the text column's become nulls with a skip reason instead of
+    failing the whole shard.
+
+    A column whose values Arrow cannot hold in one type (a number among strings, strings
+    among objects, an integer beyond int64) is a string column of the values as written:
+    strings as they are, other values as their JSON text, so a key ``5`` among string keys
+    is ``"5"`` (its decimal digits, the key its coins hash), and no string gains quotes.
+    The key column is no exception: it holds what the user wrote."""
     names: dict[str, None] = {}
     for r in rows:
         names.update(dict.fromkeys(r))
-    names.pop("__skip_row", None)
     data = {}
-    skip = [("malformed_row" if "__skip_row" in r else None) for r in rows]
+    skip = [(r.reason if isinstance(r, Skip) else None) for r in rows]
     for name in names:
         values = [r.get(name) for r in rows]
         if name == cols.text:
@@ -78,26 +142,70 @@ def _rows_to_table(rows: list[dict], cols: Columns) -> pa.Table:
         try:
             data[name] = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # mixed types, huge ints
-            data[name] = pa.array([None if v is None else json.dumps(v) for v in values])
+            data[name] = pa.array([_as_written(v) for v in values], pa.string())
     table = pa.table(data) if data else pa.table({"__empty": pa.nulls(len(rows))})
     return table.append_column("__skip", pa.array(skip, type=pa.string()))
 
 
-def read_jsonl(path: Path, cols: Columns, use_threads: bool = True) -> pa.Table:
+def read_jsonl(
+    path: Path, cols: Columns, use_threads: bool = True, max_text_bytes: int = MAX_TEXT_BYTES
+) -> pa.Table:
     table = _jsonl_arrow(path, cols, use_threads)
-    return _jsonl_rows(path, cols) if table is None else table
+    return _jsonl_rows(path, cols, max_text_bytes) if table is None else table
 
 
-def _jsonl_rows(path: Path, cols: Columns) -> pa.Table:
+def _lines(path: Path, limit: int) -> Iterator[tuple[bytes | None, bool]]:
+    """The file's lines without their newline, each with whether it may hold a lone
+    surrogate (``_may_hold_surrogate``, searched once per block of the file, not per
+    line); ``None`` for a line longer than ``limit`` bytes, never held in memory whole."""
+    with path.open("rb") as f:
+        pending: list[bytes] | None = []  # a line's start (None: too long, dropped)
+        pending_bytes = 0
+        while block := f.read(_LINES_BLOCK):
+            flagged = _may_hold_surrogate(block)
+            lines = block.split(b"\n")
+            rest = lines.pop()  # goes on in the next block
+            start = 0
+            if lines and pending_bytes:  # the line under way ends in this block
+                yield _whole(pending, pending_bytes, lines[0], limit)
+                pending, pending_bytes, start = [], 0, 1
+            for line in itertools.islice(lines, start, None):
+                yield (line if len(line) <= limit else None), flagged
+            if rest:
+                pending_bytes += len(rest)
+                if pending is not None and pending_bytes <= limit:
+                    pending.append(rest)
+                else:
+                    pending = None
+        if pending_bytes:  # the last line, without a newline
+            yield _whole(pending, pending_bytes, b"", limit)
+
+
+def _whole(
+    parts: list[bytes] | None, size: int, end: bytes, limit: int
+) -> tuple[bytes | None, bool]:
+    """A line read in parts (``_lines``), with its flag."""
+    if parts is None or size + len(end) > limit:
+        return None, False
+    line = b"".join([*parts, end])
+    return line, _may_hold_surrogate(line)
+
+
+def _jsonl_rows(path: Path, cols: Columns, max_text_bytes: int = MAX_TEXT_BYTES) -> pa.Table:
     """Row by row in Python: every line that is not a JSON object is a counted skip."""
-    lines = path.read_bytes().split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    rows = _json_rows(lines)
-    if rows and all("__skip_row" in r for r in rows):
+    rows = []
+    first_bad: tuple[int, bytes] | None = None
+    for number, (line, flagged) in enumerate(_lines(path, row_bytes_limit(max_text_bytes)), 1):
+        if line is not None and not line.strip():
+            continue
+        row = _json_row(line, flagged)
+        if first_bad is None and isinstance(row, Skip) and row.reason == "malformed_row":
+            first_bad = (number, line or b"")
+        rows.append(row)
+    if first_bad and all(isinstance(r, Skip) and r.reason == "malformed_row" for r in rows):
         # Not one object: the wrong kind of file (e.g. one JSON array), not bad rows.
-        at = rows[0]["__skip_row"]
-        first = lines[at - 1][:60].decode("utf-8", "replace")
+        at, text = first_bad
+        first = text[:60].decode("utf-8", "replace")
         raise InputError(
             f"{path}: no line is a JSON object (line {at}: {first!r}); JSON-lines "
             "shards hold one object per line"
@@ -117,12 +225,13 @@ def _jsonl_arrow(path: Path, cols: Columns, use_threads: bool) -> pa.Table | Non
 def _arrow_json(source: Path | pa.Buffer, cols: Columns, use_threads: bool) -> pa.Table | None:
     """JSON lines (a file or a buffer) read by pyarrow, typed as the row-by-row path types
     them; None where only that path builds the right table: a line that is not a JSON
-    object, a column whose type changes between rows, a text that is not a string (a
-    counted skip there), an integer beyond int64, or beyond 2**53 among floats (pyarrow
-    would round it to a float; kept as its JSON text there), a nested string that
-    pyarrow reads as a timestamp, a list of nothing but nulls, or no rows. Top-level
-    strings that pyarrow reads as timestamps are read again as strings; a table with
-    lists is read again with its inferred types."""
+    object, or not UTF-8 (pyarrow does not check) or holding a lone surrogate, a column
+    whose type changes between rows, a text that is not a string (a counted skip there),
+    an integer beyond int64, or beyond 2**53 among floats (pyarrow would round it to a
+    float; kept as its JSON text there), a nested string that pyarrow reads as a
+    timestamp, a list of nothing but nulls, or no rows. Top-level strings that pyarrow
+    reads as timestamps are read again as strings; a table with lists is read again with
+    its inferred types."""
     import pyarrow.json as pj
 
     def read(explicit: pa.Schema | None = None) -> pa.Table:
@@ -146,6 +255,7 @@ def _arrow_json(source: Path | pa.Buffer, cols: Columns, use_threads: bool) -> p
                 f.with_type(pa.string()) if pa.types.is_timestamp(f.type) else f for f in schema
             ]
             table = read(pa.schema(fields))
+        table.validate(full=True)  # UTF-8: rows that are not are skips row by row
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError):
         return None
     if table.num_rows == 0 or table.num_columns == 0:
@@ -199,18 +309,23 @@ def _has_huge_float(col: pa.ChunkedArray | pa.Array) -> bool:
     return False
 
 
-def read_tar(path: Path, cols: Columns, use_threads: bool = True) -> pa.Table:
-    """WebDataset layout: members ``{key}.json`` (texts) beside ``{key}.jpg`` etc."""
-    table = _tar_arrow(path, cols, use_threads)
-    return _tar_rows(path, cols) if table is None else table
+def read_tar(
+    path: Path, cols: Columns, use_threads: bool = True, max_text_bytes: int = MAX_TEXT_BYTES
+) -> pa.Table:
+    """WebDataset layout: members ``{key}.json`` (texts) beside ``{key}.jpg`` etc. A tar cut
+    short (see ``_StrictTarInfo``) is an ``InputError``."""
+    table = _tar_arrow(path, cols, use_threads, max_text_bytes)
+    return _tar_rows(path, cols, max_text_bytes) if table is None else table
 
 
-def _tar_arrow(path: Path, cols: Columns, use_threads: bool) -> pa.Table | None:
+def _tar_arrow(
+    path: Path, cols: Columns, use_threads: bool, max_text_bytes: int = MAX_TEXT_BYTES
+) -> pa.Table | None:
     """The JSON members joined into JSON lines in Rust (each with its key field) and read
     by pyarrow: the table ``_tar_rows`` builds, or None where only it builds it."""
     from metaclip import _core
 
-    got = _core.tar_json_lines(str(path), cols.key)
+    got = _core.tar_json_lines(str(path), cols.key, row_bytes_limit(max_text_bytes))
     if got is None:
         return None
     lines, rows, first_fields, stems, names = got
@@ -231,25 +346,78 @@ def _tar_arrow(path: Path, cols: Columns, use_threads: bool) -> pa.Table | None:
     return table.append_column("__skip", pa.nulls(table.num_rows, pa.string()))
 
 
-def _tar_rows(path: Path, cols: Columns) -> pa.Table:
-    """Member by member in Python: a member that is not a JSON object is a counted skip."""
+class _Cut(tarfile.ReadError):
+    """A tar that stops before its end (see ``_StrictTarInfo``)."""
+
+
+# tarfile's header errors (not in its type stubs): a zero block (the end of a tar), no
+# bytes, part of a block.
+_ZERO_BLOCK, _NO_BYTES, _PART_BLOCK = (
+    getattr(tarfile, name)
+    for name in ("EOFHeaderError", "EmptyHeaderError", "TruncatedHeaderError")
+)
+
+
+class _StrictTarInfo(tarfile.TarInfo):
+    """Member headers read as ``tarfile`` reads them, except where it takes a tar cut short
+    for a whole one: it ends a tar where the file stops at a header boundary or inside a
+    header, and where a header is not one (corrupt), without a word. A tar ends with a
+    zero block (writers add two; GNU tar and ``tarfile`` read one); a file that stops
+    before it was cut, and is an error here, as in the Rust reader. (A member's data cut
+    short ``tarfile`` reports itself: "unexpected end of data".) Headers at byte 0 keep
+    ``tarfile``'s own errors, which ``tarfile.open`` needs to try decompressing."""
+
+    @classmethod
+    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> _StrictTarInfo:
+        at = tarfile_.offset
+        try:
+            return super().fromtarfile(tarfile_)
+        except tarfile.HeaderError as e:
+            if at == 0 or isinstance(e, _ZERO_BLOCK):
+                raise
+            if isinstance(e, (_NO_BYTES, _PART_BLOCK)):
+                name = tarfile_.name
+                raise _Cut(_truncated(name if isinstance(name, str) else None)) from None
+            raise _Cut(f"no member header at byte {at} ({e}): corrupt, or cut short") from None
+
+
+def _truncated(path: str | Path | None) -> str:
+    """What the Rust reader says of a tar cut short (``Truncated``)."""
+    size = Path(path).stat().st_size if path else 0
+    return (
+        f"truncated: the file stops at byte {size}, inside a member or before the "
+        "end-of-archive blocks"
+    )
+
+
+def _tar_rows(path: Path, cols: Columns, max_text_bytes: int = MAX_TEXT_BYTES) -> pa.Table:
+    """Member by member in Python: a member that is not a JSON object, or longer than
+    ``row_bytes_limit`` (not read), is a counted skip."""
+    limit = row_bytes_limit(max_text_bytes)
     rows: list[dict] = []
     images: dict[str, str] = {}
     try:
-        with tarfile.open(path) as tar:
+        with tarfile.open(path, tarinfo=_StrictTarInfo) as tar:
             for m in tar:
                 if not m.isfile():
                     continue
                 stem, _, ext = m.name.rpartition(".")
                 if ext == "json":
-                    f = tar.extractfile(m)
-                    raw = f.read() if f else b""
-                    parsed = _json_rows([raw.replace(b"\n", b" ")])
-                    row = parsed[0] if parsed else {"__skip_row": 1}
+                    if m.size > limit:
+                        row: dict = Skip("too_long")
+                    else:
+                        f = tar.extractfile(m)
+                        raw = f.read() if f else b""
+                        row = _json_row(raw.replace(b"\n", b" "))
                     row.setdefault(cols.key, Path(stem).name)
                     rows.append(row)
                 elif ext.lower() in ("jpg", "jpeg", "png", "webp"):
                     images[Path(stem).name] = m.name
+    except tarfile.ReadError as e:
+        # tarfile's own words for a member's data cut short; its other words on one line
+        # (tarfile.open lists what each decompressor said, a line each)
+        why = _truncated(path) if str(e) == "unexpected end of data" else " ".join(str(e).split())
+        raise InputError(f"{path}: cannot read tar ({why})") from None
     except (tarfile.TarError, OSError, EOFError) as e:
         raise InputError(f"{path}: cannot read tar ({e})") from None
     for r in rows:

@@ -8,7 +8,7 @@ use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBytes, PyList};
 
 use crate::buffers::pack_strings;
-use crate::error::to_py;
+use crate::error::{input_error, to_py};
 
 /// Hex xxh3-128 of a list of str, each prefixed by its UTF-8 length (a content digest:
 /// about ten times faster than JSON-encoding and SHA-256 for a 500k-entry list).
@@ -45,18 +45,32 @@ pub fn load_metadata_lines(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, 
 
 /// The JSON members of a WebDataset-style tar as JSON lines, each with its key field
 /// (see `metaclip_core::tar_json`): (lines, rows, fields of the first row, image stems,
-/// image member names), or None when the tar must be read member by member.
+/// image member names), or None when the tar must be read member by member (a member
+/// that is not a JSON object, or longer than `max_member` bytes). A tar cut short raises
+/// InputError naming the file.
 #[pyfunction]
-pub fn tar_json_lines<'py>(py: Python<'py>, path: PathBuf, key_field: &str) -> TarJsonLines<'py> {
-    let got = py.detach(|| tar_json::tar_json(&path, key_field))?;
+pub fn tar_json_lines<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+    key_field: &str,
+    max_member: u64,
+) -> PyResult<TarJsonLines<'py>> {
+    let got = match py.detach(|| tar_json::tar_json(&path, key_field, max_member)) {
+        Ok(Some(got)) => got,
+        Ok(None) => return Ok(None),
+        Err(cut) => {
+            let msg = format!("{}: cannot read tar ({cut})", path.display());
+            return Err(PyErr::from_type(input_error(py)?.clone(), msg));
+        }
+    };
     let (stems, names) = got.images.into_iter().unzip();
-    Some((
+    Ok(Some((
         PyBytes::new(py, &got.lines),
         got.rows,
         got.first_fields,
         stems,
         names,
-    ))
+    )))
 }
 
 type TarJsonLines<'py> = Option<(Bound<'py, PyBytes>, usize, usize, Vec<String>, Vec<String>)>;
