@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import warnings
 from pathlib import Path
 
 from metaclip import core
@@ -71,14 +72,68 @@ class Metadata:
         return m
 
 
+class MetadataWarning(UserWarning):
+    """Metadata that loads but has entries that cannot match as they probably should."""
+
+
+#: How many offending entries a warning names.
+_EXAMPLES = 5
+_BOM = "\ufeff"
+
+
 def load(path: str | Path, lang: str = "en") -> dict[str, list[str]]:
     """Read metadata: a JSON list or text file (one language, ``lang``), a parquet/JSON-lines
     table with ``lang`` and ``entry`` columns, or a directory of ``{lang}.json`` lists (the
-    metadata builder's output). No entries at all is an error (nothing could match)."""
+    metadata builder's output). No entries at all is an error (nothing could match).
+
+    A UTF-8 byte-order mark at the start of a file is skipped. Entries that begin or end
+    with whitespace (or a stray BOM) are kept as they are (ids are positions, and entries
+    are never normalized: spec §1) but raise a :class:`MetadataWarning` that counts and
+    names them."""
     entries = _load(Path(path), lang)
     if not any(entries.values()):
         raise MetadataError(f"{path}: the metadata has no entries")
+    warn_edge_whitespace(path, entries)
     return entries
+
+
+def edge_whitespace(entries: dict[str, list[str]]) -> tuple[int, list[tuple[str, int, str]]]:
+    """Entries with whitespace (``str.isspace``) or U+FEFF at either end: their number and
+    the first few as (language, id, entry)."""
+    n = 0
+    first: list[tuple[str, int, str]] = []
+    for lang, items in entries.items():
+        # Two C-speed passes (~20 ms for 500k entries); the per-entry loop only when they
+        # find something.
+        if list(map(str.strip, items)) == items and _BOM not in "".join(items):
+            continue
+        odd = [i for i, e in enumerate(items) if e != e.strip() or _BOM in (e[:1], e[-1:])]
+        n += len(odd)
+        first += [(lang, i, items[i]) for i in odd[: _EXAMPLES - len(first)]]
+    return n, first
+
+
+def warn_edge_whitespace(path: str | Path, entries: dict[str, list[str]]) -> None:
+    """Warn (:class:`MetadataWarning`) when entries begin or end with whitespace or U+FEFF.
+    An entry is matched as ``" " + entry + " "`` (spec §2), so ``" dog"`` matches only where
+    the prepared text has two spaces in a row, and one ending in a tab never does (a text's
+    tabs and newlines become spaces). The entries are left as they are: ids are positions."""
+    n, first = edge_whitespace(entries)
+    if not n:
+        return
+    one = len(entries) == 1
+    shown = ", ".join(
+        f"{e!r} (id {i})" if one else f"{e!r} ({lang} id {i})" for lang, i, e in first
+    )
+    more = f" and {n - len(first)} more" if n > len(first) else ""
+    what = "entry begins or ends" if n == 1 else "entries begin or end"
+    warnings.warn(
+        f"{path}: {n} metadata {what} with whitespace: {shown}{more}. Entries are matched "
+        "as ' ' + entry + ' ' and never trimmed, so these match almost nothing; strip them "
+        "in the metadata file if that was not meant.",
+        MetadataWarning,
+        stacklevel=2,
+    )
 
 
 def _load(p: Path, lang: str) -> dict[str, list[str]]:

@@ -50,11 +50,20 @@ pub fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::io(path.display().to_string(), e))
 }
 
+/// The UTF-8 byte-order mark some editors put at the start of a text file.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// `bytes` without a leading UTF-8 byte-order mark. A BOM is file encoding, not text: left
+/// in, it would be glued to the first entry, which then never matches.
+pub fn strip_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(BOM).unwrap_or(bytes)
+}
+
 /// The entries of a JSON list of strings (the released MC1 `metadata.json`), borrowed from
-/// `bytes` where they have no escapes; duplicates are an error. `path` names the file in
-/// errors.
+/// `bytes` where they have no escapes; a leading UTF-8 BOM is skipped; duplicates are an
+/// error. `path` names the file in errors.
 pub fn parse_json_list<'a>(bytes: &'a [u8], path: &Path) -> Result<Vec<Cow<'a, str>>> {
-    let entries: Vec<Cow<'a, str>> = serde_json::from_slice::<Vec<JsonStr<'a>>>(bytes)
+    let entries: Vec<Cow<'a, str>> = serde_json::from_slice::<Vec<JsonStr<'a>>>(strip_bom(bytes))
         .map_err(|e| Error::Parse {
             path: path.display().to_string(),
             line: e.line() as u64,
@@ -78,10 +87,12 @@ pub fn load_json_list(path: &Path) -> Result<Vec<String>> {
     Ok(entries.into_iter().map(Cow::into_owned).collect())
 }
 
-/// The entries of UTF-8 text, one per line (`\n` or `\r\n`), borrowed from `bytes`; a blank
-/// line or a duplicate is an error. `path` names the file in errors.
+/// The entries of UTF-8 text, one per line (`\n` or `\r\n`), borrowed from `bytes`; a leading
+/// UTF-8 BOM is skipped; a blank line or a duplicate is an error. `path` names the file in
+/// errors. Entries are kept as written, spaces at their ends included (spec §1).
 pub fn parse_lines<'a>(bytes: &'a [u8], path: &Path) -> Result<Vec<&'a str>> {
     let mut entries = Vec::new();
+    let bytes = strip_bom(bytes);
     let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
     if body.is_empty() {
         return Ok(entries);
@@ -173,5 +184,32 @@ mod tests {
         std::fs::write(&j, r#"["a", 3]"#).unwrap();
         assert!(matches!(load_json_list(&j), Err(Error::Parse { .. })));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bom_is_skipped_and_edge_spaces_are_kept() {
+        let p = Path::new("m.txt");
+        // A BOM before the first line (with CRLF, with or without a final newline).
+        let lines = parse_lines(b"\xEF\xBB\xBFdog\r\ncat\r\n", p).unwrap();
+        assert_eq!(lines, vec!["dog", "cat"]);
+        assert_eq!(parse_lines(b"\xEF\xBB\xBFdog", p).unwrap(), vec!["dog"]);
+        assert!(parse_lines(b"\xEF\xBB\xBF", p).unwrap().is_empty());
+        // Only the file's leading BOM: one later in the text stays (U+FEFF is a character).
+        let lines = parse_lines("dog\n\u{feff}cat\n".as_bytes(), p).unwrap();
+        assert_eq!(lines, vec!["dog", "\u{feff}cat"]);
+        // A BOM on its own first line is an empty entry, as a blank line is.
+        let err = parse_lines(b"\xEF\xBB\xBF\ndog\n", p)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(":1: empty entry"), "{err}");
+        // JSON lists: serde_json rejects a BOM; we skip it.
+        let j = Path::new("m.json");
+        let got = parse_json_list(b"\xEF\xBB\xBF[\"dog\", \"cat\"]", j).unwrap();
+        assert_eq!(got, vec!["dog", "cat"]);
+        // Entries are never trimmed (spec §1): spaces and tabs at the ends stay.
+        let lines = parse_lines(b" dog\ncat \n\thot dog\t\n", p).unwrap();
+        assert_eq!(lines, vec![" dog", "cat ", "\thot dog\t"]);
+        let got = parse_json_list(br#"[" dog", "cat "]"#, j).unwrap();
+        assert_eq!(got, vec![" dog", "cat "]);
     }
 }

@@ -2,9 +2,24 @@
 //! dictionary, optional prune index, input and output matrices (dense, or product-quantized
 //! and dequantized here).
 //!
-//! Every count read from the file is checked against the bytes left before anything is
-//! allocated for it, so a crafted header is an error naming the file, never a huge
-//! allocation.
+//! Every size read from the file is bounded before anything is allocated for it, so a
+//! crafted or corrupt file is an [`Error::Model`] naming the file, never a panic or a huge
+//! allocation. With `L` the file's length in bytes:
+//! - counts of items stored in the file (dictionary entries, prune index entries, codes,
+//!   centroids, dense rows) are checked against the bytes left, so each costs O(L);
+//! - the dequantized matrices (input and output together) may take at most
+//!   [`MAX_EXPANSION`]` × L` bytes of `f32`: the one thing the file does not store at full
+//!   size (fastText's default `dsub = 2` expands 8×; lid.176.ftz 3.4×);
+//! - the tables built from them in `model` are no bigger than the input matrix (at least
+//!   as many rows as words; a prune index no longer than the n-gram rows), and the
+//!   bucket bitmap is used only when it is no bigger than `L` (else a sorted id list).
+//!
+//! Values that later index or divide are checked here too: `dim` and matrix widths are at
+//! least 1, label counts are in `0..1e15` (the Huffman tree's sentinel), the norm
+//! quantizer has one float per code; and a model with no buckets has no word n-grams.
+//!
+//! So loading takes at most about `2 × MAX_EXPANSION × L` bytes plus O(L): ~128 MB for a
+//! 1 MB file, whatever its header says (lid.176.ftz, 0.9 MB, peaks under 10 MB).
 
 use super::model::Loss;
 use super::{LABEL_PREFIX, MAGIC, VERSION};
@@ -15,6 +30,12 @@ const KSUB: usize = 256;
 const MIN_ENTRY_BYTES: usize = 1 + 8 + 1;
 /// The bytes of a prune index entry: (bucket id, row), two `i32`.
 const PRUNE_ENTRY_BYTES: usize = 8;
+/// The most bytes of dequantized `f32` matrices per byte of the file (see the module doc):
+/// room for `dsub` up to 16, 8× fastText's default.
+pub(super) const MAX_EXPANSION: usize = 64;
+/// fastText's Huffman tree uses this count for nodes not built yet; a label count must
+/// be below it (and not negative) for the tree to be well formed.
+const MAX_LABEL_COUNT: i64 = 1_000_000_000_000_000;
 
 /// A parsed model file, checked for consistency (shapes, counts, indices).
 pub(super) struct ModelFile {
@@ -39,12 +60,16 @@ pub(super) struct ModelFile {
     pub(super) input: Vec<f32>,
     /// Output matrix: one row of `dim` floats per label (softmax) or internal node (hs).
     pub(super) output: Vec<f32>,
+    /// The file's length in bytes (caps what the model builds from it).
+    pub(super) file_len: usize,
 }
 
 struct Reader<'a> {
     data: &'a [u8],
     pos: usize,
     path: &'a str,
+    /// Bytes of dequantized matrices still allowed ([`MAX_EXPANSION`] per file byte).
+    dequant_left: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -110,6 +135,20 @@ impl<'a> Reader<'a> {
         Ok(n)
     }
 
+    /// Claim room for `n` dequantized floats (a matrix the file stores only as codes).
+    fn dequant(&mut self, n: usize) -> Result<()> {
+        let bytes = n.checked_mul(4).filter(|&b| b <= self.dequant_left);
+        let Some(bytes) = bytes else {
+            return Err(self.err(format!(
+                "quantized matrix of {n} floats too big for a {}-byte file \
+                 (at most {MAX_EXPANSION} bytes of floats per file byte)",
+                self.data.len()
+            )));
+        };
+        self.dequant_left -= bytes;
+        Ok(())
+    }
+
     fn f32s(&mut self, n: usize) -> Result<Vec<f32>> {
         let bytes = self.take(n.checked_mul(4).ok_or_else(|| self.err("size overflow"))?)?;
         Ok(bytes
@@ -129,6 +168,7 @@ impl<'a> Reader<'a> {
 
 /// A product quantizer (fastText's `ProductQuantizer`).
 struct Pq {
+    dim: usize,
     nsubq: usize,
     dsub: usize,
     lastdsub: usize,
@@ -145,11 +185,17 @@ impl Pq {
         let nsubq = r.size("pq nsubq", nsubq as i64, 1 << 16)?;
         let dsub = r.size("pq dsub", dsub as i64, 1 << 16)?;
         let lastdsub = r.size("pq lastdsub", lastdsub as i64, 1 << 16)?;
-        if nsubq == 0 || (nsubq - 1) * dsub + lastdsub != dim {
+        if nsubq == 0
+            || (nsubq - 1)
+                .checked_mul(dsub)
+                .and_then(|x| x.checked_add(lastdsub))
+                != Some(dim)
+        {
             return Err(r.err("inconsistent product quantizer"));
         }
         let centroids = r.f32s(dim * KSUB)?;
         Ok(Pq {
+            dim,
             nsubq,
             dsub,
             lastdsub,
@@ -176,6 +222,9 @@ fn load_matrix(r: &mut Reader<'_>, quant: bool) -> Result<(usize, usize, Vec<f32
         let n = r.i64()?;
         let m = r.size("rows", m, 1 << 31)?;
         let n = r.size("columns", n, 1 << 16)?;
+        if n == 0 {
+            return Err(r.err("bad columns: 0"));
+        }
         let data = r.f32s(m.checked_mul(n).ok_or_else(|| r.err("size overflow"))?)?;
         return Ok((m, n, data));
     }
@@ -184,20 +233,30 @@ fn load_matrix(r: &mut Reader<'_>, quant: bool) -> Result<(usize, usize, Vec<f32
     let n = r.i64()?;
     let m = r.size("rows", m, 1 << 31)?;
     let n = r.size("columns", n, 1 << 16)?;
+    if n == 0 {
+        return Err(r.err("bad columns: 0"));
+    }
     let codesize = r.i32()?;
     let codesize = r.size("code size", codesize as i64, i32::MAX as i64)?;
     let codes = r.take(codesize)?;
     let pq = Pq::load(r)?;
-    if codesize != m * pq.nsubq || pq.dsub * (pq.nsubq - 1) + pq.lastdsub != n {
+    if Some(codesize) != m.checked_mul(pq.nsubq) || pq.dim != n {
         return Err(r.err("quantized matrix shape does not match its codes"));
     }
     let norms = if qnorm {
         let codes = r.take(m)?;
         let npq = Pq::load(r)?;
+        // fastText's norm quantizer: one sub-quantizer of one float.
+        if npq.nsubq != 1 || npq.lastdsub != 1 {
+            return Err(r.err("bad norm quantizer (want one float per code)"));
+        }
         codes.iter().map(|&c| npq.centroid(0, c)[0]).collect()
     } else {
         vec![1.0f32; m]
     };
+    // m <= codesize (in the file) and n <= the centroids' floats / 256 (in the file): each
+    // is O(L), but m × n is not; it has its own cap.
+    r.dequant(m.checked_mul(n).ok_or_else(|| r.err("size overflow"))?)?;
     let mut data = vec![0f32; m * n];
     for (i, row) in data.chunks_exact_mut(n).enumerate() {
         let alpha = norms[i];
@@ -218,6 +277,7 @@ pub(super) fn parse(data: &[u8], name: &str) -> Result<ModelFile> {
         data,
         pos: 0,
         path: name,
+        dequant_left: data.len().saturating_mul(MAX_EXPANSION),
     };
     if r.i32()? != MAGIC {
         return Err(r.err("not a fastText model (bad magic number)"));
@@ -241,6 +301,9 @@ pub(super) fn parse(data: &[u8], name: &str) -> Result<ModelFile> {
         other => return Err(r.err(format!("unsupported loss {other} (need hs or softmax)"))),
     };
     let dim = r.size("dim", dim as i64, 1 << 16)?;
+    if dim == 0 {
+        return Err(r.err("bad dim: 0"));
+    }
     let bucket = r.size("bucket", bucket as i64, i32::MAX as i64)?;
     let minn = r.size("minn", minn as i64, 64)?;
     let maxn = r.size("maxn", maxn as i64, 64)?;
@@ -277,6 +340,9 @@ pub(super) fn parse(data: &[u8], name: &str) -> Result<ModelFile> {
             if kind != 1 {
                 return Err(r.err("word among the labels"));
             }
+            if !(0..MAX_LABEL_COUNT).contains(&count) {
+                return Err(r.err(format!("bad label count: {count}")));
+            }
             let l = w.strip_prefix(LABEL_PREFIX).unwrap_or(w);
             labels.push(String::from_utf8_lossy(l).into_owned());
             label_counts.push(count);
@@ -306,16 +372,24 @@ pub(super) fn parse(data: &[u8], name: &str) -> Result<ModelFile> {
         return Err(r.err("output matrix shape does not match the labels"));
     }
 
-    // Every n-gram row the model will look up is in the input matrix.
+    // Every n-gram row the model will look up is in the input matrix, and the tables built
+    // from it (a sum per word, a copy of each pruned n-gram's row) are no bigger than it.
+    if rows < nwords {
+        return Err(r.err("input matrix has fewer rows than words"));
+    }
     let dense = prune_size < 0;
     if dense && rows != nwords + bucket {
         return Err(r.err("input matrix rows differ from words + buckets"));
     }
+    if !dense && prune.len() > rows - nwords {
+        return Err(r.err(format!(
+            "prune index has {} entries for {} n-gram rows",
+            prune.len(),
+            rows - nwords
+        )));
+    }
     if !dense && prune.iter().any(|&(_, to)| nwords + to >= rows) {
         return Err(r.err("prune index points past the input matrix"));
-    }
-    if rows < nwords {
-        return Err(r.err("input matrix has fewer rows than words"));
     }
     Ok(ModelFile {
         dim,
@@ -333,5 +407,6 @@ pub(super) fn parse(data: &[u8], name: &str) -> Result<ModelFile> {
         prune,
         input,
         output,
+        file_len: data.len(),
     })
 }

@@ -9,13 +9,17 @@
 //! - each vocabulary word's vector sum (word row + its character n-gram rows) is precomputed,
 //!   so an in-vocabulary word costs one row add;
 //! - the prune index (bucket id → row) becomes a bitmap with rank counts, so the usual case,
-//!   an n-gram whose bucket has no row, is one bit test;
+//!   an n-gram whose bucket has no row, is one bit test (a sorted id list instead when the
+//!   bitmap would be bigger than the file);
 //! - `hash % bucket` uses a multiply instead of a division.
 //!
 //! Floating-point sums are grouped differently from fastText's, so probabilities agree to
 //! about 1e-6 and the top label differs only on near-ties.
 //!
 //! `format` reads and checks the file; `model` lays it out for prediction and predicts.
+//! A corrupt or crafted file is an [`Error::Model`] naming it, never a panic or an
+//! allocation out of proportion to its size (bounds in `format`'s doc; `tests/fuzz_lid.rs`
+//! and `bench/fuzz_lid.py` fuzz it with mutants of lid.176.ftz).
 
 mod format;
 mod model;

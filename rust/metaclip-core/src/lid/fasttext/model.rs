@@ -20,17 +20,28 @@ struct Node {
     right: i32,
 }
 
-/// Bucket id → row rank: a bitmap with a running count per 64-bit word.
-pub(super) struct PruneIndex {
-    bits: Vec<u64>,
-    rank: Vec<u32>,
+/// Bucket id → row rank (the rank of the id among the distinct ids).
+pub(super) enum PruneIndex {
+    /// A bitmap over all buckets with a running count per 64-bit word: one bit test for
+    /// the usual miss. 12 bytes per 64 buckets (lid.176: 2M buckets, 375 kB).
+    Bitmap { bits: Vec<u64>, rank: Vec<u32> },
+    /// The sorted distinct ids, binary-searched: for a bucket count whose bitmap would be
+    /// bigger than the model file (the bitmap's size is not tied to what the file holds).
+    Sorted(Vec<u32>),
 }
 
 impl PruneIndex {
-    pub(super) fn new(bucket: usize, ids: &mut [u32]) -> Self {
+    /// The index of `ids` (each below `bucket`); a bitmap if it takes at most `max_bytes`.
+    pub(super) fn new(bucket: usize, mut ids: Vec<u32>, max_bytes: usize) -> Self {
         ids.sort_unstable();
-        let mut bits = vec![0u64; bucket.div_ceil(64)];
-        for &id in ids.iter() {
+        ids.dedup();
+        let words = bucket.div_ceil(64);
+        if words.saturating_mul(12) > max_bytes {
+            ids.shrink_to_fit();
+            return PruneIndex::Sorted(ids);
+        }
+        let mut bits = vec![0u64; words];
+        for &id in &ids {
             bits[id as usize >> 6] |= 1u64 << (id & 63);
         }
         let mut rank = Vec::with_capacity(bits.len());
@@ -39,18 +50,31 @@ impl PruneIndex {
             rank.push(total);
             total += w.count_ones();
         }
-        PruneIndex { bits, rank }
+        PruneIndex::Bitmap { bits, rank }
     }
 
     #[inline]
     pub(super) fn get(&self, id: u32) -> Option<usize> {
-        let w = id as usize >> 6;
-        let word = *self.bits.get(w)?;
-        let bit = 1u64 << (id & 63);
-        if word & bit == 0 {
-            return None;
+        match self {
+            PruneIndex::Bitmap { bits, rank } => {
+                let w = id as usize >> 6;
+                let word = *bits.get(w)?;
+                let bit = 1u64 << (id & 63);
+                if word & bit == 0 {
+                    return None;
+                }
+                Some(rank[w] as usize + (word & (bit - 1)).count_ones() as usize)
+            }
+            PruneIndex::Sorted(ids) => ids.binary_search(&id).ok(),
         }
-        Some(self.rank[w] as usize + (word & (bit - 1)).count_ones() as usize)
+    }
+
+    /// Heap bytes held.
+    fn memory_bytes(&self) -> usize {
+        match self {
+            PruneIndex::Bitmap { bits, rank } => bits.len() * 8 + rank.len() * 4,
+            PruneIndex::Sorted(ids) => ids.len() * 4,
+        }
     }
 }
 
@@ -140,6 +164,7 @@ impl Model {
             prune,
             input,
             output,
+            file_len,
         } = file;
         // N-gram rows in our order.
         let row_of = |i: usize| &input[i * dim..(i + 1) * dim];
@@ -148,8 +173,9 @@ impl Model {
         } else if prune.is_empty() {
             (Buckets::Empty, Vec::new())
         } else {
-            let mut ids: Vec<u32> = prune.iter().map(|p| p.0).collect();
-            let index = PruneIndex::new(bucket, &mut ids);
+            let ids: Vec<u32> = prune.iter().map(|p| p.0).collect();
+            let index = PruneIndex::new(bucket, ids, file_len);
+            // At most as many rows as the input matrix has n-gram rows (format checks it).
             let mut ngram_rows = vec![0f32; prune.len() * dim];
             for &(from, to) in &prune {
                 if let Some(rank) = index.get(from) {
@@ -323,7 +349,9 @@ impl Model {
                 left: mini[0] as i32,
                 right: mini[1] as i32,
             };
-            count[i] = count[mini[0]] + count[mini[1]];
+            // Leaf counts are in 0..1e15 (format checks it), so no unbuilt node (count
+            // 1e15) is ever picked; sums of many can pass i64::MAX.
+            count[i] = count[mini[0]].saturating_add(count[mini[1]]);
         }
         self.tree = tree;
     }
@@ -336,7 +364,7 @@ impl Model {
     /// Approximate heap bytes held.
     pub fn memory_bytes(&self) -> usize {
         let pruned = match &self.buckets {
-            Buckets::Pruned(p) => p.bits.len() * 8 + p.rank.len() * 4,
+            Buckets::Pruned(p) => p.memory_bytes(),
             _ => 0,
         };
         self.table.len() * 8
@@ -399,7 +427,8 @@ impl Model {
             count += self.word_nrows[id];
         }
         s.hashes.push(fnv(EOS) as i32);
-        if self.word_ngrams > 1 {
+        // A model with no buckets has no word n-gram rows (and `% 0` would panic).
+        if self.word_ngrams > 1 && self.bucket > 0 {
             for i in 0..s.hashes.len() {
                 let mut h = s.hashes[i] as i64 as u64;
                 for j in i + 1..s.hashes.len().min(i + self.word_ngrams) {

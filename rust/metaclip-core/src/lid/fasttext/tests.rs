@@ -1,3 +1,4 @@
+use super::format::MAX_EXPANSION;
 use super::model::{fnv, PruneIndex, FNV_BASIS};
 use super::*;
 
@@ -32,15 +33,22 @@ fn fast_modulo_is_modulo() {
 
 #[test]
 fn prune_index_ranks() {
-    let mut ids = vec![5u32, 700, 64, 63, 1_999_999];
-    let p = PruneIndex::new(2_000_000, &mut ids);
-    assert_eq!(p.get(5), Some(0));
-    assert_eq!(p.get(63), Some(1));
-    assert_eq!(p.get(64), Some(2));
-    assert_eq!(p.get(700), Some(3));
-    assert_eq!(p.get(1_999_999), Some(4));
-    assert_eq!(p.get(6), None);
-    assert_eq!(p.get(u32::MAX), None);
+    // The bitmap (room for it) and the sorted list (no room) give the same ranks; a
+    // repeated id has one rank.
+    let ids = vec![5u32, 700, 64, 63, 1_999_999, 64];
+    let bitmap = PruneIndex::new(2_000_000, ids.clone(), 1 << 20);
+    let sorted = PruneIndex::new(2_000_000, ids, 1000);
+    assert!(matches!(bitmap, PruneIndex::Bitmap { .. }));
+    assert!(matches!(sorted, PruneIndex::Sorted(_)));
+    for p in [bitmap, sorted] {
+        assert_eq!(p.get(5), Some(0));
+        assert_eq!(p.get(63), Some(1));
+        assert_eq!(p.get(64), Some(2));
+        assert_eq!(p.get(700), Some(3));
+        assert_eq!(p.get(1_999_999), Some(4));
+        assert_eq!(p.get(6), None);
+        assert_eq!(p.get(u32::MAX), None);
+    }
 }
 
 #[test]
@@ -149,6 +157,288 @@ fn crafted_sizes_are_errors_not_allocations() {
         Model::from_bytes(&[0u8; 64], "junk"),
         Err(Error::Model { .. })
     ));
+}
+
+/// A tiny quantized hierarchical-softmax model, pruned like lid.176.ftz, with knobs for the
+/// crafted-file tests: words `</s>`, `a`; labels `x`, `y`; dim 2.
+struct Quant {
+    word_ngrams: i32,
+    bucket: i32,
+    label_counts: [i64; 2],
+    /// Prune index entries (bucket id, row); `None`: unpruned (prune_size -1).
+    prune: Option<Vec<(i32, i32)>>,
+    /// Input matrix rows (words and n-gram rows) and columns (= dim).
+    rows: usize,
+    cols: usize,
+    /// Norm quantizer header: dim, nsubq, dsub, lastdsub.
+    npq: [i32; 4],
+}
+
+impl Default for Quant {
+    fn default() -> Self {
+        Quant {
+            word_ngrams: 1,
+            bucket: 8,
+            label_counts: [10, 5],
+            prune: Some(vec![(3, 0), (5, 1)]),
+            rows: 4,
+            cols: 2,
+            npq: [1, 1, 1, 1],
+        }
+    }
+}
+
+impl Quant {
+    fn bytes(&self) -> Vec<u8> {
+        let mut b = Vec::new();
+        let i32s = |b: &mut Vec<u8>, v: &[i32]| v.iter().for_each(|x| b.extend(x.to_le_bytes()));
+        let f32s = |b: &mut Vec<u8>, n: usize, f: &dyn Fn(usize) -> f32| {
+            (0..n).for_each(|i| b.extend(f(i).to_le_bytes()))
+        };
+        let cols = self.cols as i32;
+        i32s(&mut b, &[MAGIC, VERSION]);
+        // dim ws epoch minCount neg wordNgrams loss(hs) model bucket minn maxn lrUpdateRate
+        let args = [
+            cols,
+            5,
+            1,
+            1,
+            5,
+            self.word_ngrams,
+            1,
+            3,
+            self.bucket,
+            1,
+            2,
+            100,
+        ];
+        i32s(&mut b, &args);
+        b.extend(1e-4f64.to_le_bytes());
+        i32s(&mut b, &[4, 2, 2]);
+        b.extend(10i64.to_le_bytes());
+        let prune = self.prune.as_deref();
+        b.extend(prune.map_or(-1, |p| p.len() as i64).to_le_bytes());
+        let entries = [("</s>", 1, 0u8), ("a", 1, 0)];
+        let labels = [
+            ("__label__x", self.label_counts[0], 1),
+            ("__label__y", self.label_counts[1], 1),
+        ];
+        for (w, count, kind) in entries.into_iter().chain(labels) {
+            b.extend(w.as_bytes());
+            b.push(0);
+            b.extend(count.to_le_bytes());
+            b.push(kind);
+        }
+        for &(from, to) in prune.unwrap_or(&[]) {
+            i32s(&mut b, &[from, to]);
+        }
+        // Quantized input with quantized norms: one sub-quantizer of `cols` floats.
+        b.extend([1u8, 1]);
+        b.extend((self.rows as i64).to_le_bytes());
+        b.extend((self.cols as i64).to_le_bytes());
+        i32s(&mut b, &[self.rows as i32]);
+        b.extend((0..self.rows).map(|i| i as u8));
+        i32s(&mut b, &[cols, 1, cols, cols]);
+        f32s(&mut b, self.cols * 256, &|i| (i % 7) as f32 * 0.25 - 0.5);
+        b.extend((0..self.rows).map(|i| (i % 3) as u8));
+        i32s(&mut b, &self.npq);
+        f32s(&mut b, self.npq[0].max(0) as usize * 256, &|i| {
+            1.0 + i as f32 / 256.0
+        });
+        // Dense output: one row per label.
+        b.push(0);
+        b.extend(2i64.to_le_bytes());
+        b.extend((self.cols as i64).to_le_bytes());
+        f32s(&mut b, 2 * self.cols, &|i| {
+            if i % 3 == 0 {
+                1.0
+            } else {
+                -0.5
+            }
+        });
+        b
+    }
+
+    fn load(&self) -> Result<Model> {
+        Model::from_bytes(&self.bytes(), "crafted.ftz")
+    }
+}
+
+/// The error of loading `q`: a model error naming the file, with `what` in its message.
+fn crafted_error(q: &Quant, what: &str) {
+    let err = q.load().err().expect("an error");
+    assert!(matches!(err, Error::Model { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("crafted.ftz:0: fastText model, byte "),
+        "{msg}"
+    );
+    assert!(msg.contains(what), "{msg}");
+}
+
+fn predicts(m: &Model) {
+    let mut s = Scratch::default();
+    for t in ["a", "a b", "zz a zz", ""] {
+        let (i, p) = m.predict(t.as_bytes(), &mut s).expect("a prediction");
+        assert!(
+            i < m.labels().len() && (0.0..=1.0).contains(&p),
+            "{t}: {i} {p}"
+        );
+    }
+}
+
+#[test]
+fn quantized_pruned_hs_model_loads() {
+    let m = Quant::default()
+        .load()
+        .expect("the tiny quantized model loads");
+    assert_eq!(m.labels(), ["x", "y"]);
+    predicts(&m);
+}
+
+#[test]
+fn crafted_dequantized_size_is_capped() {
+    // Issue #19 item 12 (a): m rows × n columns are each bounded by the file, their product
+    // was not. 100k one-byte codes of 64 floats: 25.6 MB of floats from a 167 kB file.
+    let q = Quant {
+        rows: 100_000,
+        cols: 64,
+        prune: Some(vec![(3, 0)]),
+        ..Quant::default()
+    };
+    assert!(q.bytes().len() * MAX_EXPANSION < 100_000 * 64 * 4);
+    crafted_error(&q, "quantized matrix of 6400000 floats too big for a");
+    // The same shape with few rows is fine.
+    let q = Quant { rows: 40, ..q };
+    predicts(&q.load().expect("loads"));
+}
+
+#[test]
+fn crafted_bucket_count_does_not_size_the_bitmap() {
+    // Issue #19 item 12 (b): the bitmap was bucket/8 bytes (256 MiB for 2^31 buckets)
+    // whatever the file's size. Now it is a sorted id list when it would outgrow the file.
+    let q = Quant {
+        bucket: i32::MAX,
+        prune: Some(vec![(i32::MAX - 1, 0), (7, 1)]),
+        ..Quant::default()
+    };
+    let m = q.load().expect("loads");
+    assert!(m.memory_bytes() < 64 << 10, "{}", m.memory_bytes());
+    predicts(&m);
+}
+
+#[test]
+fn crafted_label_counts_are_errors() {
+    // A count >= 1e15 (fastText's "not built yet" sentinel) made the Huffman tree pick a
+    // node past its end: an index panic (found by bench/fuzz_lid.py).
+    for (counts, bad) in [
+        ([1_000_000_000_000_000, 5], "1000000000000000"),
+        ([10, i64::MAX], "9223372036854775807"),
+        ([-1, 5], "-1"),
+    ] {
+        let q = Quant {
+            label_counts: counts,
+            ..Quant::default()
+        };
+        crafted_error(&q, &format!("bad label count: {bad}"));
+    }
+    // The largest allowed counts: sums saturate instead of overflowing.
+    let q = Quant {
+        label_counts: [999_999_999_999_999, 999_999_999_999_999],
+        ..Quant::default()
+    };
+    predicts(&q.load().expect("loads"));
+}
+
+#[test]
+fn crafted_norm_quantizer_is_an_error() {
+    // A norm quantizer of zero floats panicked (index 0 of an empty centroid).
+    for npq in [[0, 1, 0, 0], [0, 1, 5, 0], [2, 2, 1, 1], [2, 1, 0, 2]] {
+        crafted_error(
+            &Quant {
+                npq,
+                ..Quant::default()
+            },
+            "bad norm quantizer",
+        );
+    }
+}
+
+#[test]
+fn crafted_zero_buckets_with_word_ngrams_predict() {
+    // No buckets and word bigrams: `hash % 0` panicked at the first prediction.
+    for prune in [Some(vec![]), None] {
+        let q = Quant {
+            bucket: 0,
+            word_ngrams: 3,
+            rows: 2,
+            prune,
+            ..Quant::default()
+        };
+        predicts(&q.load().expect("loads"));
+    }
+}
+
+#[test]
+fn crafted_shapes_are_errors() {
+    // More prune entries than n-gram rows: the copied rows would outgrow the matrix.
+    let q = Quant {
+        prune: Some(vec![(0, 0), (1, 0), (2, 0)]),
+        rows: 3,
+        ..Quant::default()
+    };
+    crafted_error(&q, "prune index has 3 entries for 1 n-gram rows");
+    // dim 0 / no columns.
+    let mut b = tiny_model(1);
+    b[8..12].copy_from_slice(&0i32.to_le_bytes());
+    let err = Model::from_bytes(&b, "crafted.ftz")
+        .err()
+        .expect("an error");
+    assert!(err.to_string().contains("bad dim: 0"), "{err}");
+    crafted_error(
+        &Quant {
+            cols: 0,
+            ..Quant::default()
+        },
+        "bad dim: 0",
+    );
+    // Fewer rows than words.
+    crafted_error(
+        &Quant {
+            rows: 1,
+            prune: Some(vec![]),
+            ..Quant::default()
+        },
+        "input matrix has fewer rows than words",
+    );
+}
+
+#[test]
+fn truncations_and_flips_of_crafted_models_never_panic() {
+    // Every prefix and every one-bit flip of the tiny models: an error or a model that
+    // predicts.
+    for bytes in [tiny_model(2), Quant::default().bytes()] {
+        let try_one = |b: &[u8]| {
+            if let Ok(m) = Model::from_bytes(b, "mutant") {
+                let mut s = Scratch::default();
+                for t in ["a", "a b a", ""] {
+                    if let Some((i, _)) = m.predict(t.as_bytes(), &mut s) {
+                        assert!(i < m.labels().len());
+                    }
+                }
+            }
+        };
+        for cut in 0..bytes.len() {
+            try_one(&bytes[..cut]);
+        }
+        for at in 0..bytes.len().min(400) {
+            for bit in 0..8 {
+                let mut b = bytes.clone();
+                b[at] ^= 1 << bit;
+                try_one(&b);
+            }
+        }
+    }
 }
 
 #[test]
