@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 
 from metaclip import core
+from metaclip.exceptions import MetaclipError
 from metaclip.train.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,19 @@ log = logging.getLogger(__name__)
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)  # OpenAI CLIP
 STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
+
+
+class DataError(MetaclipError, ValueError):
+    """Training data that cannot be used: an unreadable shard, or shards without any sample."""
+
+
+def _unreadable(path: str, e: BaseException) -> str:
+    if isinstance(e, tarfile.ReadError) and "opened successfully" in str(e):
+        reason = "not a tar archive"  # tarfile lists every compression it tried, one a line
+    else:
+        reason = " ".join(str(e).split()) or type(e).__name__
+    return f"cannot read training shard {path}: {reason}"
+
 
 # --- online curation -------------------------------------------------------------------------
 
@@ -247,9 +261,16 @@ class ShardStream(torch.utils.data.IterableDataset):
         images, texts = [], []
         while True:
             shards = self._stream_shards(stream, epoch)
+            found = shard_i > 0 or sample_i > 0  # resumed inside a pass that found samples
             while shard_i < len(shards):
                 path = shards[shard_i]
-                samples = read_shard(path)
+                try:
+                    samples = read_shard(path)
+                except (OSError, EOFError, tarfile.TarError, ValueError) as e:
+                    # reported by the loader in the trainer's process, as one line
+                    yield {"error": _unreadable(path, e)}
+                    return
+                found = found or bool(samples)
                 order = self._kept(path, samples, epoch)
                 while sample_i < len(order):
                     image, text = self._example(path, samples[order[sample_i]], epoch)
@@ -265,6 +286,13 @@ class ShardStream(torch.utils.data.IterableDataset):
                         }
                         images, texts = [], []
                 shard_i, sample_i = shard_i + 1, 0
+            if not found:  # another pass would find nothing either: stop instead of spinning
+                names = ", ".join(shards[:3]) + (", ..." if len(shards) > 3 else "")
+                yield {
+                    "error": f"no usable training sample in {len(shards)} shard(s) ({names}): "
+                    "none holds a complete sample (an image and its .json)"
+                }
+                return
             epoch, shard_i = epoch + 1, 0
 
 
@@ -302,6 +330,8 @@ class ResumableLoader:
             assert self._loader is not None, "the loader is closed"
             self._it = iter(self._loader)
         batch = next(self._it)
+        if "error" in batch:
+            raise DataError(batch["error"])
         if batch["stream"] != self.next_stream:
             raise RuntimeError(
                 f"loader order broke: got stream {batch['stream']}, expected {self.next_stream}"

@@ -90,6 +90,18 @@ def train_step(model, batch: dict, optimizer, scheduler, cfg: TrainConfig, devic
     return value
 
 
+def _load_probabilities(path: str) -> np.ndarray:
+    """The entry probabilities for online curation (a 1-D ``.npy``; never a pickle)."""
+    try:
+        probs = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        msg = " ".join(str(e).split())
+        raise ConfigError(f"cannot read data.probabilities {path}: {msg}") from None
+    if not isinstance(probs, np.ndarray) or probs.ndim != 1 or probs.dtype.kind not in "fiu":
+        raise ConfigError(f"data.probabilities {path} must hold a 1-D numeric array")
+    return probs
+
+
 def run(cfg: TrainConfig) -> dict:
     """Train as configured; returns a summary (final step, last loss, last eval metrics)."""
     info = init_distributed(cfg.device)
@@ -147,7 +159,7 @@ def _run(cfg: TrainConfig, info) -> dict:
             )
 
     d = cfg.data
-    probs = np.load(d.probabilities) if d.probabilities else None
+    probs = _load_probabilities(d.probabilities) if d.probabilities else None
     dataset = ShardStream(
         expand_shards(d.train_shards),
         rank=info.rank,
