@@ -36,10 +36,10 @@ import workload
 
 from metaclip.pipeline.config import Config
 from metaclip.pipeline.engine import Engine
-from metaclip.pipeline.json_shards import write_tar_shard
 from metaclip.pipeline.metadata import Metadata
 from metaclip.pipeline.pool import read_shard
 from metaclip.pipeline.startup import pyarrow_without_pandas
+from metaclip.pipeline.tar_shards import write_tar_shard
 
 
 def make_pool(root: Path, n_entries: int, n_texts: int, shards: int) -> tuple[Path, Path]:

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from metaclip.pipeline import json_shards as js
+from metaclip.pipeline import tar_shards as ts
 from metaclip.pipeline.config import Columns
 
 COLS = Columns()
@@ -108,7 +109,7 @@ def tar_shard(tmp_path: Path, members: list[tuple[str, bytes]]) -> Path:
 
 
 def tar_both(shard: Path, cols: Columns = COLS) -> tuple[pa.Table | None, pa.Table]:
-    return js._tar_arrow(shard, cols, True), js._tar_rows(shard, cols)
+    return ts._tar_arrow(shard, cols, True), ts._tar_rows(shard, cols)
 
 
 def test_tar_fast_path_builds_the_row_by_row_table(tmp_path):
@@ -162,7 +163,7 @@ def test_tars_only_the_row_path_reads_right_go_to_it(tmp_path, bad):
     shard = tar_shard(tmp_path, [*members[:10], ("bad.json", bad), *members[10:]])
     fast, slow = tar_both(shard)
     assert fast is None
-    assert js.read_tar(shard, COLS).equals(slow)
+    assert ts.read_tar(shard, COLS).equals(slow)
     assert slow.num_rows == 21
 
 
@@ -253,7 +254,7 @@ def test_mixed_scalar_types_keep_values_as_written(tmp_path):
     members = [(f"{i}.json", json.dumps(r).encode()) for i, r in enumerate(rows)]
     shard = tar_shard(tmp_path, [*members, ("5.jpg", b"img")])
     fast, slow = tar_both(shard)
-    assert fast is None and js.read_tar(shard, COLS).equals(slow)
+    assert fast is None and ts.read_tar(shard, COLS).equals(slow)
     assert slow.column("key").to_pylist() == want_key
     assert slow.column("image_member").to_pylist() == [None, "5.jpg", None, None]
 
@@ -282,7 +283,7 @@ def test_text_that_is_not_utf8_is_a_skip_in_both_readers(tmp_path, bad):
     members = [(f"{i}.json", json.dumps(r).encode()) for i, r in enumerate(rows(20))]
     shard = tar_shard(tmp_path, [*members[:10], ("bad.json", bad), *members[10:]])
     fast, slow = tar_both(shard)
-    assert fast is None and js.read_tar(shard, COLS).equals(slow)
+    assert fast is None and ts.read_tar(shard, COLS).equals(slow)
     assert slow.column("__skip").to_pylist()[10] == "invalid_utf8"
     assert slow.column("key").to_pylist()[10] == "bad"
 
@@ -345,13 +346,13 @@ def test_tar_member_longer_than_the_limit_is_a_skip_unread(tmp_path, monkeypatch
     members = [(f"{i}.json", json.dumps(r).encode()) for i, r in enumerate(rows(10))]
     big = json.dumps({"text": "x", "blob": "y" * 3000}).encode()
     shard = tar_shard(tmp_path, [*members[:5], ("big.json", big), *members[5:]])
-    assert js._tar_arrow(shard, COLS, True, 16) is None
-    table = js.read_tar(shard, COLS, max_text_bytes=16)
-    assert table.equals(js._tar_rows(shard, COLS, 16))
+    assert ts._tar_arrow(shard, COLS, True, 16) is None
+    table = ts.read_tar(shard, COLS, max_text_bytes=16)
+    assert table.equals(ts._tar_rows(shard, COLS, 16))
     assert table.column("__skip").to_pylist()[5] == "too_long"
     assert table.column("key").to_pylist()[5] == "big"
     monkeypatch.undo()
-    assert js._tar_arrow(shard, COLS, True) is not None  # the default limit reads it
+    assert ts._tar_arrow(shard, COLS, True) is not None  # the default limit reads it
 
 
 def test_truncated_tar_is_an_error_in_both_readers(tmp_path):
@@ -363,7 +364,7 @@ def test_truncated_tar_is_an_error_in_both_readers(tmp_path):
     cut = tmp_path / "cut.tar"
     cut.write_bytes(whole[: 2 * 1024])  # two members, no end-of-archive blocks
     errors = []
-    for read in (js._tar_arrow, lambda p, c, _: js._tar_rows(p, c)):
+    for read in (ts._tar_arrow, lambda p, c, _: ts._tar_rows(p, c)):
         with pytest.raises(InputError) as e:
             read(cut, COLS, True)
         errors.append(str(e.value))
@@ -388,4 +389,4 @@ def test_corrupt_member_header_is_an_error_not_the_end(tmp_path):
 
     assert _core.tar_json_lines(str(bad), "key", 1 << 20) is None
     with pytest.raises(InputError, match="no member header at byte 2048"):
-        js.read_tar(bad, COLS)
+        ts.read_tar(bad, COLS)

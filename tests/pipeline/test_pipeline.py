@@ -23,9 +23,9 @@ from metaclip.pipeline import scheduling, stages
 from metaclip.pipeline import shard as shard_mod
 from metaclip.pipeline.config import Config
 from metaclip.pipeline.engine import Engine
-from metaclip.pipeline.json_shards import write_tar_shard
 from metaclip.pipeline.pool import Shard, discover, read_footer
 from metaclip.pipeline.subset import SubsetWriter
+from metaclip.pipeline.tar_shards import write_tar_shard
 
 
 @pytest.fixture(scope="module")
@@ -491,7 +491,7 @@ def test_other_shards_kept_in_memory_are_read_once(pool, tmp_path, monkeypatch, 
     """JSON-lines and tar shards (read in full to match) and parquet shards with several
     texts per row are kept as the match stage made their rows: each is read once, with
     the same subset as a run that reads them again."""
-    from metaclip.pipeline import json_shards
+    from metaclip.pipeline import json_shards, tar_shards
     from metaclip.pipeline import pool as pool_mod
 
     src = tmp_path / "pool"
@@ -523,7 +523,7 @@ def test_other_shards_kept_in_memory_are_read_once(pool, tmp_path, monkeypatch, 
         return read
 
     for mod, name in [(pool_mod, "read_parquet"), (shard_mod, "read_parquet"),
-                      (json_shards, "read_jsonl"), (json_shards, "read_tar")]:  # fmt: skip
+                      (json_shards, "read_jsonl"), (tar_shards, "read_tar")]:  # fmt: skip
         monkeypatch.setattr(mod, name, counted(getattr(mod, name)))
     run_cli(*args, "-o", str(tmp_path / "kept"))
     assert sorted(reads) == sorted(p.name for p in src.iterdir())

@@ -1,4 +1,4 @@
-"""JSON-lines shards and WebDataset-style tars (``{key}.json`` members beside images).
+"""JSON-lines shards, and the JSON rows that WebDataset tars hold (``tar_shards.py``).
 
 Two readers build the same table for a shard: pyarrow's JSON reader (C++; tar members are
 joined into JSON lines in Rust first), and row by row with Python's ``json``, where a line
@@ -6,16 +6,14 @@ or member that is not a JSON object becomes a counted skip. The fast one is used
 gives exactly what the row-by-row one would (``_arrow_json`` says when not).
 
 No line or member is read longer than ``row_bytes_limit`` (a counted ``too_long`` skip,
-never in memory), and a tar cut short is an ``InputError`` in both readers.
+never in memory).
 """
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
 import re
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -307,129 +305,3 @@ def _has_huge_float(col: pa.ChunkedArray | pa.Array) -> bool:
     if pa.types.is_list(t) or pa.types.is_large_list(t):
         return _has_huge_float(pc.list_flatten(col))
     return False
-
-
-def read_tar(
-    path: Path, cols: Columns, use_threads: bool = True, max_text_bytes: int = MAX_TEXT_BYTES
-) -> pa.Table:
-    """WebDataset layout: members ``{key}.json`` (texts) beside ``{key}.jpg`` etc. A tar cut
-    short (see ``_StrictTarInfo``) is an ``InputError``."""
-    table = _tar_arrow(path, cols, use_threads, max_text_bytes)
-    return _tar_rows(path, cols, max_text_bytes) if table is None else table
-
-
-def _tar_arrow(
-    path: Path, cols: Columns, use_threads: bool, max_text_bytes: int = MAX_TEXT_BYTES
-) -> pa.Table | None:
-    """The JSON members joined into JSON lines in Rust (each with its key field) and read
-    by pyarrow: the table ``_tar_rows`` builds, or None where only it builds it."""
-    from metaclip import _core
-
-    got = _core.tar_json_lines(str(path), cols.key, row_bytes_limit(max_text_bytes))
-    if got is None:
-        return None
-    lines, rows, first_fields, stems, names = got
-    table = _arrow_json(pa.py_buffer(lines), cols, use_threads)
-    if table is None or table.num_rows != rows or "image_member" in table.column_names:
-        return None
-    key_type = table.schema.field(cols.key).type
-    if not (pa.types.is_string(key_type) or pa.types.is_integer(key_type)):
-        return None  # str() of other values is Python's to decide
-    if stems:
-        images = dict(zip(stems, names, strict=True))
-        member = pa.array([images.get(str(k)) for k in table.column(cols.key).to_pylist()])
-    else:  # no image members: what pa.array gives for all-None values
-        member = pa.nulls(table.num_rows)
-    # The row-by-row reader gives each row ``image_member`` after its own fields, so the
-    # column follows the first row's fields.
-    table = table.add_column(first_fields, "image_member", member)
-    return table.append_column("__skip", pa.nulls(table.num_rows, pa.string()))
-
-
-class _Cut(tarfile.ReadError):
-    """A tar that stops before its end (see ``_StrictTarInfo``)."""
-
-
-# tarfile's header errors (not in its type stubs): a zero block (the end of a tar), no
-# bytes, part of a block.
-_ZERO_BLOCK, _NO_BYTES, _PART_BLOCK = (
-    getattr(tarfile, name)
-    for name in ("EOFHeaderError", "EmptyHeaderError", "TruncatedHeaderError")
-)
-
-
-class _StrictTarInfo(tarfile.TarInfo):
-    """Member headers read as ``tarfile`` reads them, except where it takes a tar cut short
-    for a whole one: it ends a tar where the file stops at a header boundary or inside a
-    header, and where a header is not one (corrupt), without a word. A tar ends with a
-    zero block (writers add two; GNU tar and ``tarfile`` read one); a file that stops
-    before it was cut, and is an error here, as in the Rust reader. (A member's data cut
-    short ``tarfile`` reports itself: "unexpected end of data".) Headers at byte 0 keep
-    ``tarfile``'s own errors, which ``tarfile.open`` needs to try decompressing."""
-
-    @classmethod
-    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> _StrictTarInfo:
-        at = tarfile_.offset
-        try:
-            return super().fromtarfile(tarfile_)
-        except tarfile.HeaderError as e:
-            if at == 0 or isinstance(e, _ZERO_BLOCK):
-                raise
-            if isinstance(e, (_NO_BYTES, _PART_BLOCK)):
-                name = tarfile_.name
-                raise _Cut(_truncated(name if isinstance(name, str) else None)) from None
-            raise _Cut(f"no member header at byte {at} ({e}): corrupt, or cut short") from None
-
-
-def _truncated(path: str | Path | None) -> str:
-    """What the Rust reader says of a tar cut short (``Truncated``)."""
-    size = Path(path).stat().st_size if path else 0
-    return (
-        f"truncated: the file stops at byte {size}, inside a member or before the "
-        "end-of-archive blocks"
-    )
-
-
-def _tar_rows(path: Path, cols: Columns, max_text_bytes: int = MAX_TEXT_BYTES) -> pa.Table:
-    """Member by member in Python: a member that is not a JSON object, or longer than
-    ``row_bytes_limit`` (not read), is a counted skip."""
-    limit = row_bytes_limit(max_text_bytes)
-    rows: list[dict] = []
-    images: dict[str, str] = {}
-    try:
-        with tarfile.open(path, tarinfo=_StrictTarInfo) as tar:
-            for m in tar:
-                if not m.isfile():
-                    continue
-                stem, _, ext = m.name.rpartition(".")
-                if ext == "json":
-                    if m.size > limit:
-                        row: dict = Skip("too_long")
-                    else:
-                        f = tar.extractfile(m)
-                        raw = f.read() if f else b""
-                        row = _json_row(raw.replace(b"\n", b" "))
-                    row.setdefault(cols.key, Path(stem).name)
-                    rows.append(row)
-                elif ext.lower() in ("jpg", "jpeg", "png", "webp"):
-                    images[Path(stem).name] = m.name
-    except tarfile.ReadError as e:
-        # tarfile's own words for a member's data cut short; its other words on one line
-        # (tarfile.open lists what each decompressor said, a line each)
-        why = _truncated(path) if str(e) == "unexpected end of data" else " ".join(str(e).split())
-        raise InputError(f"{path}: cannot read tar ({why})") from None
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise InputError(f"{path}: cannot read tar ({e})") from None
-    for r in rows:
-        r["image_member"] = images.get(str(r.get(cols.key)))
-    return _rows_to_table(rows, cols)
-
-
-def write_tar_shard(path: Path, rows: list[dict], key: str = "key") -> None:
-    """Write JSON rows as a WebDataset tar (``{key}.json`` members), for tests and demos."""
-    with tarfile.open(path, "w") as tar:
-        for r in rows:
-            data = json.dumps(r, ensure_ascii=False).encode()
-            info = tarfile.TarInfo(f"{r[key]}.json")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from metaclip._arrow import contiguous
 from metaclip.exceptions import InputError
-from metaclip.pipeline import json_shards
+from metaclip.pipeline import json_shards, tar_shards
 from metaclip.pipeline.config import Columns
 
 if TYPE_CHECKING:
@@ -206,7 +206,7 @@ def read_shard(
     if shard.kind == "jsonl":
         table = json_shards.read_jsonl(shard.path, cols, use_threads, max_text_bytes)
     else:
-        table = json_shards.read_tar(shard.path, cols, use_threads, max_text_bytes)
+        table = tar_shards.read_tar(shard.path, cols, use_threads, max_text_bytes)
     return standardize(table, shard, cols, max_text_bytes)
 
 
