@@ -369,7 +369,7 @@ def test_the_loader_refuses_pickled_values_even_past_the_metadata_check(tmp_path
     """DCP's default planner would ``torch.load(weights_only=False)`` a pickled value."""
     import io
 
-    from metaclip.train.checkpoint import CheckpointError, _TensorsOnlyPlanner
+    from metaclip.train.checkpoint_format import CheckpointError, _TensorsOnlyPlanner
 
     marker = tmp_path / "pwned"
     blob = io.BytesIO()
