@@ -1,8 +1,9 @@
 # metaclip — developer tasks. `make help` lists them.
 PY ?= python3
 PIP ?= $(PY) -m pip
-# Debian packages whose data the tests read (WordNet; gettext catalogues for LID).
-APT_TEST_PACKAGES ?= wordnet-base iso-codes shared-mime-info libc-l10n
+# Debian packages the tests use: data (WordNet; gettext catalogues for LID) and a headless
+# browser that renders report.html.
+APT_TEST_PACKAGES ?= wordnet-base iso-codes shared-mime-info libc-l10n chromium
 
 .PHONY: help dev deps-test test test-rust test-py lint fmt bench demo clean
 
