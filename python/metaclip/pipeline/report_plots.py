@@ -230,14 +230,10 @@ def _head_tail(Figure, rows: list[dict]) -> tuple[str, str, bytes]:
     head = np.array([1 - r["tail_mass"] if r["matches"] else 0 for r in bars])  # no bar: none
     ax.barh(y, tail, color=_POOL, label="tail (count < t)")
     ax.barh(y, head, left=tail, color=_CURATED, label="head (count ≥ t)")
-    ax.set_yticks(y, [_bar_label(r) for r in bars])
-    ax.set_ylim(len(bars) - 0.5, -0.5)  # largest on top
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of the language's matches", fontsize=8)
-    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, fontsize=8, frameon=False,
-              borderaxespad=0.2)  # fmt: skip
-    more = f" (top {len(top)} of {len(rows)})" if rest else ""
-    _bar_layout(fig, f"Head and tail mass per language{more}")
+    _finish_bars(fig, ax, [_bar_label(r) for r in bars], "Head and tail mass per language",
+                 len(top), len(rows))  # fmt: skip
     return "head_tail.png", "Head and tail mass per language", _png(fig)
 
 
@@ -261,14 +257,21 @@ def _subset_sizes(Figure, rows: list[dict]) -> tuple[str, str, bytes]:
         for i, (p, k) in enumerate(zip(pool, kept, strict=True)):
             if p > 0:
                 ax.text(max(p, k) * 1.15, i, f"{100 * k / p:.0f}%", va="center", fontsize=7)
-    ax.set_yticks(y, [_bar_label(r, t=False) for r in bars])
-    ax.set_ylim(len(bars) - 0.5, -0.5)
     ax.set_xlabel("texts (log scale; % = kept share of the language's pool texts)", fontsize=8)
+    _finish_bars(fig, ax, [_bar_label(r, t=False) for r in bars],
+                 "Pool and curated subset per language", len(top), len(rows))  # fmt: skip
+    return "subset_per_language.png", "Pool and subset size per language", _png(fig)
+
+
+def _finish_bars(fig, ax, labels: list[str], title: str, shown: int, langs: int) -> None:
+    """Labels (largest on top), the legend above the axes, and a title that says when only
+    the top languages are drawn."""
+    ax.set_yticks(np.arange(len(labels)), labels)
+    ax.set_ylim(len(labels) - 0.5, -0.5)
     ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, fontsize=8, frameon=False,
               borderaxespad=0.2)  # fmt: skip
-    more = f" (top {len(top)} of {len(rows)})" if rest else ""
-    _bar_layout(fig, f"Pool and curated subset per language{more}")
-    return "subset_per_language.png", "Pool and subset size per language", _png(fig)
+    more = f" (top {shown} of {langs})" if shown < langs else ""
+    _bar_layout(fig, f"{title}{more}")
 
 
 def _bar_label(r: dict, t: bool = True) -> str:

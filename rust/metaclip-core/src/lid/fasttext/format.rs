@@ -215,20 +215,8 @@ impl Pq {
     }
 }
 
-/// Read a matrix (dense or quantized) into dense rows.
-fn load_matrix(r: &mut Reader<'_>, quant: bool) -> Result<(usize, usize, Vec<f32>)> {
-    if !quant {
-        let m = r.i64()?;
-        let n = r.i64()?;
-        let m = r.size("rows", m, 1 << 31)?;
-        let n = r.size("columns", n, 1 << 16)?;
-        if n == 0 {
-            return Err(r.err("bad columns: 0"));
-        }
-        let data = r.f32s(m.checked_mul(n).ok_or_else(|| r.err("size overflow"))?)?;
-        return Ok((m, n, data));
-    }
-    let qnorm = r.u8()? != 0;
+/// A matrix's (rows, columns), each bounded, with at least one column.
+fn matrix_shape(r: &mut Reader<'_>) -> Result<(usize, usize)> {
     let m = r.i64()?;
     let n = r.i64()?;
     let m = r.size("rows", m, 1 << 31)?;
@@ -236,6 +224,18 @@ fn load_matrix(r: &mut Reader<'_>, quant: bool) -> Result<(usize, usize, Vec<f32
     if n == 0 {
         return Err(r.err("bad columns: 0"));
     }
+    Ok((m, n))
+}
+
+/// Read a matrix (dense or quantized) into dense rows.
+fn load_matrix(r: &mut Reader<'_>, quant: bool) -> Result<(usize, usize, Vec<f32>)> {
+    if !quant {
+        let (m, n) = matrix_shape(r)?;
+        let data = r.f32s(m.checked_mul(n).ok_or_else(|| r.err("size overflow"))?)?;
+        return Ok((m, n, data));
+    }
+    let qnorm = r.u8()? != 0;
+    let (m, n) = matrix_shape(r)?;
     let codesize = r.i32()?;
     let codesize = r.size("code size", codesize as i64, i32::MAX as i64)?;
     let codes = r.take(codesize)?;
