@@ -109,7 +109,7 @@ def test_subset_encodings(tmp_path, clash):
 
 
 def test_ranked_curve_keeps_both_ends_and_the_values_at_its_ranks():
-    from metaclip.pipeline.report import _ranked
+    from metaclip.pipeline.report_plots import _ranked
 
     counts = np.sort(np.random.default_rng(0).zipf(1.3, 500_000))[::-1]
     ranks, values = _ranked(counts, points=2048)
@@ -122,7 +122,7 @@ def test_ranked_curve_keeps_both_ends_and_the_values_at_its_ranks():
 
 
 def test_short_log_axis_labels():
-    from metaclip.pipeline.report import _short
+    from metaclip.pipeline.report_plots import _short
 
     labels = [_short(x) for x in (1, 10, 100, 1e3, 1e4, 2.5e5, 1e6, 3e9, 0.1)]
     assert labels == ["1", "10", "100", "1k", "10k", "250k", "1M", "3G", "0.1"]

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from metaclip import core
 from metaclip.pipeline.io import read_json, write_json
+from metaclip.pipeline.workfiles import load_arrays
 
 KEY_HASHES = "key_hashes"  # the array in a shard's match-stage .npz
 SEED = 0  # key hashes here only find repeats; any fixed seed does
@@ -80,16 +81,14 @@ def _across(match_dir: Path, names: list[str]) -> tuple[int, int | None]:
     """(hashes found in more than one shard, counted once per extra shard; one of them)."""
     sizes = []
     for n in names:
-        with np.load(match_dir / f"{n}.npz") as z:
-            sizes.append(len(z[KEY_HASHES]))
+        sizes.append(len(load_arrays(match_dir / f"{n}.npz", KEY_HASHES)[0]))
     passes = max(1, -(-sum(sizes) * 8 // BUDGET))
     bounds = [(2**64 * i) // passes for i in range(passes + 1)]
     repeats, example = 0, None
     for lo, hi in itertools.pairwise(bounds):
         parts = []
         for n in names:
-            with np.load(match_dir / f"{n}.npz") as z:
-                h = z[KEY_HASHES]
+            (h,) = load_arrays(match_dir / f"{n}.npz", KEY_HASHES)
             a = int(np.searchsorted(h, np.uint64(lo)))
             b = len(h) if hi == 2**64 else int(np.searchsorted(h, np.uint64(hi)))
             parts.append(h[a:b])
@@ -102,8 +101,7 @@ def _across(match_dir: Path, names: list[str]) -> tuple[int, int | None]:
 
 
 def _holds(npz: Path, h: int) -> bool:
-    with np.load(npz) as z:
-        keys = z[KEY_HASHES]
+    (keys,) = load_arrays(npz, KEY_HASHES)
     i = int(np.searchsorted(keys, np.uint64(h)))
     return i < len(keys) and int(keys[i]) == h
 

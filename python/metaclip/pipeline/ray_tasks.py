@@ -19,6 +19,7 @@ from metaclip.pipeline.metadata import Metadata
 from metaclip.pipeline.pool import Shard
 from metaclip.pipeline.shard import lid_function, match_shard, sample_shard
 from metaclip.pipeline.subset import SchemaDrift, SubsetWriter
+from metaclip.pipeline.workfiles import load_arrays
 
 RESULT_SCHEMA = pa.schema([("index", pa.int64()), ("rows", pa.int64()), ("error", pa.binary())])
 
@@ -112,10 +113,11 @@ def partial_counts(batch: pa.Table, match_dir: str, langs: list[str]) -> pa.Tabl
     counts_by: dict[str, list] = {lang: [] for lang in langs}
     for names in batch.column("names").to_pylist():
         for name in names:
-            with np.load(Path(match_dir) / f"{name}.npz") as z:
-                for lang in langs:
-                    ids_by[lang].append(z[f"ids/{lang}"])
-                    counts_by[lang].append(z[f"counts/{lang}"])
+            wanted = [f"{k}/{lang}" for lang in langs for k in ("ids", "counts")]
+            arrays = load_arrays(Path(match_dir) / f"{name}.npz", *wanted)
+            for i, lang in enumerate(langs):
+                ids_by[lang].append(arrays[2 * i])
+                counts_by[lang].append(arrays[2 * i + 1])
     total: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for lang in langs:
         ids = np.concatenate(ids_by[lang]) if ids_by[lang] else np.zeros(0, np.uint32)

@@ -21,7 +21,13 @@ from metaclip.pipeline.io import atomic_write, file_id, read_json
 from metaclip.pipeline.pool import Shard
 from metaclip.pipeline.scheduling import PoolTables
 from metaclip.pipeline.shard import read_for_write
-from metaclip.pipeline.workfiles import KEPT, part_name, read_arrow, read_subset_schema
+from metaclip.pipeline.workfiles import (
+    KEPT,
+    load_arrays,
+    part_name,
+    read_arrow,
+    read_subset_schema,
+)
 
 
 class SchemaDrift(Exception):
@@ -118,8 +124,8 @@ class SubsetWriter:
                 f"{shard.path}: has {table.num_rows} rows, the match stage saw "
                 f"{matches.num_rows}; the pool changed during the run (delete {self.cfg.out})"
             )
-        with np.load(self.sample_dir / f"{name}.npz") as z:
-            mask = np.unpackbits(z[KEPT], count=len(table))
+        (bits,) = load_arrays(self.sample_dir / f"{name}.npz", KEPT)
+        mask = np.unpackbits(bits, count=len(table))
         mask = mask.astype(bool)
         kept = stages.select_matches(matches, mask)
         # Row by row in Rust: the same value the whole shard's computation gives each row.
@@ -136,7 +142,7 @@ class SubsetWriter:
 
     @functools.cached_property
     def probs(self) -> np.ndarray:
-        return np.load(self.sample_dir / "probs.npy")
+        return load_arrays(self.sample_dir / "probs.npy")[0]
 
     def write_part(
         self, part: dict, out_dir: Path, schema: pa.Schema, get: Callable | None = None

@@ -28,6 +28,7 @@ hash also covers every shard's ``file_id`` (another pool has other counts). Bump
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -48,6 +49,21 @@ def write_arrow(table: pa.Table, path: Path) -> None:
         w.write_table(table)
 
 
+# np.load parses each array's header with ast.literal_eval, and CPython 3.11 can fail that
+# with "SystemError: AST constructor recursion depth mismatch" when two threads parse at
+# once (the report is drawn on a thread while the write stage loads): one lock for all.
+_NPY_LOCK = threading.Lock()
+
+
+def load_arrays(path: Path, *names: str) -> list[np.ndarray]:
+    """The named arrays of an ``.npz`` work file (or the one array of an ``.npy``)."""
+    with _NPY_LOCK:
+        if path.suffix == ".npy":
+            return [np.load(path)]
+        with np.load(path) as z:
+            return [z[n] for n in names]
+
+
 def read_arrow(path: Path) -> pa.Table:
     with pa.memory_map(str(path), "r") as f:
         return pa.ipc.open_file(f).read_all()
@@ -55,8 +71,8 @@ def read_arrow(path: Path) -> pa.Table:
 
 def read_subset_schema(path: Path) -> pa.Schema:
     """The subset schema a match-stage ``.npz`` holds (see ``save_shard_counts``)."""
-    with np.load(path) as z:
-        return pa.ipc.read_schema(pa.py_buffer(z[SUBSET_SCHEMA].tobytes()))
+    (raw,) = load_arrays(path, SUBSET_SCHEMA)
+    return pa.ipc.read_schema(pa.py_buffer(raw.tobytes()))
 
 
 def save_shard_counts(
@@ -92,9 +108,10 @@ def save_global_counts(path: Path, total: dict[str, np.ndarray]) -> None:
 
 def add_shard_counts(path: Path, total: dict[str, np.ndarray]) -> None:
     """Add a shard's sparse counts into dense per-language totals (exact uint64)."""
-    with np.load(path) as z:
-        for lang, acc in total.items():
-            acc[z[f"ids/{lang}"]] += z[f"counts/{lang}"]
+    langs = list(total)
+    arrays = load_arrays(path, *(f"{k}/{lang}" for lang in langs for k in ("ids", "counts")))
+    for i, lang in enumerate(langs):
+        total[lang][arrays[2 * i]] += arrays[2 * i + 1]
 
 
 def zero_counts(md: Metadata) -> dict[str, np.ndarray]:
