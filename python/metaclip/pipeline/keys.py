@@ -35,16 +35,17 @@ def shard_keys(table: pa.Table) -> tuple[np.ndarray, dict]:
     skip = table.column("__skip")
     keys = keys.filter(pc.invert(pc.fill_null(pc.equal(skip, "null_key"), False)))
     hashes = core.hash_keys(keys, SEED) if len(keys) else np.zeros(0, np.uint64)
-    order = np.argsort(hashes, kind="stable")
-    ordered = hashes[order]
-    repeat = np.flatnonzero(ordered[1:] == ordered[:-1]) + 1
+    ordered = np.sort(hashes)
+    new = np.ones(len(ordered), dtype=bool)
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
     stats: dict = {
-        "duplicate_keys": len(repeat),
+        "duplicate_keys": int(len(ordered) - np.count_nonzero(new)),
         "empty_keys": int(pc.sum(pc.equal(keys, "")).as_py() or 0) if len(keys) else 0,
     }
-    if len(repeat):
-        stats["duplicate_key_example"] = keys[int(order[repeat[0]])].as_py()
-    return np.unique(ordered), stats
+    if stats["duplicate_keys"]:
+        repeated = ordered[1:][~new[1:]][0]
+        stats["duplicate_key_example"] = keys[int(np.flatnonzero(hashes == repeated)[1])].as_py()
+    return ordered[new], stats
 
 
 def check(match_dir: Path, names: list[str], paths: dict[str, str], strict: bool) -> dict:
@@ -79,20 +80,27 @@ def check(match_dir: Path, names: list[str], paths: dict[str, str], strict: bool
 
 def _across(match_dir: Path, names: list[str]) -> tuple[int, int | None]:
     """(hashes found in more than one shard, counted once per extra shard; one of them)."""
-    sizes = []
-    for n in names:
-        sizes.append(len(load_arrays(match_dir / f"{n}.npz", KEY_HASHES)[0]))
-    passes = max(1, -(-sum(sizes) * 8 // BUDGET))
+    held: list[np.ndarray] | None = []
+    size = 0
+    for n in names:  # one pass when the pool's hashes fit the budget (the common case)
+        (h,) = load_arrays(match_dir / f"{n}.npz", KEY_HASHES)
+        size += len(h)
+        if held is not None and size * 8 <= BUDGET:
+            held.append(h)
+        else:
+            held = None
+    passes = 1 if held is not None else -(-size * 8 // BUDGET)
     bounds = [(2**64 * i) // passes for i in range(passes + 1)]
     repeats, example = 0, None
     for lo, hi in itertools.pairwise(bounds):
         parts = []
-        for n in names:
-            (h,) = load_arrays(match_dir / f"{n}.npz", KEY_HASHES)
+        for i, n in enumerate(names):
+            h = held[i] if held is not None else load_arrays(match_dir / f"{n}.npz", KEY_HASHES)[0]
             a = int(np.searchsorted(h, np.uint64(lo)))
             b = len(h) if hi == 2**64 else int(np.searchsorted(h, np.uint64(hi)))
             parts.append(h[a:b])
-        merged = np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.uint64)
+        # Sorted runs, one per shard: a stable sort (timsort) merges them in near-linear time.
+        merged = np.sort(np.concatenate(parts), kind="stable") if parts else np.zeros(0, np.uint64)
         same = np.flatnonzero(merged[1:] == merged[:-1])
         repeats += len(same)
         if len(same) and example is None:
