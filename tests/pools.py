@@ -59,3 +59,18 @@ def run_cli(*args: str) -> str:
 
 def subset_bytes(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted((out / "subset").glob("*.parquet"))}
+
+
+def count_matches(monkeypatch) -> list[str]:
+    """From now on, the file name of every shard the engine matches, in order."""
+    from metaclip.pipeline import engine
+
+    matched: list[str] = []
+    real = engine.match_shard
+
+    def counting(shard, *a, **kw):
+        matched.append(shard.path.name)
+        return real(shard, *a, **kw)
+
+    monkeypatch.setattr(engine, "match_shard", counting)
+    return matched

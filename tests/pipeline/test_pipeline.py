@@ -14,11 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from pools import make_metadata, make_texts, run_cli, subset_bytes, write_pool
+from pools import count_matches, make_metadata, make_texts, run_cli, subset_bytes, write_pool
 
 from metaclip import core
 from metaclip.cli import main
-from metaclip.pipeline import engine as engine_mod
 from metaclip.pipeline import scheduling, stages
 from metaclip.pipeline import shard as shard_mod
 from metaclip.pipeline.config import Config
@@ -426,14 +425,7 @@ def test_a_rerun_on_a_changed_pool_equals_a_fresh_run(pool, tmp_path, monkeypatc
     out = tmp_path / "out"
     run_cli("run", str(grow), "-o", str(out), *args)
 
-    matched: list[str] = []
-    real = engine_mod.match_shard
-
-    def counting(shard, *a, **kw):
-        matched.append(shard.path.name)
-        return real(shard, *a, **kw)
-
-    monkeypatch.setattr(engine_mod, "match_shard", counting)
+    matched = count_matches(monkeypatch)
     (grow / shards[-1].name).write_bytes(shards[-1].read_bytes())  # a shard added
     run_cli("run", str(grow), "-o", str(out), *args)
     assert matched == [shards[-1].name]

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from pools import make_metadata, make_texts, run_cli, subset_bytes, write_pool
+from pools import count_matches, make_metadata, make_texts, run_cli, subset_bytes, write_pool
 
 from metaclip.cli import main
 from metaclip.exceptions import InputError
@@ -49,19 +49,10 @@ def cli(*args: str) -> list[str]:
 
 def test_removing_the_first_shard_matches_no_other_shard(pool, tmp_path, monkeypatch):
     """Work files are keyed by shard identity, not by position in the pool."""
-    from metaclip.pipeline import engine
-
     src = write_pool(tmp_path / "pool", pool["texts"], 4)
     out = tmp_path / "out"
     run_cli("run", *args_for(src, pool["md"]), "-o", str(out))
-    matched: list[str] = []
-    real = engine.match_shard
-
-    def counting(shard, *a, **kw):
-        matched.append(shard.path.name)
-        return real(shard, *a, **kw)
-
-    monkeypatch.setattr(engine, "match_shard", counting)
+    matched = count_matches(monkeypatch)
     first = sorted(src.glob("*.parquet"))[0]
     first.unlink()
     run_cli("run", *args_for(src, pool["md"]), "-o", str(out))

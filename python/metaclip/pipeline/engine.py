@@ -216,9 +216,13 @@ class Engine:
         )
 
     @property
+    def _subset_key(self) -> str:
+        """Names the subset drafts and record of this write setting."""
+        return fingerprint("subset", self.cfg.rows_per_file, self.cfg.compression)
+
+    @property
     def _subset_record(self) -> Path:
-        key = fingerprint("subset", self.cfg.rows_per_file, self.cfg.compression)
-        return self.sample_dir / f"subset-{key}.json"
+        return self.sample_dir / f"subset-{self._subset_key}.json"
 
     def write(self) -> Path | None:
         """The subset files: the kept rows in input order, ``rows_per_file`` per file.
@@ -230,7 +234,7 @@ class Engine:
         record = self._subset_record
         if record.exists() and read_json(record)["files"] == file_ids(self.out / "subset"):
             return None
-        key = fingerprint("subset", self.cfg.rows_per_file, self.cfg.compression)
+        key = self._subset_key
         binary: frozenset[str] = frozenset()
         try:
             while True:
