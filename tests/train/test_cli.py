@@ -77,5 +77,5 @@ def test_non_finite_loss_stops_the_run(shapes, tmp_path):
 def test_resume_with_other_world_size_is_refused(shapes, tmp_path):
     base = tiny_config(shapes, tmp_path / "r", steps=2)
     run(config_from_dict(base))
-    with pytest.raises(ValueError, match="data workers; resume with the same"):
+    with pytest.raises(ValueError, match="data streams; resume with the same"):
         run(config_from_dict({**base, "steps": 4, "data": {**base["data"], "num_workers": 2}}))

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
+from metaclip._tar import StrictTarInfo, truncated
 from metaclip.exceptions import InputError
 from metaclip.pipeline.json_shards import (
     MAX_TEXT_BYTES,
@@ -33,7 +34,7 @@ def read_tar(
     path: Path, cols: Columns, use_threads: bool = True, max_text_bytes: int = MAX_TEXT_BYTES
 ) -> pa.Table:
     """WebDataset layout: members ``{key}.json`` (texts) beside ``{key}.jpg`` etc. A tar cut
-    short (see ``_StrictTarInfo``) is an ``InputError``."""
+    short (see ``metaclip._tar``) is an ``InputError``."""
     table = _tar_arrow(path, cols, use_threads, max_text_bytes)
     return _tar_rows(path, cols, max_text_bytes) if table is None else table
 
@@ -66,50 +67,6 @@ def _tar_arrow(
     return table.append_column("__skip", pa.nulls(table.num_rows, pa.string()))
 
 
-class _Cut(tarfile.ReadError):
-    """A tar that stops before its end (see ``_StrictTarInfo``)."""
-
-
-# tarfile's header errors (not in its type stubs): a zero block (the end of a tar), no
-# bytes, part of a block.
-_ZERO_BLOCK, _NO_BYTES, _PART_BLOCK = (
-    getattr(tarfile, name)
-    for name in ("EOFHeaderError", "EmptyHeaderError", "TruncatedHeaderError")
-)
-
-
-class _StrictTarInfo(tarfile.TarInfo):
-    """Member headers read as ``tarfile`` reads them, except where it takes a tar cut short
-    for a whole one: it ends a tar where the file stops at a header boundary or inside a
-    header, and where a header is not one (corrupt), without a word. A tar ends with a
-    zero block (writers add two; GNU tar and ``tarfile`` read one); a file that stops
-    before it was cut, and is an error here, as in the Rust reader. (A member's data cut
-    short ``tarfile`` reports itself: "unexpected end of data".) Headers at byte 0 keep
-    ``tarfile``'s own errors, which ``tarfile.open`` needs to try decompressing."""
-
-    @classmethod
-    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> _StrictTarInfo:
-        at = tarfile_.offset
-        try:
-            return super().fromtarfile(tarfile_)
-        except tarfile.HeaderError as e:
-            if at == 0 or isinstance(e, _ZERO_BLOCK):
-                raise
-            if isinstance(e, (_NO_BYTES, _PART_BLOCK)):
-                name = tarfile_.name
-                raise _Cut(_truncated(name if isinstance(name, str) else None)) from None
-            raise _Cut(f"no member header at byte {at} ({e}): corrupt, or cut short") from None
-
-
-def _truncated(path: str | Path | None) -> str:
-    """What the Rust reader says of a tar cut short (``Truncated``)."""
-    size = Path(path).stat().st_size if path else 0
-    return (
-        f"truncated: the file stops at byte {size}, inside a member or before the "
-        "end-of-archive blocks"
-    )
-
-
 def _tar_rows(path: Path, cols: Columns, max_text_bytes: int = MAX_TEXT_BYTES) -> pa.Table:
     """Member by member in Python: a member that is not a JSON object, or longer than
     ``row_bytes_limit`` (not read), is a counted skip."""
@@ -117,7 +74,7 @@ def _tar_rows(path: Path, cols: Columns, max_text_bytes: int = MAX_TEXT_BYTES) -
     rows: list[dict] = []
     images: dict[str, str] = {}
     try:
-        with tarfile.open(path, tarinfo=_StrictTarInfo) as tar:
+        with tarfile.open(path, tarinfo=StrictTarInfo) as tar:
             for m in tar:
                 if not m.isfile():
                     continue
@@ -136,7 +93,7 @@ def _tar_rows(path: Path, cols: Columns, max_text_bytes: int = MAX_TEXT_BYTES) -
     except tarfile.ReadError as e:
         # tarfile's own words for a member's data cut short; its other words on one line
         # (tarfile.open lists what each decompressor said, a line each)
-        why = _truncated(path) if str(e) == "unexpected end of data" else " ".join(str(e).split())
+        why = truncated(path) if str(e) == "unexpected end of data" else " ".join(str(e).split())
         raise InputError(f"{path}: cannot read tar ({why})") from None
     except (tarfile.TarError, OSError, EOFError) as e:
         raise InputError(f"{path}: cannot read tar ({e})") from None

@@ -186,6 +186,17 @@ def find_latest(output_dir: str | Path) -> Path | None:
     return target
 
 
+def _position(p: Any) -> bool:
+    """A stream position as ``data.ShardStream`` reports it."""
+    return (
+        isinstance(p, dict)
+        and set(p) == {"epoch", "next", "draw", "slots"}
+        and all(type(p[k]) is int for k in ("epoch", "next", "draw"))
+        and isinstance(p["slots"], list)
+        and all(ints(x, 2) for x in p["slots"])
+    )
+
+
 def _check_private(private: Any, file: Path) -> None:
     """Refuse a rank file that does not hold what :func:`save` writes there."""
     try:
@@ -195,8 +206,9 @@ def _check_private(private: Any, file: Path) -> None:
         name, keys, pos, has_gauss, cached = rng["numpy"]
         ok = (
             isinstance(streams, dict)
-            and all(k.isdigit() and ints(v, 3) for k, v in streams.items())
+            and all(k.isdigit() and _position(v) for k, v in streams.items())
             and all(type(data[k]) is int for k in ("next_stream", "world", "num_streams"))
+            and all(isinstance(k, str) and type(v) is int for k, v in data["skipped"].items())
             and isinstance(rng["cuda"], bool)
             and type(version) is int
             and ints(internal)

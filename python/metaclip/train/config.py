@@ -193,10 +193,16 @@ class TokenizerConfig:
 class DataConfig:
     train_shards: str = ""  # glob or brace pattern, e.g. "data/train-{000000..000099}.tar"
     batch_size: int = 256  # per rank
-    num_workers: int = 2
+    num_workers: int = -1  # DataLoader workers per rank; -1: from the cores (at most 8)
+    # Streams per rank (0: one per worker). Batches depend on the streams, not the workers:
+    # fix it (a multiple of every worker count you use) to keep the order across machines.
+    streams: int = 0
     shuffle: bool = True
+    shuffle_window: int = 8  # shards a stream reads at once, drawing samples among them
     augment: bool = True  # RandomResizedCrop(scale 0.9-1) as in the recipe; else center crop
-    probabilities: str | None = None  # entry probabilities (.npy) -> online curation
+    # Entry probabilities (.npy) -> online curation; a probs.json beside it (written by
+    # `metaclip-curate shards`) maps each language's entry ids into the array.
+    probabilities: str | None = None
     curation_seed: int = 0
     start_method: str = "forkserver"  # DataLoader workers: "forkserver" | "spawn" | "fork"
 
@@ -204,7 +210,9 @@ class DataConfig:
         _check(bool(self.train_shards), "data.train_shards is required")
         _choice("data.start_method", self.start_method, ("forkserver", "spawn", "fork"))
         _check(self.batch_size > 0, "data.batch_size must be > 0")
-        _check(self.num_workers >= 0, "data.num_workers must be >= 0")
+        _check(self.num_workers >= -1, "data.num_workers must be >= 0, or -1 (from the cores)")
+        _check(self.streams >= 0, "data.streams must be >= 0")
+        _check(self.shuffle_window >= 1, "data.shuffle_window must be >= 1")
 
 
 @dataclass(frozen=True)

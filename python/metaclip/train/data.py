@@ -1,12 +1,19 @@
-"""WebDataset-compatible tar shards, online curation and a resumable loader.
+"""Training data: shard lists, streams with exact resume, and online curation.
 
-A shard holds ``{key}.jpg|png`` + ``{key}.json`` (``{"texts": [...], "entry_ids": [...]}``).
-Shards are dealt round-robin to streams, one per (rank, worker). A stream walks its shards
-pass after pass ("epochs"); its position ``(epoch, shard, sample)`` is reported with every
-batch, so a checkpoint can resume exactly where it stopped.
+Shards are dealt round-robin to ``streams`` per rank; DataLoader worker ``w`` of ``W``
+serves streams ``w, w + W, …`` and batches come out in stream order, so the batches depend on
+the stream count, not on the worker count (``streams`` must be a multiple of ``W``). A stream
+walks its shards pass after pass ("epochs"), reading ``shuffle_window`` shards at once and
+drawing each next sample from one of them at random (seeded): the shuffle across shards.
+Samples are streamed from the tar (``samples.py``); a sample or shard that cannot be used is
+skipped and counted, and the counts travel with the batches.
 
-Online curation: each pass redraws which samples are kept, with :func:`keep_mask` — the one
-place where that decision is made (spec §6).
+The position of a stream (pass, next shard, open shards with the samples read from each,
+draws) is reported with every batch, so a checkpoint resumes exactly where it stopped.
+
+Online curation: each pass redraws which samples are kept and which of a sample's texts is
+used (MetaCLIP 2's image unit: one matched text per image), with the coins of the curation
+itself (``core.sample_images``) — the one rule in spec §6.
 """
 
 from __future__ import annotations
@@ -16,39 +23,29 @@ import io
 import json
 import logging
 import multiprocessing
+import os
 import re
 import tarfile
 import zlib
+from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from metaclip import core
 from metaclip.exceptions import MetaclipError
 from metaclip.train.config import ConfigError
+from metaclip.train.images import BadImage, decode
+from metaclip.train.samples import Sample, iter_samples
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
-MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)  # OpenAI CLIP
-STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
-
 
 class DataError(MetaclipError, ValueError):
-    """Training data that cannot be used: an unreadable shard, or shards without any sample."""
-
-
-def _unreadable(path: str, e: BaseException) -> str:
-    if isinstance(e, tarfile.ReadError) and "opened successfully" in str(e):
-        reason = "not a tar archive"  # tarfile lists every compression it tried, one a line
-    else:
-        reason = " ".join(str(e).split()) or type(e).__name__
-    return f"cannot read training shard {path}: {reason}"
+    """Training data that cannot be used: most shards unreadable, or no usable sample."""
 
 
 # --- online curation -------------------------------------------------------------------------
@@ -79,6 +76,25 @@ def keep_mask(
     return core.sample_pairs(list(keys), matches, probs, seed=seed, epoch=epoch, threads=1)
 
 
+def pick_text(
+    key: str,
+    ids: list[list[int]],
+    probs: np.ndarray,
+    seed: int,
+    epoch: int,
+) -> int | None:
+    """Online curation of one sample: the text a pass uses (index into its texts), or None
+    when the sample is not kept. MetaCLIP 2's unit: one matched text uniformly, then the
+    keep rule on its entries (with one text, MetaCLIP 1's pair rule)."""
+    offsets = np.cumsum([0, *map(len, ids)]).astype(np.int64)
+    flat = np.fromiter((i for x in ids for i in x), dtype=np.uint32, count=int(offsets[-1]))
+    empty = np.zeros(0, dtype=np.int64)
+    matches = core.MatchResult(offsets=offsets, ids=flat, invalid=empty, null=empty)
+    image_offsets = np.array([0, len(ids)], dtype=np.int64)
+    keep, picked = core.sample_images([key], image_offsets, matches, probs, seed, epoch, 1)
+    return int(picked[0]) if keep[0] else None
+
+
 # --- shards ----------------------------------------------------------------------------------
 
 
@@ -94,15 +110,21 @@ def _expand_braces(pattern: str) -> list[str]:
     return out
 
 
+def is_remote(url: str) -> bool:
+    """``pipe:CMD`` or ``scheme://…`` (not ``file://``): opened, never globbed or checked."""
+    return url.startswith("pipe:") or ("://" in url and not url.startswith("file://"))
+
+
 def expand_shards(spec: str | Sequence[str]) -> list[str]:
-    """Shard list from ``a.tar,b.tar``, ``dir/*.tar`` or ``x-{000..099}.tar``."""
+    """Shard list from ``a.tar,b.tar``, ``dir/*.tar``, ``x-{000..099}.tar`` or URLs
+    (``pipe:aws s3 cp s3://b/x-{000..009}.tar -``, ``s3://b/x-{000..009}.tar``)."""
     parts = spec.split(",") if isinstance(spec, str) else list(spec)
     out: list[str] = []
     for part in (p.strip() for p in parts if p.strip()):
         for pat in _expand_braces(part):
-            hits = sorted(glob.glob(pat)) if any(c in pat for c in "*?[") else [pat]
-            out += hits
-    missing = [p for p in out if not Path(p).is_file()]
+            local = not is_remote(pat)
+            out += sorted(glob.glob(pat)) if local and any(c in pat for c in "*?[") else [pat]
+    missing = [p for p in out if not is_remote(p) and not Path(p.removeprefix("file://")).is_file()]
     if not out or missing:
         raise ConfigError(f"no shards match {spec!r}" if not out else f"missing shard {missing[0]}")
     return out
@@ -118,75 +140,34 @@ def write_shard(path: str | Path, samples: Sequence[tuple[str, bytes, str, dict]
                 tf.addfile(info, io.BytesIO(blob))
 
 
-@dataclass
-class Sample:
-    key: str
-    image: bytes
-    meta: dict
-
-
-def read_shard(path: str) -> list[Sample]:
-    """All complete samples (an image and a json) of one tar, in file order."""
-    groups: dict[str, dict[str, bytes]] = {}
-    with tarfile.open(path, "r") as tf:
-        for member in tf:
-            if not member.isfile():
-                continue
-            base = member.name.rsplit("/", 1)[-1]
-            key, _, ext = base.partition(".")
-            # a regular file member always has a file object
-            data = cast(IO[bytes], tf.extractfile(member)).read()
-            groups.setdefault(key, {})[ext.lower()] = data
-    out = []
-    for key, parts in groups.items():
-        image = next((parts[e] for e in IMAGE_EXTS if e in parts), None)
-        if image is not None and "json" in parts:
-            out.append(Sample(key, image, json.loads(parts["json"])))
-    return out
-
-
-def sample_texts(meta: dict) -> list[str]:
-    texts = meta.get("texts", meta.get("text", meta.get("caption")))
-    texts = [texts] if isinstance(texts, str) else list(texts or [])
-    return [t for t in texts if t]
-
-
-# --- images ----------------------------------------------------------------------------------
-
-
-def image_to_tensor(data: bytes, size: int, rng: np.random.Generator | None) -> torch.Tensor:
-    """Decode and transform as in the recipe: train = RandomResizedCrop(scale 0.9-1, bicubic);
-    eval (``rng`` None) = resize the short side + center crop. Then OpenAI mean/std."""
-    img = Image.open(io.BytesIO(data)).convert("RGB")
-    w, h = img.size
-    if rng is not None:
-        for _ in range(10):
-            area = w * h * rng.uniform(0.9, 1.0)
-            ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
-            cw, ch = round((area * ratio) ** 0.5), round((area / ratio) ** 0.5)
-            if 0 < cw <= w and 0 < ch <= h:
-                x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-                break
-        else:
-            cw = ch = min(w, h)
-            x0, y0 = (w - cw) // 2, (h - ch) // 2
-        img = img.resize((size, size), Image.Resampling.BICUBIC, box=(x0, y0, x0 + cw, y0 + ch))
-    else:
-        scale = size / min(w, h)
-        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-        img = img.resize((nw, nh), Image.Resampling.BICUBIC)
-        x0, y0 = (nw - size) // 2, (nh - size) // 2
-        img = img.crop((x0, y0, x0 + size, y0 + size))
-    arr = (np.asarray(img, dtype=np.float32) / 255.0 - MEAN) / STD
-    return torch.from_numpy(arr.transpose(2, 0, 1).copy())
+def auto_workers(local_world: int = 1) -> int:
+    """DataLoader workers per rank when ``data.num_workers`` is -1: the cores of this
+    rank's share of the machine, less one for the trainer, at most 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(8, (cores or 1) // max(1, local_world) - 1))
 
 
 # --- streams ---------------------------------------------------------------------------------
 
+_END = object()
+
+
+class _Slot:
+    """One open shard of a stream: its index in the pass, the samples read from it, and
+    the skips it counted since they were last collected."""
+
+    def __init__(self, index: int, url: str, consumed: int) -> None:
+        self.index, self.consumed = index, consumed
+        self.counts: Counter = Counter()
+        self.it = iter_samples(url, self.counts)
+        for _ in range(consumed):  # resumed: skip what was read (without decoding)
+            if next(self.it, _END) is _END:
+                break
+        self.counts.clear()  # counted before the checkpoint
+
 
 class ShardStream(torch.utils.data.IterableDataset):
-    """Endless batches for one rank; DataLoader worker ``w`` serves stream
-    ``(w + rotation) % num_streams`` so a resumed loader continues the same round-robin."""
+    """Endless batches for one rank (see the module docstring)."""
 
     def __init__(
         self,
@@ -204,20 +185,40 @@ class ShardStream(torch.utils.data.IterableDataset):
         probs: np.ndarray | None = None,
         curation_seed: int = 0,
         state: dict | None = None,
+        streams: int = 0,
+        shuffle_window: int = 8,
+        language_offsets: dict[str, int] | None = None,
     ) -> None:
         self.shards, self.rank, self.world = list(shards), rank, world
-        self.num_streams = max(num_workers, 1)
+        self.num_workers = max(num_workers, 0)
+        self.num_streams = streams or max(num_workers, 1)
+        if self.num_workers and self.num_streams % self.num_workers:
+            raise ConfigError(
+                f"data.streams ({self.num_streams}) must be a multiple of data.num_workers "
+                f"({self.num_workers})"
+            )
         if len(self.shards) < world * self.num_streams:
             raise ConfigError(
                 f"{len(self.shards)} shards cannot feed {world} ranks x "
-                f"{self.num_streams} workers; use fewer workers or more shards"
+                f"{self.num_streams} streams; use fewer streams (data.streams, "
+                "data.num_workers) or more shards"
             )
         self.batch_size, self.tokenizer, self.image_size = batch_size, tokenizer, image_size
         self.seed, self.shuffle, self.augment = seed, shuffle, augment
-        self.probs, self.curation_seed = probs, curation_seed
+        self.window = max(1, shuffle_window) if shuffle else 1
+        self.probs = None if probs is None else np.ascontiguousarray(probs, dtype=np.float64)
+        self.curation_seed = curation_seed
+        self.language_offsets = language_offsets
         state = state or {}
         self.rotation = int(state.get("next_stream", 0))
-        self.positions = {int(k): tuple(v) for k, v in state.get("streams", {}).items()}
+        self.positions: dict[int, dict] = {}
+        for k, v in state.get("streams", {}).items():
+            if not isinstance(v, dict):
+                raise ConfigError(
+                    "the checkpoint's data position was saved by an older loader; "
+                    "start the run again (resume = 'none')"
+                )
+            self.positions[int(k)] = v
 
     def _stream_shards(self, stream: int, epoch: int) -> list[str]:
         g, total = self.rank * self.num_streams + stream, self.world * self.num_streams
@@ -227,84 +228,162 @@ class ShardStream(torch.utils.data.IterableDataset):
             mine = [mine[i] for i in order]
         return mine
 
-    def _kept(self, path: str, samples: list[Sample], epoch: int) -> list[int]:
-        idx = list(range(len(samples)))
-        if self.probs is not None:
-            ids = [np.asarray(s.meta.get("entry_ids", []), dtype=np.uint32) for s in samples]
-            offsets = np.concatenate([[0], np.cumsum([len(i) for i in ids])])
-            flat = np.concatenate(ids) if ids else np.zeros(0, np.uint32)
-            keep = keep_mask(
-                [s.key for s in samples], offsets, flat, self.probs, self.curation_seed, epoch
-            )
-            idx = [i for i in idx if keep[i]]
-        if self.shuffle:
-            rng = np.random.default_rng([self.seed, epoch, zlib.crc32(path.encode())])
-            idx = [idx[i] for i in rng.permutation(len(idx))]
-        return idx
+    def _global_ids(self, s: Sample) -> list[list[int]] | str:
+        """The sample's entry ids per text as indices into ``probs``, or the skip reason."""
+        if s.entry_ids is None:
+            return "no_entry_ids"
+        ids = s.entry_ids
+        if self.language_offsets is not None:
+            offsets = self.language_offsets
+            langs = s.langs or [None] * len(ids)
+            if any(lang is None or lang not in offsets for lang in langs):
+                return "bad_entry_ids"
+            ids = [[offsets[str(lg)] + i for i in x] for lg, x in zip(langs, ids, strict=True)]
+        assert self.probs is not None
+        if any(i < 0 or i >= len(self.probs) for x in ids for i in x):
+            return "bad_entry_ids"
+        return ids
 
-    def _example(self, path: str, s: Sample, epoch: int) -> tuple[torch.Tensor, str]:
-        rng = np.random.default_rng(
-            [self.seed, epoch, zlib.crc32(path.encode()), zlib.crc32(s.key.encode())]
+    def _text(self, s: Sample, epoch: int, rng: np.random.Generator) -> int | str | None:
+        """Index of the text this pass uses; None: curated out this pass; str: skip reason."""
+        if self.probs is not None:
+            ids = self._global_ids(s)
+            if isinstance(ids, str):
+                return ids
+            # the curation's own key where the shard records it (`metaclip-curate shards`):
+            # then pass e keeps what `metaclip-curate run --epoch e` keeps
+            key = s.meta.get("key")
+            key = key if isinstance(key, str) else s.key
+            return pick_text(key, ids, self.probs, self.curation_seed, epoch)
+        # without online curation, a text that matched (when known) is used, as MC2 does
+        matched = [i for i, x in enumerate(s.entry_ids or []) if x] or range(len(s.texts))
+        return matched[int(rng.integers(len(matched)))] if len(matched) > 1 else matched[0]
+
+    def _batches(self, stream: int) -> Iterator[dict]:
+        pos = self.positions.get(stream, {})
+        epoch, nxt, draw = (int(pos.get(k, 0)) for k in ("epoch", "next", "draw"))
+        resumed = [tuple(x) for x in pos.get("slots", [])]
+        g = self.rank * self.num_streams + stream
+        skipped: Counter = Counter()
+        images: list[torch.Tensor] = []
+        texts: list[str] = []
+        while True:
+            shards = self._stream_shards(stream, epoch)
+            slots = [_Slot(i, shards[i], n) for i, n in resumed]
+            found = bool(resumed) or nxt > 0  # resumed inside a pass that found samples
+            bad_shards, resumed = 0, []
+            while True:
+                while len(slots) < self.window and nxt < len(shards):
+                    slots.append(_Slot(nxt, shards[nxt], 0))
+                    nxt += 1
+                if not slots:
+                    break
+                k = 0
+                if len(slots) > 1:
+                    k = int(np.random.default_rng([self.seed, epoch, g, draw]).integers(len(slots)))
+                draw += 1
+                slot = slots[k]
+                s = next(slot.it, _END)
+                if slot.counts:
+                    bad_shards += slot.counts["bad_shard"]
+                    skipped.update(slot.counts)
+                    slot.counts.clear()
+                    if bad_shards * 2 > len(shards):
+                        yield {"error": self._failing(shards, bad_shards)}
+                        return
+                if s is _END:
+                    del slots[k]
+                    continue
+                slot.consumed += 1
+                if s is None:
+                    continue
+                assert isinstance(s, Sample)
+                path = shards[slot.index]
+                rng = np.random.default_rng(
+                    [self.seed, epoch, zlib.crc32(path.encode()), zlib.crc32(s.key.encode())]
+                )
+                t = self._text(s, epoch, rng)
+                if t is None:
+                    continue
+                if isinstance(t, str):
+                    skipped[t] += 1
+                    continue
+                try:
+                    image = decode(s.image, self.image_size, rng if self.augment else None)
+                except BadImage as e:
+                    skipped[e.reason] += 1
+                    continue
+                found = True
+                images.append(image)
+                texts.append(s.texts[t])
+                if len(images) == self.batch_size:
+                    yield {
+                        "images": torch.stack(images),
+                        "tokens": torch.from_numpy(self.tokenizer(texts)),
+                        "stream": stream,
+                        "position": {
+                            "epoch": epoch,
+                            "next": nxt,
+                            "slots": [[x.index, x.consumed] for x in slots],
+                            "draw": draw,
+                        },
+                        "skipped": dict(skipped),
+                    }
+                    skipped.clear()
+                    images, texts = [], []
+            if not found:  # another pass would find nothing either: stop instead of spinning
+                yield {"error": self._nothing(shards, skipped)}
+                return
+            epoch, nxt, draw = epoch + 1, 0, 0
+
+    @staticmethod
+    def _failing(shards: list[str], bad: int) -> str:
+        return (
+            f"{bad} of this stream's {len(shards)} training shards cannot be read (e.g. "
+            f"{shards[0]}); stopping instead of training on the few left"
         )
-        texts = sample_texts(s.meta)
-        if not texts:
-            raise ValueError(f"{path}: sample {s.key!r} has no text")
-        text = texts[int(rng.integers(len(texts)))] if len(texts) > 1 else texts[0]
-        image = image_to_tensor(s.image, self.image_size, rng if self.augment else None)
-        return image, text
+
+    def _nothing(self, shards: list[str], skipped: Counter) -> str:
+        names = ", ".join(shards[:3]) + (", ..." if len(shards) > 3 else "")
+        why = ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())) or "no samples"
+        kept = " kept by online curation or" if self.probs is not None else ""
+        return (
+            f"no usable training sample{kept} in a whole pass over {len(shards)} shard(s) "
+            f"({names}); skipped: {why}"
+        )
 
     def __iter__(self) -> Iterator[dict]:
         info = torch.utils.data.get_worker_info()
-        worker = info.id if info is not None else 0
-        stream = (worker + self.rotation) % self.num_streams
-        epoch, shard_i, sample_i = self.positions.get(stream, (0, 0, 0))
-        images, texts = [], []
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        mine = [
+            (self.rotation + worker + workers * m) % self.num_streams
+            for m in range(self.num_streams // workers)
+        ]
+        gens = [self._batches(s) for s in mine]
         while True:
-            shards = self._stream_shards(stream, epoch)
-            found = shard_i > 0 or sample_i > 0  # resumed inside a pass that found samples
-            while shard_i < len(shards):
-                path = shards[shard_i]
-                try:
-                    samples = read_shard(path)
-                except (OSError, EOFError, tarfile.TarError, ValueError) as e:
-                    # reported by the loader in the trainer's process, as one line
-                    yield {"error": _unreadable(path, e)}
+            for gen in gens:
+                batch = next(gen)
+                yield batch
+                if "error" in batch:
                     return
-                found = found or bool(samples)
-                order = self._kept(path, samples, epoch)
-                while sample_i < len(order):
-                    image, text = self._example(path, samples[order[sample_i]], epoch)
-                    images.append(image)
-                    texts.append(text)
-                    sample_i += 1
-                    if len(images) == self.batch_size:
-                        yield {
-                            "images": torch.stack(images),
-                            "tokens": torch.from_numpy(self.tokenizer(texts)),
-                            "stream": stream,
-                            "position": (epoch, shard_i, sample_i),
-                        }
-                        images, texts = [], []
-                shard_i, sample_i = shard_i + 1, 0
-            if not found:  # another pass would find nothing either: stop instead of spinning
-                names = ", ".join(shards[:3]) + (", ..." if len(shards) > 3 else "")
-                yield {
-                    "error": f"no usable training sample in {len(shards)} shard(s) ({names}): "
-                    "none holds a complete sample (an image and its .json)"
-                }
-                return
-            epoch, shard_i = epoch + 1, 0
 
 
 class ResumableLoader:
-    """Iterates a :class:`ShardStream` through a DataLoader and tracks the position."""
+    """Iterates a :class:`ShardStream` through a DataLoader and tracks the positions and
+    the skip counts (both saved with checkpoints)."""
 
     def __init__(
-        self, dataset: ShardStream, num_workers: int, start_method: str = "forkserver"
+        self,
+        dataset: ShardStream,
+        num_workers: int,
+        start_method: str = "forkserver",
+        pin_memory: bool = False,
+        skipped: dict | None = None,
     ) -> None:
         self.dataset, self.num_workers = dataset, num_workers
         self.positions = dict(dataset.positions)
         self.next_stream = dataset.rotation
+        self.skipped: Counter = Counter(skipped or {})
         ctx = None
         if num_workers > 0:
             # workers do not inherit the trainer's threads (gloo, OpenMP, rayon) when they
@@ -319,6 +398,7 @@ class ResumableLoader:
             persistent_workers=num_workers > 0,
             prefetch_factor=2 if num_workers else None,
             multiprocessing_context=ctx,
+            pin_memory=pin_memory,
         )
         self._it: Iterator[Any] | None = None
 
@@ -336,7 +416,8 @@ class ResumableLoader:
             raise RuntimeError(
                 f"loader order broke: got stream {batch['stream']}, expected {self.next_stream}"
             )
-        self.positions[batch["stream"]] = tuple(int(v) for v in batch["position"])
+        self.positions[batch["stream"]] = batch["position"]
+        self.skipped.update(batch["skipped"])
         self.next_stream = (self.next_stream + 1) % self.dataset.num_streams
         return batch
 
@@ -347,8 +428,9 @@ class ResumableLoader:
 
     def state_dict(self) -> dict:
         return {
-            "streams": {str(k): list(v) for k, v in self.positions.items()},
+            "streams": {str(k): v for k, v in self.positions.items()},
             "next_stream": self.next_stream,
             "num_streams": self.dataset.num_streams,
             "world": self.dataset.world,
+            "skipped": dict(sorted(self.skipped.items())),
         }

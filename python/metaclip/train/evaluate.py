@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -18,18 +19,32 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from metaclip.train.data import expand_shards, image_to_tensor, read_shard, sample_texts
+from metaclip.train.data import DataError, expand_shards
+from metaclip.train.images import BadImage, decode, normalize
+from metaclip.train.samples import read_samples
 
 log = logging.getLogger(__name__)
 
 
 def load_eval_set(shards: str, image_size: int) -> tuple[torch.Tensor, list[dict]]:
-    """Every sample of the shards, center-cropped: ``(images [N, 3, S, S], metas)``."""
+    """Every usable sample of the shards, center-cropped: ``(uint8 images [N, 3, S, S],
+    metas)``; each meta gains ``texts``. Skipped samples are logged with their counts."""
     images, metas = [], []
+    skipped: Counter = Counter()
     for path in expand_shards(shards):
-        for s in read_shard(path):
-            images.append(image_to_tensor(s.image, image_size, None))
-            metas.append(s.meta)
+        samples, bad = read_samples(path)
+        skipped += bad
+        for s in samples:
+            try:
+                images.append(decode(s.image, image_size, None))
+            except BadImage as e:
+                skipped[e.reason] += 1
+                continue
+            metas.append({**s.meta, "texts": s.texts})
+    if skipped:
+        log.warning("evaluation set %s: skipped %s", shards, dict(sorted(skipped.items())))
+    if not images:
+        raise DataError(f"no usable evaluation sample in {shards}")
     return torch.stack(images), metas
 
 
@@ -51,7 +66,7 @@ def encode_texts(model, tokenizer, texts: Sequence[str], device, batch_size: int
 def encode_images(model, images: torch.Tensor, device, dtype, batch_size: int = 256):
     out = []
     for i in range(0, len(images), batch_size):
-        x = images[i : i + batch_size].to(device=device, dtype=dtype)
+        x = normalize(images[i : i + batch_size].to(device)).to(dtype)
         out.append(model.encode_image(x, normalize=True).float())
     return torch.cat(out)
 
@@ -112,7 +127,7 @@ def evaluate(model, tokenizer, cfg, device, dtype=torch.float32) -> dict[str, fl
         images, metas = load_eval_set(ev.retrieval_shards, size)
         texts, owner = [], []
         for i, m in enumerate(metas):
-            for t in sample_texts(m):
+            for t in m["texts"]:
                 texts.append(t)
                 owner.append(i)
         img = encode_images(model, images, device, dtype, ev.batch_size)

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import torch
 from metaclip.exceptions import MetaclipError
 from metaclip.train import checkpoint as ckpt
 from metaclip.train.config import ConfigError, TrainConfig, config_to_dict
-from metaclip.train.data import ResumableLoader, ShardStream, expand_shards
+from metaclip.train.data import ResumableLoader, ShardStream, auto_workers, expand_shards
 from metaclip.train.distributed import (
     all_reduce_mean,
     full_tensor,
@@ -28,6 +29,7 @@ from metaclip.train.distributed import (
     shutdown,
 )
 from metaclip.train.evaluate import MetricsLogger, evaluate
+from metaclip.train.images import normalize
 from metaclip.train.loss import clamp_logit_scale, clip_loss
 from metaclip.train.model import build_model, param_groups
 from metaclip.train.tokenizer import build_tokenizer
@@ -71,7 +73,7 @@ def reconcile_text_config(cfg: TrainConfig, tokenizer) -> TrainConfig:
 
 def train_step(model, batch: dict, optimizer, scheduler, cfg: TrainConfig, device) -> float:
     """One optimizer step; returns the loss averaged over ranks (raises if non-finite)."""
-    images = batch["images"].to(device, non_blocking=True)
+    images = normalize(batch["images"].to(device, non_blocking=True))
     tokens = batch["tokens"].to(device, non_blocking=True)
     loss = clip_loss(model(images, tokens), cfg.model.loss)
     value = all_reduce_mean(loss).item()
@@ -90,8 +92,9 @@ def train_step(model, batch: dict, optimizer, scheduler, cfg: TrainConfig, devic
     return value
 
 
-def _load_probabilities(path: str) -> np.ndarray:
-    """The entry probabilities for online curation (a 1-D ``.npy``; never a pickle)."""
+def _load_probabilities(path: str) -> tuple[np.ndarray, dict[str, int] | None]:
+    """The entry probabilities for online curation (a 1-D ``.npy``; never a pickle), and
+    the language offsets from the ``probs.json`` beside it, if there is one."""
     try:
         probs = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
@@ -99,7 +102,25 @@ def _load_probabilities(path: str) -> np.ndarray:
         raise ConfigError(f"cannot read data.probabilities {path}: {msg}") from None
     if not isinstance(probs, np.ndarray) or probs.ndim != 1 or probs.dtype.kind not in "fiu":
         raise ConfigError(f"data.probabilities {path} must hold a 1-D numeric array")
-    return probs
+    side = Path(path).with_suffix(".json")
+    if not side.exists():
+        return probs, None
+    try:
+        offsets = json.loads(side.read_text())["language_offsets"]
+        offsets = {str(k): int(v) for k, v in offsets.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ConfigError(f"cannot read {side} (language_offsets): {e}") from None
+    return probs, offsets
+
+
+def _skip_metrics(skipped: dict, device) -> dict[str, float]:
+    """Samples and shards the loaders skipped, summed over ranks (one all-reduce)."""
+    from metaclip.train.samples import SKIPS
+
+    counts = torch.tensor([float(skipped.get(k, 0)) for k in SKIPS], device=device)
+    if torch.distributed.is_initialized():
+        torch.distributed.all_reduce(counts)
+    return {f"data/skipped_{k}": float(v) for k, v in zip(SKIPS, counts.tolist(), strict=True)}
 
 
 def run(cfg: TrainConfig) -> dict:
@@ -149,22 +170,24 @@ def _run(cfg: TrainConfig, info) -> dict:
     )
     if resume is not None:
         step, data_state = ckpt.load(resume, model=model, optimizer=optimizer, scheduler=scheduler)
-        if (data_state["world"], data_state["num_streams"]) != (
-            info.world,
-            max(cfg.data.num_workers, 1),
-        ):
-            raise ConfigError(
-                f"{resume} was saved with {data_state['world']} ranks x "
-                f"{data_state['num_streams']} data workers; resume with the same"
-            )
-
     d = cfg.data
-    probs = _load_probabilities(d.probabilities) if d.probabilities else None
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    workers = d.num_workers if d.num_workers >= 0 else auto_workers(local_world)
+    streams = d.streams or max(workers, 1)
+    if data_state is not None and (data_state["world"], data_state["num_streams"]) != (
+        info.world,
+        streams,
+    ):
+        raise ConfigError(
+            f"{resume} was saved with {data_state['world']} ranks x "
+            f"{data_state['num_streams']} data streams; resume with the same (data.streams)"
+        )
+    probs, offsets = _load_probabilities(d.probabilities) if d.probabilities else (None, None)
     dataset = ShardStream(
         expand_shards(d.train_shards),
         rank=info.rank,
         world=info.world,
-        num_workers=d.num_workers,
+        num_workers=workers,
         batch_size=d.batch_size,
         tokenizer=tokenizer,
         image_size=cfg.model.vision.image_size,
@@ -174,8 +197,14 @@ def _run(cfg: TrainConfig, info) -> dict:
         probs=probs,
         curation_seed=d.curation_seed,
         state=data_state,
+        streams=streams,
+        shuffle_window=d.shuffle_window,
+        language_offsets=offsets,
     )
-    loader = ResumableLoader(dataset, d.num_workers, d.start_method)
+    pin = device.type == "cuda"
+    skipped = (data_state or {}).get("skipped")
+    loader = ResumableLoader(dataset, workers, d.start_method, pin_memory=pin, skipped=skipped)
+    log.info("data: %d workers, %d streams per rank", workers, streams)
     logger = MetricsLogger(out, enabled=info.is_main)
     has_eval = bool(cfg.eval.zeroshot_shards or cfg.eval.retrieval_shards)
     stop = cfg.stop_at or cfg.steps
@@ -205,6 +234,7 @@ def _run(cfg: TrainConfig, info) -> dict:
                         "train/lr": scheduler.get_last_lr()[0],
                         "train/logit_scale": full_tensor(model.logit_scale).exp().item(),
                         "train/pairs_per_s": pairs / max(dt, 1e-9),
+                        **_skip_metrics(loader.skipped, device),
                     },
                 )
                 log.info("step %d/%d loss %.4f (%.1f pairs/s)", step, cfg.steps, loss, pairs / dt)

@@ -1,0 +1,83 @@
+"""Image decode and transforms. Workers hand uint8 tensors to the trainer, which moves them
+to the device and normalises there (4x less host-to-device traffic than float32).
+
+JPEGs are decoded with PIL's draft mode: the DCT-domain downscale (1/2, 1/4, 1/8) to the
+smallest size still covering the crop at the target resolution, the largest decode saving
+for images several times the model's size (``bench/loader_bench.py`` measures it).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image
+
+MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP
+STD = (0.26862954, 0.26130258, 0.27577711)
+# Decoded pixels over this are not decoded (a 16k x 16k image): counted as too large.
+MAX_PIXELS = 1 << 28
+
+
+class BadImage(ValueError):
+    """Image bytes that cannot be used; ``reason`` is ``bad_image`` or ``too_large``."""
+
+    def __init__(self, reason: str, why: str) -> None:
+        super().__init__(why)
+        self.reason = reason
+
+
+def _crop_box(
+    w: int, h: int, size: int, rng: np.random.Generator | None
+) -> tuple[float, float, float, float]:
+    """Train (``rng``): RandomResizedCrop(scale 0.9-1, ratio 3/4-4/3); eval: the center
+    square of the short side (resize short side + center crop)."""
+    if rng is not None:
+        for _ in range(10):
+            area = w * h * rng.uniform(0.9, 1.0)
+            ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+            cw, ch = round((area * ratio) ** 0.5), round((area / ratio) ** 0.5)
+            if 0 < cw <= w and 0 < ch <= h:
+                x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+                return x0, y0, x0 + cw, y0 + ch
+    s = min(w, h)
+    x0, y0 = (w - s) // 2, (h - s) // 2
+    return x0, y0, x0 + s, y0 + s
+
+
+def decode(data: bytes, size: int, rng: np.random.Generator | None) -> torch.Tensor:
+    """``[3, size, size]`` uint8: decoded, cropped (see ``_crop_box``) and resized (bicubic).
+    Raises ``BadImage`` for bytes that are not a whole image, or too many pixels."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img: Image.Image = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > MAX_PIXELS:
+                raise BadImage("too_large", f"{w}x{h} pixels")
+            box = _crop_box(w, h, size, rng)
+            if img.format == "JPEG":
+                # the draft keeps at least `size` pixels across the crop's short side
+                short = min(box[2] - box[0], box[3] - box[1])
+                scale = max(1, int(short // size))
+                img.draft("RGB", (max(1, w // scale), max(1, h // scale)))
+                fx, fy = img.size[0] / w, img.size[1] / h
+                box = (box[0] * fx, box[1] * fy, box[2] * fx, box[3] * fy)
+            img = img.convert("RGB")
+            img = img.resize((size, size), Image.Resampling.BICUBIC, box=box)
+    except BadImage:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise BadImage("too_large", str(e)) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:  # PIL's errors for bad bytes
+        raise BadImage("bad_image", " ".join(str(e).split()) or type(e).__name__) from None
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy())
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[B, 3, H, W]`` (on the device) → float32 with the CLIP mean/std."""
+    mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1)
+    return (images.float() / 255.0 - mean) / std
