@@ -233,6 +233,67 @@ def stats(out: Path) -> None:
     _summary(json.loads(path.read_text()), out)
 
 
+@main.command()
+@click.argument("out", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "-o",
+    "--dest",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder for the training shards.",
+)
+@click.option(
+    "--online/--subset",
+    default=False,
+    show_default=True,
+    help="Every matched sample plus probs.npy (the trainer redraws the subset "
+    "each epoch), or the curated subset.",
+)
+@click.option(
+    "--per-shard", type=int, default=10_000, show_default=True, help="Samples per training tar."
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of the shuffle across the pool."
+)
+@click.option("--workers", type=int, default=0, help="Tars written at once (0: one per core).")
+@click.option(
+    "--overwrite", is_flag=True, help="Replace training shards of other settings in --dest."
+)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@friendly
+def shards(
+    out: Path,
+    dest: Path,
+    online: bool,
+    per_shard: int,
+    seed: int,
+    workers: int,
+    overwrite: bool,
+    quiet: bool,
+) -> None:
+    """Training shards (WebDataset tars) from the finished run in OUT.
+
+    The pool's tars hold the images (KEY.jpg beside KEY.json): writes tars of the curated
+    subset, or with --online of every matched sample and probs.npy for the trainer's
+    data.probabilities. A pool of URLs: img2dataset reads the subset; --online writes the
+    matched rows as parquet for it instead.
+
+    Example: metaclip-curate shards out/ -o shards/ --online
+    """
+    from metaclip.pipeline.train_shards import write_shards
+
+    summary = write_shards(out, dest, online, per_shard, seed, workers, quiet, overwrite)
+    if "tars" in summary:
+        click.echo(
+            f"training shards: {len(summary['tars'])} tars, {summary['samples']:,} samples "
+            f"({summary['skipped']:,} skipped: missing or undecodable images) in {dest}"
+        )
+    else:
+        click.echo(f"matched rows for img2dataset: {summary['matched_rows']:,} in {dest}")
+    if online:
+        click.echo(f"online curation: data.probabilities = {dest / 'probs.npy'}")
+
+
 def _summary(card: dict, out: Path) -> None:
     pool = card["pool"]
     reasons = f" {pool['skipped_by_reason']}" if pool["skipped_by_reason"] else ""

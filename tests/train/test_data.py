@@ -422,3 +422,16 @@ def test_language_offsets_map_ids_into_the_probabilities(tmp_path):
         )
     )
     assert _keys(batch) == ["s0_0"]
+
+
+def test_remote_shards_through_pipe_and_fsspec(tmp_path):
+    fsspec = pytest.importorskip("fsspec")
+    write_shard(tmp_path / "d.tar", [("s0_0", _png(), "png", {"texts": ["s0_0"]})])
+    with fsspec.open("memory://bucket/d.tar", "wb") as f:  # an fsspec filesystem, in memory
+        f.write((tmp_path / "d.tar").read_bytes())
+    for url in (f"pipe:cat {tmp_path / 'd.tar'}", "memory://bucket/d.tar"):
+        batch = next(iter(_stream(url, 0, 1, 0, batch=1)))
+        assert _keys(batch) == ["s0_0"], url
+    for url in ("memory://bucket/nothing.tar", "pipe:exit 3"):
+        batch = next(iter(_stream(url, 0, 1, 0, batch=1)))
+        assert "error" in batch and "cannot be read" in batch["error"], url

@@ -25,6 +25,13 @@ COMPRESSIONS = ("snappy", "zstd", "lz4", "gzip", "brotli", "none")
 AUTO_WORKERS = 8
 
 
+# The settings a run's work files depend on (with the pool and metadata).
+RUN_SETTINGS = (
+    "metadata_lang", "mode", "key_column", "text_column", "lang_column", "image_column", "t",
+    "t_en", "unit", "seed", "epoch", "lid", "lid_threshold", "lid_mapping", "max_text_bytes",
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Columns:
     """Names of the pool's columns (``text`` may hold a list of texts per image)."""
@@ -117,6 +124,19 @@ class Config:
         "Use an --out folder metaclip did not make, or delete files in its subset/ and "
         "report/ that metaclip did not write (other files are never touched).",
     )
+
+    def run_settings(self, pool: list[str]) -> dict:
+        """What reopens this run's work files (``Config.reopen``): the datacard's ``run``."""
+        import os
+
+        out = {k: v for k, v in asdict(self).items() if k in RUN_SETTINGS}
+        return {"pool": pool, "metadata": os.path.abspath(self.metadata), **out}
+
+    @classmethod
+    def reopen(cls, out: str, run: dict, **settings: Any) -> Config:
+        """The config of the run whose datacard holds ``run`` (see ``run_settings``)."""
+        known = {k: v for k, v in run.items() if k in RUN_SETTINGS}
+        return cls(pool=tuple(run["pool"]), out=out, metadata=run["metadata"], **known, **settings)
 
     @property
     def columns(self) -> Columns:

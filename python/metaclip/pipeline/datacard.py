@@ -20,6 +20,7 @@ def build(
     sample_dir: Path,
     per_lang: dict[str, dict],
     lid_info: dict,
+    pool: list[str] | None = None,
 ) -> dict:
     """The datacard of the shards ``names``: settings, metadata, pool sizes with skips,
     thresholds per language (``per_lang``) and the subset's size."""
@@ -69,4 +70,6 @@ def build(
             "matched_per_language": match.lang_matched,
         },
         "subset": {"size": kept, "per_language": dict(sorted(lang_kept.items()))},
+        # what `metaclip-curate shards` needs to reopen the run's work files
+        "run": cfg.run_settings(pool or []),
     }

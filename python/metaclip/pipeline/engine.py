@@ -292,7 +292,14 @@ class Engine:
         """The datacard (from the match and sample records)."""
         names = [s.name for s in self.shards]
         return datacard.build(
-            self.cfg, self.md, names, self.match_dir, self.sample_dir, per_lang, self.lid_info
+            self.cfg,
+            self.md,
+            names,
+            self.match_dir,
+            self.sample_dir,
+            per_lang,
+            self.lid_info,
+            [str(s.path) for s in self.shards],
         )
 
     def publish(self, card: dict, subset: Path | None, report: Path | None = None) -> None:

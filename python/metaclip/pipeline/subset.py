@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from metaclip._arrow import is_binary_type
@@ -106,11 +107,12 @@ class SubsetWriter:
                     ) from None
         raise InputError("the pool shards have columns of incompatible types")
 
-    def shard_subset(self, name: str) -> pa.Table:
-        """All kept rows of one shard: from the table the match stage kept, else the shard
-        read in full (the only time after the match stage that texts are read). A shard
-        whose file is no longer the one the match stage read is an ``InputError``: its rows
-        would get the entry ids of other texts."""
+    def shard_subset(self, name: str, all_matched: bool = False) -> pa.Table:
+        """All kept rows of one shard (``all_matched``: every row that matched an entry, for
+        online curation): from the table the match stage kept, else the shard read in full
+        (the only time after the match stage that texts are read). A shard whose file is
+        no longer the one the match stage read is an ``InputError``: its rows would get the
+        entry ids of other texts."""
         cfg, shard = self.cfg, self.shards[name]
         matched = read_json(self.match_dir / f"{name}.json")["file"]
         table = self.tables.take(name) if self.tables else None
@@ -124,9 +126,12 @@ class SubsetWriter:
                 f"{shard.path}: has {table.num_rows} rows, the match stage saw "
                 f"{matches.num_rows}; the pool changed during the run (delete {self.cfg.out})"
             )
-        (bits,) = load_arrays(self.sample_dir / f"{name}.npz", KEPT)
-        mask = np.unpackbits(bits, count=len(table))
-        mask = mask.astype(bool)
+        if all_matched:
+            lengths = pc.list_value_length(matches.column("entry_ids")).fill_null(0)
+            mask = lengths.to_numpy() > 0
+        else:
+            (bits,) = load_arrays(self.sample_dir / f"{name}.npz", KEPT)
+            mask = np.unpackbits(bits, count=len(table)).astype(bool)
         kept = stages.select_matches(matches, mask)
         # Row by row in Rust: the same value the whole shard's computation gives each row.
         prob = stages.keep_probability(*stages.global_csr(kept, self.offsets), self.probs)

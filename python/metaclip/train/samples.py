@@ -79,28 +79,27 @@ def _members(url: str, skipped: Counter) -> Iterator[tuple[str, str, bytes | Non
         log.warning("skipping training shard %s: %s", url, " ".join(str(e).split()))
         return
     read = 0
-    with f:
-        try:
-            with tarfile.open(fileobj=f, mode="r|*", tarinfo=StrictTarInfo) as tar:
-                for m in tar:
-                    read += 1
-                    if not m.isfile():
-                        continue
-                    base = m.name.rsplit("/", 1)[-1]
-                    key, _, ext = base.partition(".")
-                    if m.size > MAX_IMAGE_BYTES:
-                        yield key, ext.lower(), None
-                        continue
-                    data = cast(IO[bytes], tar.extractfile(m)).read()
-                    yield key, ext.lower(), data
-        except (tarfile.TarError, OSError, EOFError, ValueError) as e:
-            why = " ".join(str(e).split()) or type(e).__name__
-            if isinstance(e, tarfile.ReadError) and "opened successfully" in why:
-                why = "not a tar archive"  # tarfile lists every compression it tried
-            # nothing read: not a tar (or empty); else the tar stops early
-            reason = "cut_shard" if read else "bad_shard"
-            skipped[reason] += 1
-            log.warning("training shard %s: %s (%s)", url, why, reason.replace("_", " "))
+    try:
+        with f, tarfile.open(fileobj=f, mode="r|*", tarinfo=StrictTarInfo) as tar:
+            for m in tar:
+                read += 1
+                if not m.isfile():
+                    continue
+                base = m.name.rsplit("/", 1)[-1]
+                key, _, ext = base.partition(".")
+                if m.size > MAX_IMAGE_BYTES:
+                    yield key, ext.lower(), None
+                    continue
+                data = cast(IO[bytes], tar.extractfile(m)).read()
+                yield key, ext.lower(), data
+    except (tarfile.TarError, OSError, EOFError, ValueError) as e:
+        why = " ".join(str(e).split()) or type(e).__name__
+        if isinstance(e, tarfile.ReadError) and "opened successfully" in why:
+            why = "not a tar archive"  # tarfile lists every compression it tried
+        # nothing read: not a tar (or empty); else the tar stops early
+        reason = "cut_shard" if read else "bad_shard"
+        skipped[reason] += 1
+        log.warning("training shard %s: %s (%s)", url, why, reason.replace("_", " "))
 
 
 def _parse(key: str, parts: dict[str, bytes | None], skipped: Counter) -> Sample | None:
