@@ -136,7 +136,8 @@ class VisionTransformer(nn.Module):
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
         x = self.transformer(self.ln_pre(x))
-        return self.ln_post(x[:, 0]) @ self.proj
+        # blocks may compute in bf16; the head runs in the root's (fp32) dtype, as AMP would
+        return self.ln_post(x[:, 0].to(self.ln_post.weight.dtype)) @ self.proj
 
 
 class CLIP(nn.Module):
@@ -207,7 +208,8 @@ class CLIP(nn.Module):
 
     def _encode_text(self, tokens: torch.Tensor, normalize: bool) -> torch.Tensor:
         x = self.token_embedding(tokens) + self.positional_embedding
-        x = self.ln_final(self.transformer(x))
+        x = self.transformer(x)
+        x = self.ln_final(x.to(self.ln_final.weight.dtype))
         t = self.cfg.text
         if t.pool == "argmax":
             idx = tokens.argmax(dim=-1)
