@@ -84,7 +84,8 @@ def parallelize(
     compile: bool = False,
     reshard_after_forward: bool = True,
 ) -> torch.nn.Module:
-    """Apply AC, compile and FSDP2 (per transformer block, then the root) in place."""
+    """Apply AC, compile and FSDP2 in place: units per transformer block, the token
+    embedding, then the root."""
     if activation_checkpointing:
         model.set_grad_checkpointing(True)
     if compile:
@@ -99,6 +100,10 @@ def parallelize(
     root_mp = MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32)
     for block in model.blocks():
         fully_shard(block, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard_after_forward)
+    # its own unit: the worldwide vocabulary (901,629 x width) is the largest tensor of all
+    fully_shard(
+        model.token_embedding, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard_after_forward
+    )
     fully_shard(model, mesh=mesh, mp_policy=root_mp, reshard_after_forward=reshard_after_forward)
     register_fsdp_forward_method(model, "encode_image")
     register_fsdp_forward_method(model, "encode_text")
