@@ -11,11 +11,13 @@ def test_two_rank_fsdp_gradients_match_single_process(tmp_path):
     torchrun([str(Path(__file__).parent / "fsdp_worker.py"), str(out)], nproc=2)
     result = json.loads(out.read_text())
     assert result["world"] == 2
-    cases = {(c["loss"], c["ac"], c["precision"]): c for c in result["cases"]}
+    cases = {(c["loss"], c["ac"], c["precision"], c["accum"]): c for c in result["cases"]}
     assert set(cases) == {
-        ("contrastive", False, "fp32"),
-        ("sigmoid", True, "fp32"),  # with activation checkpointing
-        ("contrastive", False, "bf16"),  # bf16 MixedPrecisionPolicy, fp32 reduction
+        ("contrastive", False, "fp32", 1),
+        ("sigmoid", True, "fp32", 1),  # with activation checkpointing
+        ("contrastive", False, "bf16", 1),  # bf16 MixedPrecisionPolicy, fp32 reduction
+        ("contrastive", False, "fp32", 2),  # gradient accumulation with cached features
+        ("sigmoid", True, "fp32", 4),
     }
     for case in cases.values():
         assert case["max_grad"] > 1e-3, case  # the gradients are not trivially zero

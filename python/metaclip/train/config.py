@@ -217,8 +217,13 @@ class OptimConfig:
     warmup_steps: int = 2000
     min_lr_ratio: float = 0.0
     grad_clip: float = 0.0  # 0 = off
+    # micro-batches of data.batch_size per step (GradCache): the loss and gradients are
+    # those of one batch of accum_steps x batch_size per rank, with one micro-batch's
+    # activations in memory; costs one extra no-grad forward per micro-batch
+    accum_steps: int = 1
 
     def __post_init__(self) -> None:
+        _check(self.accum_steps >= 1, f"optim.accum_steps must be >= 1, got {self.accum_steps}")
         _check(self.lr > 0 and math.isfinite(self.lr), "optim.lr must be a positive number")
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "optim betas must be in [0, 1)")
         _check(

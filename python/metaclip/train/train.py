@@ -69,19 +69,55 @@ def reconcile_text_config(cfg: TrainConfig, tokenizer) -> TrainConfig:
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, text=text))
 
 
-def train_step(model, batch: dict, optimizer, scheduler, cfg: TrainConfig, device) -> float:
-    """One optimizer step; returns the loss averaged over ranks (raises if non-finite)."""
-    images = batch["images"].to(device, non_blocking=True)
-    tokens = batch["tokens"].to(device, non_blocking=True)
-    loss = clip_loss(model(images, tokens), cfg.model.loss)
+def forward_backward(model, micro: list[tuple[torch.Tensor, torch.Tensor]], kind: str):
+    """Loss over the union of the (images, tokens) micro-batches, gradients accumulated.
+
+    One micro-batch is the plain step. Several follow GradCache: a no-grad forward of each
+    caches its features; the loss over all of them (gathered over ranks as usual) gives the
+    gradient of every feature; then each micro-batch is forwarded again with grad and
+    back-propagates its slice of those feature gradients. Scale and bias enter the loss once,
+    so their gradient is passed back through the first re-forward only. The result equals the
+    full batch's gradients (the model has no dropout) with one micro-batch's activations held.
+    """
+    if len(micro) == 1:
+        loss = clip_loss(model(*micro[0]), kind)
+        loss.backward()
+        return loss.detach()
+    with torch.no_grad():
+        outs = [model(images, tokens) for images, tokens in micro]
+    img, txt = (torch.cat([o[i] for o in outs]).requires_grad_() for i in (0, 1))
+    scale = outs[0][2].detach().requires_grad_()
+    bias = None if outs[0][3] is None else outs[0][3].detach().requires_grad_()
+    loss = clip_loss((img, txt, scale, bias), kind)
+    loss.backward()
+    sizes = [images.shape[0] for images, _ in micro]
+    g_img, g_txt = img.grad.split(sizes), txt.grad.split(sizes)  # type: ignore[union-attr]
+    for j, (images, tokens) in enumerate(micro):
+        out = model(images, tokens)
+        surrogate = (out[0] * g_img[j]).sum() + (out[1] * g_txt[j]).sum()
+        if j == 0:
+            surrogate = surrogate + (out[2] * scale.grad).sum()
+            if bias is not None:
+                surrogate = surrogate + (out[3] * bias.grad).sum()
+        surrogate.backward()
+    return loss.detach()
+
+
+def train_step(model, batches: list[dict], optimizer, scheduler, cfg: TrainConfig, device) -> float:
+    """One optimizer step over ``optim.accum_steps`` micro-batches; returns the loss averaged
+    over ranks (raises if non-finite)."""
+    micro = [
+        (b["images"].to(device, non_blocking=True), b["tokens"].to(device, non_blocking=True))
+        for b in batches
+    ]
+    optimizer.zero_grad(set_to_none=True)
+    loss = forward_backward(model, micro, cfg.model.loss)
     value = all_reduce_mean(loss).item()
     if not math.isfinite(value):
         raise NonFiniteLossError(
             f"loss is {value} at step {scheduler.last_epoch + 1}: stopping. Lower optim.lr, "
             "raise optim.warmup_steps, set optim.grad_clip, or check the data."
         )
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
     if cfg.optim.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
     optimizer.step()
@@ -191,10 +227,10 @@ def _run(cfg: TrainConfig, info) -> dict:
     try:
         model.train()
         while step < stop:
-            batch = next(loader)
-            loss = train_step(model, batch, optimizer, scheduler, cfg, device)
+            batches = [next(loader) for _ in range(cfg.optim.accum_steps)]
+            loss = train_step(model, batches, optimizer, scheduler, cfg, device)
             step += 1
-            pairs += batch["images"].shape[0] * info.world
+            pairs += sum(b["images"].shape[0] for b in batches) * info.world
             summary["loss"] = loss
             if step % cfg.log_every == 0 or step == stop:
                 dt = time.time() - t0
