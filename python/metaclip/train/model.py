@@ -181,7 +181,7 @@ class CLIP(nn.Module):
     def set_attention_backend(
         self, requested: str, device: torch.device | str, dtype: torch.dtype
     ) -> str:
-        backend = resolve_backend(requested, device, dtype)
+        backend = resolve_backend(requested, device, dtype, sorted(attention_shapes(self)))
         for m in self.modules():
             if isinstance(m, Attention):
                 m.backend = backend
@@ -224,6 +224,15 @@ class CLIP(nn.Module):
         # new tensors, not the parameters: FSDP frees unsharded storage after forward
         bias = None if self.logit_bias is None else self.logit_bias.clone()
         return img, txt, self.logit_scale.exp(), bias
+
+
+def attention_shapes(model: nn.Module) -> set[tuple[int, int, bool]]:
+    """The ``(heads, head_dim, causal)`` of every attention layer (what xformers must run)."""
+    return {
+        (m.heads, m.in_proj_weight.shape[1] // m.heads, m.causal)
+        for m in model.modules()
+        if isinstance(m, Attention)
+    }
 
 
 def build_model(cfg: ModelConfig, device: torch.device | str = "cpu") -> CLIP:
