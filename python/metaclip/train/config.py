@@ -264,6 +264,8 @@ class TrainConfig:
     precision: str = "bf16"  # FSDP2 MixedPrecisionPolicy param dtype: "bf16" | "fp32"
     activation_checkpointing: bool = False
     compile: bool = False
+    # also when the loss is synced to the host and checked: a non-finite loss stops the run
+    # at the next log (or checkpoint) step, naming the step where it first appeared
     log_every: int = 10
     checkpoint_every: int = 0  # 0 = only at the end
     resume: str = "auto"  # "auto" (latest in output_dir) | "none" | a checkpoint directory

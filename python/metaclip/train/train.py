@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from metaclip.exceptions import MetaclipError
 from metaclip.train import checkpoint as ckpt
@@ -103,27 +104,53 @@ def forward_backward(model, micro: list[tuple[torch.Tensor, torch.Tensor]], kind
     return loss.detach()
 
 
-def train_step(model, batches: list[dict], optimizer, scheduler, cfg: TrainConfig, device) -> float:
-    """One optimizer step over ``optim.accum_steps`` micro-batches; returns the loss averaged
-    over ranks (raises if non-finite)."""
+def train_step(
+    model, batches: list[dict], optimizer, scheduler, cfg: TrainConfig, device
+) -> torch.Tensor:
+    """One optimizer step over ``optim.accum_steps`` micro-batches; returns this rank's loss
+    as a detached tensor (not synced to the host: see :class:`LossMonitor`)."""
     micro = [
         (b["images"].to(device, non_blocking=True), b["tokens"].to(device, non_blocking=True))
         for b in batches
     ]
     optimizer.zero_grad(set_to_none=True)
     loss = forward_backward(model, micro, cfg.model.loss)
-    value = all_reduce_mean(loss).item()
-    if not math.isfinite(value):
-        raise NonFiniteLossError(
-            f"loss is {value} at step {scheduler.last_epoch + 1}: stopping. Lower optim.lr, "
-            "raise optim.warmup_steps, set optim.grad_clip, or check the data."
-        )
     if cfg.optim.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
     optimizer.step()
     scheduler.step()
     clamp_logit_scale(model)
-    return value
+    return loss
+
+
+class LossMonitor:
+    """Remembers the first step with a non-finite loss without a host sync per step.
+
+    :meth:`check` (at log and checkpoint steps) syncs once: all ranks agree, raise
+    :class:`NonFiniteLossError` naming that step, and return the mean loss over ranks.
+    So a NaN stops the run at the next log or checkpoint step, before anything is saved.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.first_bad = torch.zeros((), dtype=torch.int64, device=device)  # 0 = none
+
+    def update(self, loss: torch.Tensor, step: int) -> None:
+        new = (self.first_bad == 0) & ~torch.isfinite(loss).all()
+        self.first_bad = torch.where(new, step, self.first_bad)
+
+    def check(self, loss: torch.Tensor, step: int) -> float:
+        # 0 means "none", so the earliest bad step over ranks is the min of the others
+        first = torch.where(self.first_bad == 0, step + 1, self.first_bad)
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(first, op=dist.ReduceOp.MIN)
+        value = all_reduce_mean(loss).item()
+        if int(first.item()) <= step:
+            raise NonFiniteLossError(
+                f"loss is {value if not math.isfinite(value) else 'non-finite'} at step "
+                f"{int(first.item())} (seen at step {step}): stopping. Lower optim.lr, raise "
+                "optim.warmup_steps, set optim.grad_clip, or check the data."
+            )
+        return value
 
 
 def _load_probabilities(path: str) -> np.ndarray:
@@ -217,6 +244,7 @@ def _run(cfg: TrainConfig, info) -> dict:
     stop = cfg.stop_at or cfg.steps
     summary: dict = {"start_step": step, "loss": None, "eval": {}}
     saved_at, t0, pairs = step, time.time(), 0
+    monitor = LossMonitor(device)
 
     def save(at: int) -> None:
         state = loader.state_dict()
@@ -228,11 +256,12 @@ def _run(cfg: TrainConfig, info) -> dict:
         model.train()
         while step < stop:
             batches = [next(loader) for _ in range(cfg.optim.accum_steps)]
-            loss = train_step(model, batches, optimizer, scheduler, cfg, device)
+            loss_t = train_step(model, batches, optimizer, scheduler, cfg, device)
             step += 1
+            monitor.update(loss_t, step)
             pairs += sum(b["images"].shape[0] for b in batches) * info.world
-            summary["loss"] = loss
             if step % cfg.log_every == 0 or step == stop:
+                summary["loss"] = loss = monitor.check(loss_t, step)
                 dt = time.time() - t0
                 logger.log(
                     step,
@@ -250,6 +279,7 @@ def _run(cfg: TrainConfig, info) -> dict:
                 summary["eval"] = evaluate(model, tokenizer, cfg, device, dtype)
                 logger.log(step, summary["eval"])
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                monitor.check(loss_t, step)  # never save weights a NaN has touched
                 save(step)
                 saved_at = step
         if saved_at != step:
