@@ -262,7 +262,10 @@ class TrainConfig:
     output_dir: str = "runs/default"
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     precision: str = "bf16"  # FSDP2 MixedPrecisionPolicy param dtype: "bf16" | "fp32"
-    activation_checkpointing: bool = False
+    # "none" | "full" (every block) | "selective" (every k-th block, k below); a boolean
+    # means "none"/"full". Selective trades memory for less recomputation.
+    activation_checkpointing: bool | str = "none"
+    activation_checkpointing_every: int = 2
     compile: bool = False
     # also when the loss is synced to the host and checked: a non-finite loss stops the run
     # at the next log (or checkpoint) step, naming the step where it first appeared
@@ -276,6 +279,18 @@ class TrainConfig:
         _check(0 <= self.stop_at <= self.steps, "stop_at must be in [0, steps]")
         _choice("device", self.device, ("auto", "cpu", "cuda"))
         _choice("precision", self.precision, ("bf16", "fp32"))
+        ac = self.activation_checkpointing
+        if isinstance(ac, bool):
+            object.__setattr__(self, "activation_checkpointing", "full" if ac else "none")
+        _choice(
+            "activation_checkpointing",
+            str(self.activation_checkpointing),
+            ("none", "full", "selective"),
+        )
+        _check(
+            self.activation_checkpointing_every >= 1,
+            "activation_checkpointing_every must be >= 1",
+        )
         _check(self.log_every > 0 and self.checkpoint_every >= 0, "bad log/checkpoint interval")
         tok, txt = self.tokenizer, self.model.text
         if tok.kind == "openai-bpe":

@@ -77,14 +77,15 @@ class Transformer(nn.Module):
     ) -> None:
         super().__init__()
         self.width, self.layers = width, layers
-        self.grad_checkpointing = False
+        self.checkpoint_every = 0  # 0: none; k: blocks 0, k, 2k, ... recompute in backward
         self.resblocks = nn.ModuleList(
             Block(width, heads, mlp_ratio, quick_gelu, causal) for _ in range(layers)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.resblocks:
-            if self.grad_checkpointing and torch.is_grad_enabled():
+        k = self.checkpoint_every
+        for i, block in enumerate(self.resblocks):
+            if k and i % k == 0 and torch.is_grad_enabled():
                 x = checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x)
@@ -187,9 +188,12 @@ class CLIP(nn.Module):
                 m.backend = backend
         return backend
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.visual.transformer.grad_checkpointing = enable
-        self.transformer.grad_checkpointing = enable
+    def set_grad_checkpointing(self, enable: bool = True, every: int = 1) -> None:
+        """Recompute every ``every``-th block's activations in backward (1 = all blocks)."""
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        self.visual.transformer.checkpoint_every = every if enable else 0
+        self.transformer.checkpoint_every = every if enable else 0
 
     def blocks(self) -> list[nn.Module]:
         return [*self.visual.transformer.resblocks, *self.transformer.resblocks]
