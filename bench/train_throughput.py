@@ -3,8 +3,10 @@
 For each model (default B/32, L/14, H/14) it times full training steps (forward, loss,
 backward, AdamW) on synthetic data through the trainer's own code path (FSDP2 on a world of
 one, bf16 MixedPrecisionPolicy) with xformers vs SDPA attention and with/without activation
-checkpointing, and prints the figures side by side with ratios to "SDPA, no AC" measured in
-the same run.
+checkpointing (off / full / selective), and prints the figures side by side with the ratio
+to SDPA at the same checkpointing setting, measured in the same run ("-" where that
+baseline ran out of memory). With ``--kernels`` one extra profiled step per row names the
+attention kernels that ran (which xformers or SDPA kernel was dispatched).
 
 MFU = pairs/s x 3 x forward FLOPs per pair / peak FLOP/s (trainer-notes: ViT-H/14 is 1.145
 TFLOP per trained pair; H100/H200 SXM dense bf16 peak is 989 TFLOP/s).
@@ -26,10 +28,13 @@ import time
 import torch
 
 from metaclip.train.attention import xformers_usable
-from metaclip.train.config import model_preset
+from metaclip.train.config import ConfigError, OptimConfig, model_preset
 from metaclip.train.distributed import init_distributed, parallelize, shutdown
 from metaclip.train.loss import clamp_logit_scale, clip_loss
-from metaclip.train.model import build_model, forward_flops_per_pair, param_groups
+from metaclip.train.model import build_model, forward_flops_per_pair
+from metaclip.train.train import build_optimizer
+
+_KERNEL_WORDS = ("flash", "fmha", "attention", "attn", "cutlass", "efficient")
 
 
 def _peak_bytes(device: torch.device) -> int:
@@ -38,7 +43,20 @@ def _peak_bytes(device: torch.device) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # process peak RSS
 
 
-def measure(name: str, attention: str, ac: bool, args, info) -> dict:
+def _attention_kernels(step, device: torch.device) -> list[str]:
+    """Names of the attention kernels one profiled step launches (CUDA only)."""
+    if device.type != "cuda":
+        return []
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize(device)
+    names = {e.key for e in prof.key_averages()}
+    return sorted(n for n in names if any(w in n.lower() for w in _KERNEL_WORDS))
+
+
+def measure(name: str, attention: str, ac: str, args, info) -> dict:
     device = info.device
     cfg = dataclasses.replace(model_preset(name), attention=attention)
     row = {
@@ -55,6 +73,13 @@ def measure(name: str, attention: str, ac: bool, args, info) -> dict:
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
+    # compiled code of the previous configuration must neither be reused nor count against
+    # this one's recompile limit
+    torch._dynamo.reset()
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    model = opt = None
+    kernels: list[str] = []
     try:
         torch.manual_seed(0)
         model = build_model(cfg, device)
@@ -63,10 +88,11 @@ def measure(name: str, attention: str, ac: bool, args, info) -> dict:
             model,
             info.mesh,
             precision=args.precision,
-            activation_checkpointing=ac,
+            activation_checkpointing={"off": "none", "on": "full"}.get(ac, ac),
+            checkpoint_every=args.ac_every,
             compile=args.compile,
         )
-        opt = torch.optim.AdamW(param_groups(model, 0.2), lr=1e-4, betas=(0.9, 0.98), eps=1e-6)
+        opt = build_optimizer(model, OptimConfig(lr=1e-4, weight_decay=0.2), device)
         v, t = cfg.vision, cfg.text
         images = torch.randn(args.batch, 3, v.image_size, v.image_size, device=device)
         tokens = torch.randint(1, t.vocab_size - 1, (args.batch, t.context_length), device=device)
@@ -81,6 +107,8 @@ def measure(name: str, attention: str, ac: bool, args, info) -> dict:
 
         for _ in range(args.warmup):
             step()
+        if args.compile and not counters["stats"]["unique_graphs"]:
+            raise RuntimeError(f"--compile: nothing was compiled for {name} ({dict(counters)})")
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
@@ -89,8 +117,12 @@ def measure(name: str, attention: str, ac: bool, args, info) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         dt = time.perf_counter() - t0
+        if args.kernels:
+            kernels = _attention_kernels(step, device)
     except torch.OutOfMemoryError:
         return {**row, "status": "OOM"}
+    except ConfigError as e:  # xformers installed but its probe failed: say why
+        return {**row, "status": f"n/a ({e})"}
     finally:
         model = opt = None
         gc.collect()
@@ -106,32 +138,33 @@ def measure(name: str, attention: str, ac: bool, args, info) -> dict:
         "train_tflop_per_pair": train_flops / 1e12,
         "mfu": pairs_s * train_flops / (args.peak_tflops * 1e12),
         "peak_mem_gib": _peak_bytes(device) / 2**30,
+        "graph_breaks": sum(counters["graph_break"].values()),
+        "kernels": kernels,
     }
 
 
 def table(rows: list[dict]) -> str:
+    """The rows side by side; "vs sdpa" is pairs/s over SDPA's at the same model and AC."""
     base = {
-        r["model"]: r["pairs_per_s"]
+        (r["model"], r["activation_checkpointing"]): r["pairs_per_s"]
         for r in rows
-        if r["status"] == "ok" and r["attention"] == "sdpa" and not r["activation_checkpointing"]
+        if r["status"] == "ok" and r["attention"] == "sdpa"
     }
     head = (
-        f"{'model':<12} {'attention':<9} {'AC':<3} {'batch':>5} {'pairs/s':>9} "
+        f"{'model':<12} {'attention':<9} {'AC':<9} {'batch':>5} {'pairs/s':>9} "
         f"{'vs sdpa':>7} {'MFU':>6} {'peak GiB':>8}  status"
     )
     out = [head, "-" * len(head)]
     for r in rows:
-        ac = "on" if r["activation_checkpointing"] else "off"
+        ac = r["activation_checkpointing"]
+        lead = f"{r['model']:<12} {r['attention']:<9} {ac:<9} {r['batch']:>5}"
         if r["status"] != "ok":
-            out.append(
-                f"{r['model']:<12} {r['attention']:<9} {ac:<3} {r['batch']:>5} "
-                f"{'-':>9} {'-':>7} {'-':>6} {'-':>8}  {r['status']}"
-            )
+            out.append(f"{lead} {'-':>9} {'-':>7} {'-':>6} {'-':>8}  {r['status']}")
             continue
-        ratio = r["pairs_per_s"] / base[r["model"]] if r["model"] in base else float("nan")
+        b = base.get((r["model"], ac))
+        ratio = f"{r['pairs_per_s'] / b:>6.2f}x" if b else f"{'-':>7}"
         out.append(
-            f"{r['model']:<12} {r['attention']:<9} {ac:<3} {r['batch']:>5} "
-            f"{r['pairs_per_s']:>9.1f} {ratio:>6.2f}x {100 * r['mfu']:>5.1f}% "
+            f"{lead} {r['pairs_per_s']:>9.1f} {ratio} {100 * r['mfu']:>5.1f}% "
             f"{r['peak_mem_gib']:>8.2f}  ok"
         )
     return "\n".join(out)
@@ -144,9 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--attention", default="sdpa,xformers")
-    p.add_argument("--ac", default="off,on", help="activation checkpointing settings")
+    p.add_argument("--ac", default="off,full,selective", help="activation checkpointing")
+    p.add_argument("--ac-every", type=int, default=2, help="selective AC: every k-th block")
     p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
     p.add_argument("--compile", action="store_true", help="torch.compile each block")
+    p.add_argument("--kernels", action="store_true", help="name the attention kernels run")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak per GPU")
     p.add_argument("--json", help="also write the rows to this JSON file")
     p.add_argument(
@@ -168,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.models.split(","):
             for attention in args.attention.split(","):
                 for ac in args.ac.split(","):
-                    rows.append(measure(name, attention, ac == "on", args, info))
+                    rows.append(measure(name, attention, ac, args, info))
                     print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     finally:
         shutdown()

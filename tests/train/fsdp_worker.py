@@ -17,9 +17,12 @@ from metaclip.train.config import model_preset
 from metaclip.train.distributed import full_tensor, init_distributed, parallelize, shutdown
 from metaclip.train.loss import MAX_LOGIT_SCALE, clamp_logit_scale, clip_loss
 from metaclip.train.model import build_model
+from metaclip.train.train import forward_backward
 
 
-def case(info, loss: str, ac: bool, precision: str = "fp32", per_rank: int = 4) -> dict:
+def case(
+    info, loss: str, ac: bool, precision: str = "fp32", per_rank: int = 4, accum: int = 1
+) -> dict:
     cfg = model_preset("test-tiny")
     cfg = type(cfg)(**{**cfg.__dict__, "loss": loss})
     torch.manual_seed(0)
@@ -36,8 +39,8 @@ def case(info, loss: str, ac: bool, precision: str = "fp32", per_rank: int = 4) 
 
     parallelize(model, info.mesh, precision=precision, activation_checkpointing=ac)
     rows = slice(info.rank * per_rank, (info.rank + 1) * per_rank)
-    local = clip_loss(model(images[rows], tokens[rows]), loss)
-    local.backward()
+    micro = list(zip(images[rows].chunk(accum), tokens[rows].chunk(accum), strict=True))
+    forward_backward(model, micro, loss)  # accum == 1: one forward, the plain step
     diff, scale = 0.0, 0.0
     ref_params = dict(ref.named_parameters())
     for name, p in model.named_parameters():
@@ -53,6 +56,7 @@ def case(info, loss: str, ac: bool, precision: str = "fp32", per_rank: int = 4) 
         "loss": loss,
         "ac": ac,
         "precision": precision,
+        "accum": accum,
         "max_grad_diff": diff,
         "max_grad": scale,
         "clamped_scale_ok": math.isclose(clamped, MAX_LOGIT_SCALE, rel_tol=1e-6),
@@ -65,6 +69,8 @@ def main() -> None:
         case(info, "contrastive", False),
         case(info, "sigmoid", True),
         case(info, "contrastive", False, "bf16"),
+        case(info, "contrastive", False, accum=2),  # GradCache over 2 micro-batches
+        case(info, "sigmoid", True, accum=4),
     ]
     if info.is_main:
         with open(sys.argv[1], "w") as f:

@@ -1,12 +1,15 @@
 """The attention switch: SDPA vs a plain math reference (CPU); xformers vs SDPA (GPU)."""
 
+import logging
 import math
 
 import pytest
 import torch
 
+from metaclip.train import attention
 from metaclip.train.attention import attend, resolve_backend, xformers_installed
-from metaclip.train.config import ConfigError
+from metaclip.train.config import ConfigError, model_preset
+from metaclip.train.model import Attention, attention_shapes, build_model
 
 
 def reference(q, k, v, causal):
@@ -64,3 +67,102 @@ def test_xformers_matches_sdpa_on_cuda(causal, head_dim):
     a = attend(q, k, v, causal=causal, backend="xformers")
     b = attend(q, k, v, causal=causal, backend="sdpa")
     assert (a.float() - b.float()).abs().max().item() < 2e-2
+
+
+def test_auto_without_xformers_picks_sdpa_and_logs_why(monkeypatch, caplog):
+    monkeypatch.setattr(attention, "xformers_installed", lambda: False)
+    with caplog.at_level(logging.INFO, logger="metaclip.train.attention"):
+        assert resolve_backend("auto", "cpu", torch.bfloat16, [(4, 16, True)]) == "sdpa"
+    assert "xformers is not installed" in caplog.text
+
+
+def _raising_kernel(q, k, v, causal):
+    raise RuntimeError("no kernel for this head dim")  # as a missing build/arch would
+
+
+def test_auto_falls_back_to_sdpa_when_the_xformers_probe_raises(monkeypatch, caplog):
+    """The probe runs the kernel once (forward and backward) before the first step does."""
+    monkeypatch.setattr(attention, "xformers_installed", lambda: True)
+    monkeypatch.setattr(attention, "_xformers_attention", _raising_kernel)
+    with caplog.at_level(logging.INFO, logger="metaclip.train.attention"):
+        got = resolve_backend("auto", "cpu", torch.float32, [(4, 16, False), (2, 80, True)])
+    assert got == "sdpa"
+    assert "RuntimeError: no kernel for this head dim" in caplog.text
+    assert "head_dim 16" in caplog.text  # the first shape the model uses that failed
+    with pytest.raises(ConfigError, match="no kernel for this head dim"):
+        resolve_backend("xformers", "cpu", torch.float32, [(4, 16, False)])
+
+
+def test_probe_checks_values_and_gradients(monkeypatch):
+    """A kernel that runs but is wrong (here: ignores the causal mask, or cuts the gradient)
+    is not used either."""
+
+    def no_mask(q, k, v, causal):
+        return attend(q, k, v, causal=False, backend="sdpa")
+
+    def detached(q, k, v, causal):
+        return attend(q, k, v, causal=causal, backend="sdpa").detach().requires_grad_()
+
+    def right(q, k, v, causal):
+        return attend(q, k, v, causal=causal, backend="sdpa")
+
+    shapes = [(2, 16, True)]
+    monkeypatch.setattr(attention, "_xformers_attention", no_mask)
+    assert "differs from SDPA" in attention.probe_xformers("cpu", torch.float32, shapes)
+    monkeypatch.setattr(attention, "_xformers_attention", detached)
+    assert "gradient" in attention.probe_xformers("cpu", torch.float32, shapes)
+    monkeypatch.setattr(attention, "_xformers_attention", right)
+    assert attention.probe_xformers("cpu", torch.float32, shapes) is None
+
+
+def test_model_probes_its_own_head_shapes(monkeypatch):
+    seen = []
+
+    def record(q, k, v, causal):
+        seen.append((q.shape[2], q.shape[3], causal, q.dtype))
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(attention, "xformers_installed", lambda: True)
+    monkeypatch.setattr(attention, "_xformers_attention", record)
+    model = build_model(model_preset("test-tiny"))
+    assert model.set_attention_backend("auto", "cpu", torch.bfloat16) == "sdpa"
+    assert seen == [(4, 16, False, torch.bfloat16)]  # stopped at the first failing shape
+    assert {m.backend for m in model.modules() if isinstance(m, Attention)} == {"sdpa"}
+    assert sorted(attention_shapes(model)) == [(4, 16, False), (4, 16, True)]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.skipif(not xformers_installed(), reason="needs xformers")
+def test_xformers_probe_on_cuda(monkeypatch, caplog):
+    shapes = [(16, 64, False), (16, 80, False), (16, 104, False), (16, 64, True)]
+    assert attention.probe_xformers("cuda", torch.bfloat16, shapes) is None
+    monkeypatch.setattr(attention, "_xformers_attention", _raising_kernel)
+    with caplog.at_level(logging.WARNING, logger="metaclip.train.attention"):
+        assert resolve_backend("auto", "cuda", torch.bfloat16, shapes) == "sdpa"
+    assert "no kernel for this head dim" in caplog.text
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.skipif(not xformers_installed(), reason="needs xformers")
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(("heads", "width"), [(16, 1280), (16, 1024), (20, 1280)])
+def test_xformers_layer_matches_sdpa_forward_and_backward(causal, heads, width):
+    """The model's Attention layer (packed-qkv views, bf16): same outputs and gradients."""
+    torch.manual_seed(0)
+    layers = {}
+    for backend in ("sdpa", "xformers"):
+        torch.manual_seed(0)
+        layer = Attention(width, heads, causal).cuda().bfloat16()
+        torch.nn.init.normal_(layer.in_proj_weight, std=width**-0.5)
+        layer.backend = backend
+        x = torch.randn(
+            4, 257, width, device="cuda", generator=torch.Generator("cuda").manual_seed(1)
+        )
+        x = x.bfloat16().requires_grad_()
+        out = layer(x)
+        out.float().square().mean().backward()
+        layers[backend] = (out.float(), x.grad.float(), layer.in_proj_weight.grad.float())
+    for a, b in zip(layers["sdpa"], layers["xformers"], strict=True):
+        assert (a - b).abs().max().item() <= 3e-2 * max(a.abs().max().item(), 1e-3)

@@ -74,6 +74,19 @@ def test_non_finite_loss_stops_the_run(shapes, tmp_path):
     assert not (tmp_path / "open_clip_model.pt").exists()
 
 
+def test_non_finite_loss_is_checked_at_log_and_checkpoint_steps(shapes, tmp_path):
+    """The loss stays on the device between log steps (no host sync per step); the first
+    non-finite step is remembered and reported, and no checkpoint is written after it."""
+    over = {"optim.lr": 1e30, "optim.warmup_steps": 0}
+    cfg = tiny_config(shapes, tmp_path / "a", steps=8, log_every=4, **over)
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 2 .*seen at step 4"):
+        run(config_from_dict(cfg))
+    cfg = tiny_config(shapes, tmp_path / "b", steps=8, log_every=8, checkpoint_every=3, **over)
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 2 .*seen at step 3"):
+        run(config_from_dict(cfg))
+    assert not (tmp_path / "b" / "checkpoints").exists()
+
+
 def test_resume_with_other_world_size_is_refused(shapes, tmp_path):
     base = tiny_config(shapes, tmp_path / "r", steps=2)
     run(config_from_dict(base))

@@ -11,11 +11,13 @@ def test_two_rank_fsdp_gradients_match_single_process(tmp_path):
     torchrun([str(Path(__file__).parent / "fsdp_worker.py"), str(out)], nproc=2)
     result = json.loads(out.read_text())
     assert result["world"] == 2
-    cases = {(c["loss"], c["ac"], c["precision"]): c for c in result["cases"]}
+    cases = {(c["loss"], c["ac"], c["precision"], c["accum"]): c for c in result["cases"]}
     assert set(cases) == {
-        ("contrastive", False, "fp32"),
-        ("sigmoid", True, "fp32"),  # with activation checkpointing
-        ("contrastive", False, "bf16"),  # bf16 MixedPrecisionPolicy, fp32 reduction
+        ("contrastive", False, "fp32", 1),
+        ("sigmoid", True, "fp32", 1),  # with activation checkpointing
+        ("contrastive", False, "bf16", 1),  # bf16 MixedPrecisionPolicy, fp32 reduction
+        ("contrastive", False, "fp32", 2),  # gradient accumulation with cached features
+        ("sigmoid", True, "fp32", 4),
     }
     for case in cases.values():
         assert case["max_grad"] > 1e-3, case  # the gradients are not trivially zero
@@ -25,3 +27,48 @@ def test_two_rank_fsdp_gradients_match_single_process(tmp_path):
         else:  # computed in bf16 (so not fp32-exact), yet close to the fp32 gradients
             assert 1e-4 < case["max_grad_diff"] < 0.05 * case["max_grad"], case
     print({k: f"{c['max_grad_diff']:.2e}" for k, c in cases.items()})
+
+
+def test_token_embedding_is_its_own_fsdp_unit():
+    """A 901,629-token table must not sit in the root unit (gathered with every root use)."""
+    import dataclasses
+    import math
+
+    import torch
+    from torch.distributed.fsdp import FSDPModule
+
+    from metaclip.train.config import model_preset
+    from metaclip.train.distributed import init_distributed, parallelize, shutdown
+    from metaclip.train.loss import clip_loss
+    from metaclip.train.model import build_model
+
+    info = init_distributed("cpu")
+    try:
+        cfg = model_preset("test-tiny")
+        cfg = dataclasses.replace(cfg, text=dataclasses.replace(cfg.text, vocab_size=5000))
+        model = build_model(cfg)
+        parallelize(model, info.mesh, precision="bf16")
+        units = {name for name, m in model.named_modules() if isinstance(m, FSDPModule)}
+        blocks = {f"{t}transformer.resblocks.{i}" for t in ("", "visual.") for i in range(2)}
+        assert units == {"", "token_embedding", *blocks}
+        emb = model.token_embedding
+        assert emb._get_fsdp_state()._mp_policy.param_dtype == torch.bfloat16
+        nested = units - {""}
+        root = {
+            n for n, _ in model.named_parameters() if not any(n.startswith(u + ".") for u in nested)
+        }
+        assert "token_embedding.weight" not in root
+        # what stays in the root: small tensors (embeddings of positions, norms, projections)
+        assert root == {
+            *(f"visual.{n}" for n in ("conv1.weight", "class_embedding", "proj")),
+            *(f"visual.{n}" for n in ("positional_embedding", "ln_pre.weight", "ln_pre.bias")),
+            *("visual.ln_post.weight", "visual.ln_post.bias", "positional_embedding"),
+            *("ln_final.weight", "ln_final.bias", "text_projection", "logit_scale"),
+        }
+        g = torch.Generator().manual_seed(0)
+        tokens = torch.randint(1, 4999, (2, 16), generator=g)
+        loss = clip_loss(model(torch.randn(2, 3, 32, 32, generator=g), tokens), "contrastive")
+        loss.backward()
+        assert math.isfinite(loss.item()) and emb.weight.grad is not None
+    finally:
+        shutdown()

@@ -1,10 +1,11 @@
 """The one attention switch: xformers ``memory_efficient_attention`` or PyTorch SDPA.
 
 The backend is chosen from the device and dtype the model computes in, never from import
-success alone: xformers raises on CPU tensors, so it is used only for CUDA tensors in a dtype
-its kernels support. :func:`resolve_backend` is called once at model build (and logged);
-:func:`attend` re-checks the tensor it is given, so a model resolved for CUDA still evaluates
-correctly on CPU.
+success alone: :func:`resolve_backend` (called once at model build, and logged) takes
+xformers only after a real forward and backward on the model's head shapes, device and
+dtype (:func:`probe_xformers`; on CPU tensors xformers raises), so ``auto`` falls back to
+SDPA with the reason logged instead of failing at the first step. :func:`attend` re-checks
+the tensor it is given, so a model resolved for CUDA still evaluates correctly on CPU.
 
 Tensors are passed in xformers' layout ``[batch, tokens, heads, head_dim]``.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -50,27 +52,89 @@ def xformers_usable(device: torch.device | str, dtype: torch.dtype) -> bool:
     )
 
 
-def resolve_backend(requested: str, device: torch.device | str, dtype: torch.dtype) -> str:
-    """Turn ``auto | sdpa | xformers`` into the backend that will run; log the choice."""
+def _xformers_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool
+) -> torch.Tensor:
+    """The one call into xformers (``[B, T, H, D]`` in and out)."""
+    xops = _xformers_ops()
+    bias = xops.LowerTriangularMask() if causal else None
+    return xops.memory_efficient_attention(q, k, v, attn_bias=bias)
+
+
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
+    out = F.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=causal
+    )
+    return out.transpose(1, 2)
+
+
+def probe_xformers(
+    device: torch.device | str, dtype: torch.dtype, shapes: Iterable[tuple[int, int, bool]]
+) -> str | None:
+    """Run xformers once per ``(heads, head_dim, causal)`` on tiny packed-qkv views of this
+    device and dtype, forward and backward, against SDPA. None if all pass, else why not.
+
+    Import success says little: a kernel may be missing for the GPU arch, head dim or dtype,
+    and then the first training step would fail. The probe fails here instead.
+    """
+    tol = 1e-3 if dtype == torch.float32 else 3e-2
+    for heads, head_dim, causal in shapes:
+        what = f"xformers {dtype} head_dim {head_dim} causal={causal} on {device}"
+        try:
+            with torch.enable_grad():
+                g = torch.Generator(device=device).manual_seed(0)
+                qkv = torch.randn(2, 9, 3, heads, head_dim, generator=g, device=device)
+                qkv = qkv.to(dtype).requires_grad_()
+                q, k, v = qkv.unbind(2)  # strided views, as the model passes them
+                out = _xformers_attention(q, k, v, causal)
+                (grad,) = torch.autograd.grad(out.float().square().sum(), qkv, allow_unused=True)
+                with torch.no_grad():
+                    ref = _sdpa(q, k, v, causal)
+        except Exception as e:  # any failure here means: do not train with it
+            return f"{what} failed: {type(e).__name__}: {e}"
+        err = (out.float() - ref.float()).abs().max().item()
+        if not err <= tol:  # also catches NaN
+            return f"{what} differs from SDPA by {err:.3g}"
+        if grad is None or not bool(torch.isfinite(grad).all()) or not bool(grad.abs().sum()):
+            return f"{what} gave no usable gradient"
+    return None
+
+
+def resolve_backend(
+    requested: str,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    shapes: Iterable[tuple[int, int, bool]] = ((8, 64, False),),
+) -> str:
+    """Turn ``auto | sdpa | xformers`` into the backend that will run; log the choice.
+
+    ``shapes`` are the model's ``(heads, head_dim, causal)``; xformers is taken only if a
+    real call with each passes (:func:`probe_xformers`), else ``auto`` logs why and uses SDPA.
+    """
     if requested not in BACKENDS:
         raise ConfigError(f"attention backend must be one of {list(BACKENDS)}, got {requested!r}")
-    usable = xformers_usable(device, dtype)
-    if requested == "xformers" and not usable:
-        why = (
-            "xformers is not installed"
-            if not xformers_installed()
-            else (f"xformers does not run on device={torch.device(device).type}, dtype={dtype}")
-        )
+    kind = torch.device(device).type
+    why = None
+    if requested != "sdpa":
+        if not xformers_installed():
+            why = "xformers is not installed"
+        elif dtype not in _XFORMERS_DTYPES:
+            why = f"xformers does not support dtype {dtype}"
+        else:  # on CPU tensors xformers raises: the probe says so
+            why = probe_xformers(device, dtype, shapes)
+    if requested == "xformers" and why:
         raise ConfigError(f"model.attention = 'xformers' was requested but {why}; use 'auto'")
-    backend = (
-        "xformers" if (requested == "xformers" or (requested == "auto" and usable)) else ("sdpa")
-    )
-    log.info(
-        "attention backend: %s (requested %s, device %s, dtype %s)",
+    backend = "sdpa" if requested == "sdpa" or why else "xformers"
+    # a probe failure on a GPU is a surprise worth a warning; no xformers on CPU is not
+    level = logging.WARNING if why and kind == "cuda" else logging.INFO
+    log.log(
+        level,
+        "attention backend: %s (requested %s, device %s, dtype %s)%s",
         backend,
         requested,
-        torch.device(device).type,
+        kind,
         dtype,
+        f": {why}" if why else "",
     )
     return backend
 
@@ -80,10 +144,5 @@ def attend(
 ) -> torch.Tensor:
     """Scaled dot-product attention over ``[B, T, H, D]`` tensors; returns ``[B, T, H, D]``."""
     if backend == "xformers" and q.is_cuda and q.dtype in _XFORMERS_DTYPES:
-        xops = _xformers_ops()
-        bias = xops.LowerTriangularMask() if causal else None
-        return xops.memory_efficient_attention(q, k, v, attn_bias=bias)
-    out = F.scaled_dot_product_attention(
-        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=causal
-    )
-    return out.transpose(1, 2)
+        return _xformers_attention(q, k, v, causal)
+    return _sdpa(q, k, v, causal)

@@ -225,8 +225,13 @@ class OptimConfig:
     warmup_steps: int = 2000
     min_lr_ratio: float = 0.0
     grad_clip: float = 0.0  # 0 = off
+    # micro-batches of data.batch_size per step (GradCache): the loss and gradients are
+    # those of one batch of accum_steps x batch_size per rank, with one micro-batch's
+    # activations in memory; costs one extra no-grad forward per micro-batch
+    accum_steps: int = 1
 
     def __post_init__(self) -> None:
+        _check(self.accum_steps >= 1, f"optim.accum_steps must be >= 1, got {self.accum_steps}")
         _check(self.lr > 0 and math.isfinite(self.lr), "optim.lr must be a positive number")
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "optim betas must be in [0, 1)")
         _check(
@@ -265,8 +270,13 @@ class TrainConfig:
     output_dir: str = "runs/default"
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     precision: str = "bf16"  # FSDP2 MixedPrecisionPolicy param dtype: "bf16" | "fp32"
-    activation_checkpointing: bool = False
+    # "none" | "full" (every block) | "selective" (every k-th block, k below); a boolean
+    # means "none"/"full". Selective trades memory for less recomputation.
+    activation_checkpointing: bool | str = "none"
+    activation_checkpointing_every: int = 2
     compile: bool = False
+    # also when the loss is synced to the host and checked: a non-finite loss stops the run
+    # at the next log (or checkpoint) step, naming the step where it first appeared
     log_every: int = 10
     checkpoint_every: int = 0  # 0 = only at the end
     resume: str = "auto"  # "auto" (latest in output_dir) | "none" | a checkpoint directory
@@ -277,6 +287,18 @@ class TrainConfig:
         _check(0 <= self.stop_at <= self.steps, "stop_at must be in [0, steps]")
         _choice("device", self.device, ("auto", "cpu", "cuda"))
         _choice("precision", self.precision, ("bf16", "fp32"))
+        ac = self.activation_checkpointing
+        if isinstance(ac, bool):
+            object.__setattr__(self, "activation_checkpointing", "full" if ac else "none")
+        _choice(
+            "activation_checkpointing",
+            str(self.activation_checkpointing),
+            ("none", "full", "selective"),
+        )
+        _check(
+            self.activation_checkpointing_every >= 1,
+            "activation_checkpointing_every must be >= 1",
+        )
         _check(self.log_every > 0 and self.checkpoint_every >= 0, "bad log/checkpoint interval")
         tok, txt = self.tokenizer, self.model.text
         if tok.kind == "openai-bpe":

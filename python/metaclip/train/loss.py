@@ -63,13 +63,14 @@ def contrastive_loss(
     """Symmetric InfoNCE over the global batch; ``scale`` is ``exp(logit_scale)``, shape [1].
 
     ``local=True`` scores only this process's batch (no collectives)."""
+    img, txt, scale = img.float(), txt.float(), scale.float()  # fp32 logits, as under AMP
     all_img, all_txt = gather_with_grad(img, group, local), gather_with_grad(txt, group, local)
     n = img.shape[0]
     labels = torch.arange(n, device=img.device) + _offset(n, group, local)
     logits_per_image = scale * img @ all_txt.T
     logits_per_text = scale * txt @ all_img.T
-    loss = F.cross_entropy(logits_per_image.float(), labels)
-    return (loss + F.cross_entropy(logits_per_text.float(), labels)) / 2
+    loss = F.cross_entropy(logits_per_image, labels)
+    return (loss + F.cross_entropy(logits_per_text, labels)) / 2
 
 
 def sigmoid_loss(
@@ -81,9 +82,10 @@ def sigmoid_loss(
     local: bool = False,
 ) -> torch.Tensor:
     """SigLIP: every (image, text) pair is a binary problem; summed, divided by local images."""
+    img, txt, scale, bias = img.float(), txt.float(), scale.float(), bias.float()
     all_txt = gather_with_grad(txt, group, local)
     n = img.shape[0]
-    logits = (scale * img @ all_txt.T + bias).float()
+    logits = scale * img @ all_txt.T + bias
     rows = torch.arange(n, device=img.device)
     signs = torch.full_like(logits, -1.0)
     signs[rows, rows + _offset(n, group, local)] = 1.0

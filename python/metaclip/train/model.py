@@ -77,14 +77,15 @@ class Transformer(nn.Module):
     ) -> None:
         super().__init__()
         self.width, self.layers = width, layers
-        self.grad_checkpointing = False
+        self.checkpoint_every = 0  # 0: none; k: blocks 0, k, 2k, ... recompute in backward
         self.resblocks = nn.ModuleList(
             Block(width, heads, mlp_ratio, quick_gelu, causal) for _ in range(layers)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.resblocks:
-            if self.grad_checkpointing and torch.is_grad_enabled():
+        k = self.checkpoint_every
+        for i, block in enumerate(self.resblocks):
+            if k and i % k == 0 and torch.is_grad_enabled():
                 x = checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x)
@@ -136,7 +137,8 @@ class VisionTransformer(nn.Module):
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
         x = self.transformer(self.ln_pre(x))
-        return self.ln_post(x[:, 0]) @ self.proj
+        # blocks may compute in bf16; the head runs in the root's (fp32) dtype, as AMP would
+        return self.ln_post(x[:, 0].to(self.ln_post.weight.dtype)) @ self.proj
 
 
 class CLIP(nn.Module):
@@ -180,15 +182,18 @@ class CLIP(nn.Module):
     def set_attention_backend(
         self, requested: str, device: torch.device | str, dtype: torch.dtype
     ) -> str:
-        backend = resolve_backend(requested, device, dtype)
+        backend = resolve_backend(requested, device, dtype, sorted(attention_shapes(self)))
         for m in self.modules():
             if isinstance(m, Attention):
                 m.backend = backend
         return backend
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.visual.transformer.grad_checkpointing = enable
-        self.transformer.grad_checkpointing = enable
+    def set_grad_checkpointing(self, enable: bool = True, every: int = 1) -> None:
+        """Recompute every ``every``-th block's activations in backward (1 = all blocks)."""
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        self.visual.transformer.checkpoint_every = every if enable else 0
+        self.transformer.checkpoint_every = every if enable else 0
 
     def blocks(self) -> list[nn.Module]:
         return [*self.visual.transformer.resblocks, *self.transformer.resblocks]
@@ -207,7 +212,8 @@ class CLIP(nn.Module):
 
     def _encode_text(self, tokens: torch.Tensor, normalize: bool) -> torch.Tensor:
         x = self.token_embedding(tokens) + self.positional_embedding
-        x = self.ln_final(self.transformer(x))
+        x = self.transformer(x)
+        x = self.ln_final(x.to(self.ln_final.weight.dtype))
         t = self.cfg.text
         if t.pool == "argmax":
             idx = tokens.argmax(dim=-1)
@@ -222,6 +228,15 @@ class CLIP(nn.Module):
         # new tensors, not the parameters: FSDP frees unsharded storage after forward
         bias = None if self.logit_bias is None else self.logit_bias.clone()
         return img, txt, self.logit_scale.exp(), bias
+
+
+def attention_shapes(model: nn.Module) -> set[tuple[int, int, bool]]:
+    """The ``(heads, head_dim, causal)`` of every attention layer (what xformers must run)."""
+    return {
+        (m.heads, m.in_proj_weight.shape[1] // m.heads, m.causal)
+        for m in model.modules()
+        if isinstance(m, Attention)
+    }
 
 
 def build_model(cfg: ModelConfig, device: torch.device | str = "cpu") -> CLIP:

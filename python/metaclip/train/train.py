@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from metaclip.exceptions import MetaclipError
 from metaclip.train import checkpoint as ckpt
-from metaclip.train.config import ConfigError, TrainConfig, config_to_dict
+from metaclip.train.config import ConfigError, OptimConfig, TrainConfig, config_to_dict
 from metaclip.train.data import ResumableLoader, ShardStream, auto_workers, expand_shards
 from metaclip.train.distributed import (
     all_reduce_mean,
@@ -71,25 +72,101 @@ def reconcile_text_config(cfg: TrainConfig, tokenizer) -> TrainConfig:
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, text=text))
 
 
-def train_step(model, batch: dict, optimizer, scheduler, cfg: TrainConfig, device) -> float:
-    """One optimizer step; returns the loss averaged over ranks (raises if non-finite)."""
-    images = normalize(batch["images"].to(device, non_blocking=True))
-    tokens = batch["tokens"].to(device, non_blocking=True)
-    loss = clip_loss(model(images, tokens), cfg.model.loss)
-    value = all_reduce_mean(loss).item()
-    if not math.isfinite(value):
-        raise NonFiniteLossError(
-            f"loss is {value} at step {scheduler.last_epoch + 1}: stopping. Lower optim.lr, "
-            "raise optim.warmup_steps, set optim.grad_clip, or check the data."
-        )
-    optimizer.zero_grad(set_to_none=True)
+def forward_backward(model, micro: list[tuple[torch.Tensor, torch.Tensor]], kind: str):
+    """Loss over the union of the (images, tokens) micro-batches, gradients accumulated.
+
+    One micro-batch is the plain step. Several follow GradCache: a no-grad forward of each
+    caches its features; the loss over all of them (gathered over ranks as usual) gives the
+    gradient of every feature; then each micro-batch is forwarded again with grad and
+    back-propagates its slice of those feature gradients. Scale and bias enter the loss once,
+    so their gradient is passed back through the first re-forward only. The result equals the
+    full batch's gradients (the model has no dropout) with one micro-batch's activations held.
+    """
+    if len(micro) == 1:
+        loss = clip_loss(model(*micro[0]), kind)
+        loss.backward()
+        return loss.detach()
+    with torch.no_grad():
+        outs = [model(images, tokens) for images, tokens in micro]
+    img, txt = (torch.cat([o[i] for o in outs]).requires_grad_() for i in (0, 1))
+    scale = outs[0][2].detach().requires_grad_()
+    bias = None if outs[0][3] is None else outs[0][3].detach().requires_grad_()
+    loss = clip_loss((img, txt, scale, bias), kind)
     loss.backward()
+    sizes = [images.shape[0] for images, _ in micro]
+    g_img, g_txt = img.grad.split(sizes), txt.grad.split(sizes)  # type: ignore[union-attr]
+    for j, (images, tokens) in enumerate(micro):
+        out = model(images, tokens)
+        surrogate = (out[0] * g_img[j]).sum() + (out[1] * g_txt[j]).sum()
+        if j == 0:
+            surrogate = surrogate + (out[2] * scale.grad).sum()
+            if bias is not None:
+                surrogate = surrogate + (out[3] * bias.grad).sum()
+        surrogate.backward()
+    return loss.detach()
+
+
+def train_step(
+    model, batches: list[dict], optimizer, scheduler, cfg: TrainConfig, device
+) -> torch.Tensor:
+    """One optimizer step over ``optim.accum_steps`` micro-batches; returns this rank's loss
+    as a detached tensor (not synced to the host: see :class:`LossMonitor`)."""
+    micro = [
+        (
+            normalize(b["images"].to(device, non_blocking=True)),  # uint8 from the loader
+            b["tokens"].to(device, non_blocking=True),
+        )
+        for b in batches
+    ]
+    optimizer.zero_grad(set_to_none=True)
+    loss = forward_backward(model, micro, cfg.model.loss)
     if cfg.optim.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
     optimizer.step()
     scheduler.step()
     clamp_logit_scale(model)
-    return value
+    return loss
+
+
+class LossMonitor:
+    """Remembers the first step with a non-finite loss without a host sync per step.
+
+    :meth:`check` (at log and checkpoint steps) syncs once: all ranks agree, raise
+    :class:`NonFiniteLossError` naming that step, and return the mean loss over ranks.
+    So a NaN stops the run at the next log or checkpoint step, before anything is saved.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.first_bad = torch.zeros((), dtype=torch.int64, device=device)  # 0 = none
+
+    def update(self, loss: torch.Tensor, step: int) -> None:
+        new = (self.first_bad == 0) & ~torch.isfinite(loss).all()
+        self.first_bad = torch.where(new, step, self.first_bad)
+
+    def check(self, loss: torch.Tensor, step: int) -> float:
+        # 0 means "none", so the earliest bad step over ranks is the min of the others
+        first = torch.where(self.first_bad == 0, step + 1, self.first_bad)
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(first, op=dist.ReduceOp.MIN)
+        value = all_reduce_mean(loss).item()
+        if int(first.item()) <= step:
+            raise NonFiniteLossError(
+                f"loss is {value if not math.isfinite(value) else 'non-finite'} at step "
+                f"{int(first.item())} (seen at step {step}): stopping. Lower optim.lr, raise "
+                "optim.warmup_steps, set optim.grad_clip, or check the data."
+            )
+        return value
+
+
+def build_optimizer(model, o: OptimConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with the recipe's groups; the fused kernel on CUDA (one launch per step)."""
+    return torch.optim.AdamW(
+        param_groups(model, o.weight_decay),
+        lr=o.lr,
+        betas=(o.beta1, o.beta2),
+        eps=o.eps,
+        fused=device.type == "cuda" or None,
+    )
 
 
 def _load_probabilities(path: str) -> tuple[np.ndarray, dict[str, int] | None]:
@@ -152,12 +229,11 @@ def _run(cfg: TrainConfig, info) -> dict:
         info.mesh,
         precision=cfg.precision,
         activation_checkpointing=cfg.activation_checkpointing,
+        checkpoint_every=cfg.activation_checkpointing_every,
         compile=cfg.compile,
     )
     o = cfg.optim
-    optimizer = torch.optim.AdamW(
-        param_groups(model, o.weight_decay), lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps
-    )
+    optimizer = build_optimizer(model, o, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(o.warmup_steps, cfg.steps, o.min_lr_ratio)
     )
@@ -210,6 +286,7 @@ def _run(cfg: TrainConfig, info) -> dict:
     stop = cfg.stop_at or cfg.steps
     summary: dict = {"start_step": step, "loss": None, "eval": {}}
     saved_at, t0, pairs = step, time.time(), 0
+    monitor = LossMonitor(device)
 
     def save(at: int) -> None:
         state = loader.state_dict()
@@ -220,12 +297,13 @@ def _run(cfg: TrainConfig, info) -> dict:
     try:
         model.train()
         while step < stop:
-            batch = next(loader)
-            loss = train_step(model, batch, optimizer, scheduler, cfg, device)
+            batches = [next(loader) for _ in range(cfg.optim.accum_steps)]
+            loss_t = train_step(model, batches, optimizer, scheduler, cfg, device)
             step += 1
-            pairs += batch["images"].shape[0] * info.world
-            summary["loss"] = loss
+            monitor.update(loss_t, step)
+            pairs += sum(b["images"].shape[0] for b in batches) * info.world
             if step % cfg.log_every == 0 or step == stop:
+                summary["loss"] = loss = monitor.check(loss_t, step)
                 dt = time.time() - t0
                 logger.log(
                     step,
@@ -244,6 +322,7 @@ def _run(cfg: TrainConfig, info) -> dict:
                 summary["eval"] = evaluate(model, tokenizer, cfg, device, dtype)
                 logger.log(step, summary["eval"])
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                monitor.check(loss_t, step)  # never save weights a NaN has touched
                 save(step)
                 saved_at = step
         if saved_at != step:
