@@ -305,6 +305,19 @@ def test_url_pool_to_img2dataset_to_a_model_that_learned(
     stats = [json.loads(p.read_text()) for p in download.glob("*_stats.json")]
     assert sum(s["successes"] for s in stats) == matched  # every matched image downloaded
 
+    # img2dataset's tars are themselves a pool MetaCLIP can curate (captions in .json)
+    again = tmp_path / "again"
+    again.mkdir()
+    md = tmp_path / "metadata.json"
+    cli(["run", str(download / "*.tar"), "-m", str(md), "-o", str(again / "out"), "--t", "40",
+         "--text-column", "caption", "-q"])  # fmt: skip
+    cli(["shards", str(again / "out"), "-o", str(again / "s"), "-q"])
+    card = json.loads((again / "out" / "datacard.json").read_text())
+    assert card["pool"]["texts"] == matched
+    assert (
+        json.loads((again / "s" / "shards.json").read_text())["samples"] == card["subset"]["size"]
+    )
+
     summary = _learn(
         shapes,
         str(download / "*.tar"),
