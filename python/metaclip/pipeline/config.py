@@ -130,6 +130,8 @@ class Config:
         import os
 
         out = {k: v for k, v in asdict(self).items() if k in RUN_SETTINGS}
+        for k in ("t", "t_en", "lid_threshold"):  # 20000 and 20000.0 are one setting
+            out[k] = None if out[k] is None else float(out[k])
         return {"pool": pool, "metadata": os.path.abspath(self.metadata), **out}
 
     @classmethod
