@@ -178,14 +178,17 @@ def model_preset(name: str) -> ModelConfig:
 
 @dataclass(frozen=True)
 class TokenizerConfig:
-    kind: str = "sentencepiece"  # or "openai-bpe" (the vocabulary shipped with open_clip)
-    path: str | None = None  # SentencePiece .model
+    # "sentencepiece" | "openai-bpe" (the vocabulary shipped with open_clip) | "hf" (a
+    # Hugging Face tokenizer.json, e.g. XLM-V's: its ids are MetaCLIP 2's, pad 1, eos 2)
+    kind: str = "sentencepiece"
+    path: str | None = None  # SentencePiece .model, or tokenizer.json for kind = "hf"
 
     def __post_init__(self) -> None:
-        _choice("tokenizer.kind", self.kind, ("sentencepiece", "openai-bpe"))
+        _choice("tokenizer.kind", self.kind, ("sentencepiece", "openai-bpe", "hf"))
         _check(
-            self.kind != "sentencepiece" or bool(self.path),
-            "tokenizer.path (a SentencePiece .model) is required for kind = 'sentencepiece'",
+            self.kind == "openai-bpe" or bool(self.path),
+            f"tokenizer.path (a SentencePiece .model or a tokenizer.json) is required for "
+            f"kind = {self.kind!r}",
         )
 
 
