@@ -250,7 +250,8 @@ class EvalConfig:
     classnames: str | None = None  # JSON {"classnames": [...], "templates": [...]}
     retrieval_shards: str | None = None
     every_steps: int = 0  # 0 = only at the end
-    batch_size: int = 128
+    batch_size: int = 128  # images (and prompts) per forward, per rank
+    num_workers: int = 0  # DataLoader workers decoding the eval images, per rank
 
     def __post_init__(self) -> None:
         _check(
@@ -258,6 +259,7 @@ class EvalConfig:
             "eval.classnames is required with eval.zeroshot_shards",
         )
         _check(self.every_steps >= 0 and self.batch_size > 0, "bad eval.every_steps/batch_size")
+        _check(self.num_workers >= 0, f"eval.num_workers must be >= 0, got {self.num_workers}")
 
 
 @dataclass(frozen=True)
