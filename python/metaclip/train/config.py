@@ -20,7 +20,7 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, cast, get_type_hints
+from typing import Any, cast, get_args, get_origin, get_type_hints
 
 from metaclip.exceptions import MetaclipError
 
@@ -263,12 +263,28 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class DistributedConfig:
+    # [replicate, shard]: HSDP on a 2-D mesh; parameters are sharded over the `shard` ranks
+    # of a group (e.g. one node's GPUs) and replicated over the `replicate` groups, so the
+    # all-gathers stay inside a group. The product must be the world size. None: FSDP
+    # over all ranks (a 1-D mesh).
+    mesh_shape: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        m = self.mesh_shape
+        if m is not None:
+            _check(len(m) == 2, f"distributed.mesh_shape must be two ints [replicate, shard]: {m}")
+            _check(min(m) >= 1, f"distributed.mesh_shape entries must be >= 1, got {m}")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     model: ModelConfig
     data: DataConfig
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     steps: int = 1000  # length of the schedule
     stop_at: int = 0  # stop (checkpoint, no export) after this step; 0 = run all steps
     seed: int = 0
@@ -342,6 +358,14 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
         return None
     if float in allowed and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    for a in allowed:
+        if get_origin(a) is list:  # list[int]: a TOML array of ints
+            (item,) = get_args(a)
+            ok = isinstance(value, list) and all(
+                isinstance(v, item) and not isinstance(v, bool) for v in value
+            )
+            _check(ok, f"{where} must be a list of {item.__name__}, got {value!r}")
+            return list(value)
     if not isinstance(value, tuple(a for a in allowed if isinstance(a, type))):
         names = " | ".join(getattr(a, "__name__", str(a)) for a in allowed)
         raise ConfigError(f"{where} must be {names}, got {value!r}")

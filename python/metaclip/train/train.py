@@ -202,7 +202,7 @@ def _skip_metrics(skipped: dict, device) -> dict[str, float]:
 
 def run(cfg: TrainConfig) -> dict:
     """Train as configured; returns a summary (final step, last loss, last eval metrics)."""
-    info = init_distributed(cfg.device)
+    info = init_distributed(cfg.device, mesh_shape=cfg.distributed.mesh_shape)
     try:
         return _run(cfg, info)
     finally:
