@@ -302,6 +302,10 @@ class TrainConfig:
     checkpoint_every: int = 0  # 0 = only at the end
     resume: str = "auto"  # "auto" (latest in output_dir) | "none" | a checkpoint directory
     export: bool = True  # write an open_clip-compatible state dict at the end
+    # released weights to start from (before sharding): an open_clip state dict .pt, or a
+    # checkpoint with one under "state_dict"; the vision position embedding is resized
+    # (bicubic) when model.vision.image_size differs. A resumed run loads its checkpoint.
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         _check(self.steps > 0, "steps must be > 0")
@@ -321,6 +325,7 @@ class TrainConfig:
             "activation_checkpointing_every must be >= 1",
         )
         _check(self.log_every > 0 and self.checkpoint_every >= 0, "bad log/checkpoint interval")
+        _check(self.init_from is None or bool(self.init_from), "init_from must not be empty")
         tok, txt = self.tokenizer, self.model.text
         if tok.kind == "openai-bpe":
             _check(txt.pool == "argmax", "the OpenAI BPE tokenizer needs text.pool = 'argmax'")
