@@ -92,3 +92,26 @@ def test_resume_with_other_world_size_is_refused(shapes, tmp_path):
     run(config_from_dict(base))
     with pytest.raises(ValueError, match="data streams; resume with the same"):
         run(config_from_dict({**base, "steps": 4, "data": {**base["data"], "num_workers": 2}}))
+
+
+@pytest.mark.slow
+def test_two_rank_hsdp_run_evaluates_checkpoints_and_resumes(shapes, tmp_path):
+    """The whole trainer on a (2, 1) HSDP mesh: eval on, a DCP checkpoint, a resume."""
+    raw = tiny_config(
+        shapes,
+        tmp_path / "unused",
+        steps=2,
+        **{"distributed.mesh_shape": [2, 1], "eval.zeroshot_shards": shapes["eval"]},
+    )
+    raw["eval"].update(classnames=shapes["classnames"], retrieval_shards=shapes["eval"])
+    cfg = _write(raw, tmp_path / "run.json")
+    a, b = tmp_path / "a", tmp_path / "b"
+    base = ["-m", "metaclip.train", "train", cfg, "--set"]
+    proc = torchrun([*base, f"output_dir='{a}'", "--set", "checkpoint_every=1"])
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["step"] == 2 and 0 <= summary["eval"]["zeroshot/top1"] <= 1
+    step1 = a / "checkpoints" / "step_00000001"
+    torchrun([*base, f"output_dir='{b}'", "--set", f"resume='{step1}'"])
+    final_a = torch.load(a / "open_clip_model.pt")
+    final_b = torch.load(b / "open_clip_model.pt")
+    assert max((final_a[k] - final_b[k]).abs().max().item() for k in final_a) <= 1e-6

@@ -72,3 +72,41 @@ def test_token_embedding_is_its_own_fsdp_unit():
         assert math.isfinite(loss.item()) and emb.weight.grad is not None
     finally:
         shutdown()
+
+
+def test_hsdp_meshes_give_single_process_gradients(tmp_path):
+    """distributed.mesh_shape = [replicate, shard]: HSDP on (2, 1) and (1, 2) meshes."""
+    out = tmp_path / "hsdp.json"
+    torchrun([str(Path(__file__).parent / "hsdp_worker.py"), str(out)], nproc=2)
+    result = json.loads(out.read_text())
+    assert result["world"] == 2
+    meshes = {tuple(c["mesh"]) for c in result["cases"]}
+    assert meshes == {(2, 1), (1, 2)} and len(result["cases"]) == 6
+    for case in result["cases"]:
+        assert case["max_grad"] > 1e-3, case
+        assert case["max_grad_diff"] < 1e-5, case
+        assert case["clamped_scale_ok"], case
+
+
+def test_mesh_shape_is_validated():
+    import pytest
+
+    from metaclip.train.config import ConfigError, config_from_dict
+    from metaclip.train.distributed import init_distributed, shutdown
+
+    base = {"data": {"train_shards": "x.tar"}, "tokenizer": {"path": "sp.model"}}
+    cfg = config_from_dict(base, ["distributed.mesh_shape=[2, 4]"])
+    assert cfg.distributed.mesh_shape == [2, 4]
+    for bad, msg in (
+        ("[2]", "two"),
+        ("[0, 2]", ">= 1"),
+        ("['a', 1]", "list of int"),
+        ("2", "list"),
+    ):
+        with pytest.raises(ConfigError, match=msg):
+            config_from_dict(base, [f"distributed.mesh_shape={bad}"])
+    try:  # a world of one cannot be a 2 x 1 mesh
+        with pytest.raises(ConfigError, match=r"2 x 1 = 2 ranks.*world of 1"):
+            init_distributed("cpu", mesh_shape=[2, 1])
+    finally:
+        shutdown()

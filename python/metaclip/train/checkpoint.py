@@ -336,6 +336,35 @@ def load_open_clip_into(model: torch.nn.Module, state: dict[str, torch.Tensor]) 
         )
 
 
+def load_init_from(model: torch.nn.Module, path: str | Path) -> None:
+    """Start from released weights (``init_from``): an open_clip state dict, or a training
+    checkpoint holding one under ``state_dict`` (``module.`` prefixes dropped), loaded into
+    the unsharded model. The vision position embedding is resized to the model's grid when
+    the image size differs; every other tensor must fit as it is."""
+    from metaclip.train.config import ConfigError
+    from metaclip.train.model import resize_pos_embed
+
+    if not Path(path).is_file():
+        raise ConfigError(f"init_from {str(path)!r} does not exist")
+    try:  # tensors and plain data only: a checkpoint's pickled objects are refused
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for a bad or unsafe file
+        raise ConfigError(f"cannot read init_from {path}: {one_line(e)}") from None
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"init_from {path} holds no state dict of tensors")
+    state = from_open_clip(state)
+    key, own = "visual.positional_embedding", model.get_parameter("visual.positional_embedding")
+    if key in state and state[key].shape[0] != own.shape[0]:
+        log.info("init_from: %s resized %s -> %s", key, tuple(state[key].shape), tuple(own.shape))
+        state[key] = resize_pos_embed(state[key], own.shape[0])
+    try:
+        load_open_clip_into(model, state)
+    except (KeyError, RuntimeError) as e:  # missing/unexpected keys, or a shape that differs
+        raise ConfigError(f"init_from {path} does not fit the model: {one_line(e)}") from None
+    log.info("initialized from %s", path)
+
+
 def dcp_to_open_clip(checkpoint: str | Path, out: str | Path) -> Path:
     """Convert a DCP checkpoint to a consolidated open_clip ``.pt`` offline (one process)."""
     path = Path(checkpoint)

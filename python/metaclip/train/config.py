@@ -20,7 +20,7 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, cast, get_type_hints
+from typing import Any, cast, get_args, get_origin, get_type_hints
 
 from metaclip.exceptions import MetaclipError
 
@@ -178,14 +178,17 @@ def model_preset(name: str) -> ModelConfig:
 
 @dataclass(frozen=True)
 class TokenizerConfig:
-    kind: str = "sentencepiece"  # or "openai-bpe" (the vocabulary shipped with open_clip)
-    path: str | None = None  # SentencePiece .model
+    # "sentencepiece" | "openai-bpe" (the vocabulary shipped with open_clip) | "hf" (a
+    # Hugging Face tokenizer.json, e.g. XLM-V's: its ids are MetaCLIP 2's, pad 1, eos 2)
+    kind: str = "sentencepiece"
+    path: str | None = None  # SentencePiece .model, or tokenizer.json for kind = "hf"
 
     def __post_init__(self) -> None:
-        _choice("tokenizer.kind", self.kind, ("sentencepiece", "openai-bpe"))
+        _choice("tokenizer.kind", self.kind, ("sentencepiece", "openai-bpe", "hf"))
         _check(
-            self.kind != "sentencepiece" or bool(self.path),
-            "tokenizer.path (a SentencePiece .model) is required for kind = 'sentencepiece'",
+            self.kind == "openai-bpe" or bool(self.path),
+            f"tokenizer.path (a SentencePiece .model or a tokenizer.json) is required for "
+            f"kind = {self.kind!r}",
         )
 
 
@@ -247,7 +250,8 @@ class EvalConfig:
     classnames: str | None = None  # JSON {"classnames": [...], "templates": [...]}
     retrieval_shards: str | None = None
     every_steps: int = 0  # 0 = only at the end
-    batch_size: int = 128
+    batch_size: int = 128  # images (and prompts) per forward, per rank
+    num_workers: int = 0  # DataLoader workers decoding the eval images, per rank
 
     def __post_init__(self) -> None:
         _check(
@@ -255,6 +259,22 @@ class EvalConfig:
             "eval.classnames is required with eval.zeroshot_shards",
         )
         _check(self.every_steps >= 0 and self.batch_size > 0, "bad eval.every_steps/batch_size")
+        _check(self.num_workers >= 0, f"eval.num_workers must be >= 0, got {self.num_workers}")
+
+
+@dataclass(frozen=True)
+class DistributedConfig:
+    # [replicate, shard]: HSDP on a 2-D mesh; parameters are sharded over the `shard` ranks
+    # of a group (e.g. one node's GPUs) and replicated over the `replicate` groups, so the
+    # all-gathers stay inside a group. The product must be the world size. None: FSDP
+    # over all ranks (a 1-D mesh).
+    mesh_shape: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        m = self.mesh_shape
+        if m is not None:
+            _check(len(m) == 2, f"distributed.mesh_shape must be two ints [replicate, shard]: {m}")
+            _check(min(m) >= 1, f"distributed.mesh_shape entries must be >= 1, got {m}")
 
 
 @dataclass(frozen=True)
@@ -264,6 +284,7 @@ class TrainConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     steps: int = 1000  # length of the schedule
     stop_at: int = 0  # stop (checkpoint, no export) after this step; 0 = run all steps
     seed: int = 0
@@ -281,6 +302,10 @@ class TrainConfig:
     checkpoint_every: int = 0  # 0 = only at the end
     resume: str = "auto"  # "auto" (latest in output_dir) | "none" | a checkpoint directory
     export: bool = True  # write an open_clip-compatible state dict at the end
+    # released weights to start from (before sharding): an open_clip state dict .pt, or a
+    # checkpoint with one under "state_dict"; the vision position embedding is resized
+    # (bicubic) when model.vision.image_size differs. A resumed run loads its checkpoint.
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         _check(self.steps > 0, "steps must be > 0")
@@ -300,6 +325,7 @@ class TrainConfig:
             "activation_checkpointing_every must be >= 1",
         )
         _check(self.log_every > 0 and self.checkpoint_every >= 0, "bad log/checkpoint interval")
+        _check(self.init_from is None or bool(self.init_from), "init_from must not be empty")
         tok, txt = self.tokenizer, self.model.text
         if tok.kind == "openai-bpe":
             _check(txt.pool == "argmax", "the OpenAI BPE tokenizer needs text.pool = 'argmax'")
@@ -337,6 +363,14 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
         return None
     if float in allowed and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    for a in allowed:
+        if get_origin(a) is list:  # list[int]: a TOML array of ints
+            (item,) = get_args(a)
+            ok = isinstance(value, list) and all(
+                isinstance(v, item) and not isinstance(v, bool) for v in value
+            )
+            _check(ok, f"{where} must be a list of {item.__name__}, got {value!r}")
+            return list(value)
     if not isinstance(value, tuple(a for a in allowed if isinstance(a, type))):
         names = " | ".join(getattr(a, "__name__", str(a)) for a in allowed)
         raise ConfigError(f"{where} must be {names}, got {value!r}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -17,6 +18,8 @@ import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
+
+from metaclip.train.config import ConfigError
 
 if TYPE_CHECKING:
     from metaclip.train.model import CLIP
@@ -45,8 +48,25 @@ def pick_device(requested: str = "auto") -> str:
     return requested
 
 
-def init_distributed(requested_device: str = "auto", timeout_s: float = 600) -> DistInfo:
-    """Join the torchrun group (or make a world of one); NCCL on CUDA, gloo on CPU."""
+def build_mesh(device_type: str, world: int, mesh_shape: Sequence[int] | None) -> DeviceMesh:
+    """1-D ``("dp",)`` FSDP mesh, or with ``mesh_shape = [replicate, shard]`` the 2-D
+    ``("replicate", "shard")`` mesh on which ``fully_shard`` does HSDP."""
+    if mesh_shape is None:
+        return init_device_mesh(device_type, (world,), mesh_dim_names=("dp",))
+    replicate, shard = mesh_shape
+    if replicate * shard != world:
+        raise ConfigError(
+            f"distributed.mesh_shape {list(mesh_shape)} needs {replicate} x {shard} = "
+            f"{replicate * shard} ranks, but this is a world of {world}"
+        )
+    return init_device_mesh(device_type, (replicate, shard), mesh_dim_names=("replicate", "shard"))
+
+
+def init_distributed(
+    requested_device: str = "auto", timeout_s: float = 600, mesh_shape: Sequence[int] | None = None
+) -> DistInfo:
+    """Join the torchrun group (or make a world of one); NCCL on CUDA, gloo on CPU. The
+    mesh is 1-D (FSDP), or 2-D for HSDP with ``mesh_shape = [replicate, shard]``."""
     device_type = pick_device(requested_device)
     launched = "RANK" in os.environ and "WORLD_SIZE" in os.environ  # by torchrun
     rank = int(os.environ["RANK"]) if launched else 0
@@ -65,7 +85,7 @@ def init_distributed(requested_device: str = "auto", timeout_s: float = 600) -> 
         else:  # a world of one: an in-memory store, no port, no environment changes
             store = dist.HashStore()
             dist.init_process_group(backend, store=store, rank=0, world_size=1, timeout=timeout)
-    mesh = init_device_mesh(device_type, (world,), mesh_dim_names=("dp",))
+    mesh = build_mesh(device_type, world, mesh_shape)
     log.info("rank %d/%d on %s (%s)", rank, world, device, dist.get_backend())
     return DistInfo(rank, world, local_rank, device, mesh)
 
@@ -86,7 +106,7 @@ def parallelize(
     reshard_after_forward: bool = True,
 ) -> torch.nn.Module:
     """Apply AC, compile and FSDP2 in place: units per transformer block, the token
-    embedding, then the root."""
+    embedding, then the root. A 2-D ``mesh`` (replicate, shard) gives HSDP."""
     ac = activation_checkpointing
     if isinstance(ac, bool):
         ac = "full" if ac else "none"

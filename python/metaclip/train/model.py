@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from metaclip.train.attention import attend, resolve_backend
-from metaclip.train.config import ModelConfig, TextConfig, VisionConfig
+from metaclip.train.config import ConfigError, ModelConfig, TextConfig, VisionConfig
 
 
 class QuickGELU(nn.Module):
@@ -237,6 +237,23 @@ def attention_shapes(model: nn.Module) -> set[tuple[int, int, bool]]:
         for m in model.modules()
         if isinstance(m, Attention)
     }
+
+
+def resize_pos_embed(pe: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """A ViT position embedding ``[1 + g*g, width]`` for ``num_tokens = 1 + n*n``: the class
+    token's row kept, the 2-D grid resized bicubically (antialiased when shrinking)."""
+    old, new = math.isqrt(pe.shape[0] - 1), math.isqrt(num_tokens - 1)
+    if old * old != pe.shape[0] - 1 or new * new != num_tokens - 1:
+        raise ConfigError(
+            f"position embedding of {pe.shape[0]} rows -> {num_tokens}: the patches must "
+            "form a square grid (plus the class token)"
+        )
+    grid = pe[1:].float().reshape(1, old, old, -1).permute(0, 3, 1, 2)
+    grid = F.interpolate(
+        grid, size=(new, new), mode="bicubic", align_corners=False, antialias=new < old
+    )
+    grid = grid.permute(0, 2, 3, 1).reshape(new * new, -1)
+    return torch.cat([pe[:1].float(), grid]).to(pe.dtype)
 
 
 def build_model(cfg: ModelConfig, device: torch.device | str = "cpu") -> CLIP:

@@ -202,7 +202,7 @@ def _skip_metrics(skipped: dict, device) -> dict[str, float]:
 
 def run(cfg: TrainConfig) -> dict:
     """Train as configured; returns a summary (final step, last loss, last eval metrics)."""
-    info = init_distributed(cfg.device)
+    info = init_distributed(cfg.device, mesh_shape=cfg.distributed.mesh_shape)
     try:
         return _run(cfg, info)
     finally:
@@ -220,6 +220,8 @@ def _run(cfg: TrainConfig, info) -> dict:
 
     torch.manual_seed(cfg.seed)  # identical init on every rank before sharding
     model = build_model(cfg.model, device)
+    if cfg.init_from:  # before sharding: every rank loads the whole file
+        ckpt.load_init_from(model, cfg.init_from)
     dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
     model.set_attention_backend(cfg.model.attention, device, dtype)
     n_params = sum(p.numel() for p in model.parameters())
