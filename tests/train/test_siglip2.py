@@ -279,3 +279,20 @@ def test_map_decoder_and_distillation_losses_go_down(shapes, tmp_path):
     print(before, after)
     for k in ("sigmoid", "caption", "masked", "total"):
         assert after[k] < before[k], (k, before, after)
+
+
+def test_two_rank_fsdp_with_auxiliary_losses_matches_single_process(tmp_path):
+    import json
+    from pathlib import Path
+
+    from conftest import torchrun
+
+    out = tmp_path / "aux.json"
+    torchrun([str(Path(__file__).parent / "fsdp_siglip2_worker.py"), str(out)], nproc=2)
+    r = json.loads(out.read_text())
+    print(r)
+    assert r["world"] == 2 and set(r["aux"]) == {"caption", "distill", "masked"}
+    assert r["teacher_grads"] == 0  # neither run gives the teacher a gradient
+    assert r["max_grad"] > 1e-3
+    assert r["loss_diff"] < 1e-5 and r["max_grad_diff"] < 1e-5, r
+    assert r["ema_diff"] < 1e-6, r
