@@ -296,3 +296,19 @@ def test_two_rank_fsdp_with_auxiliary_losses_matches_single_process(tmp_path):
     assert r["max_grad"] > 1e-3
     assert r["loss_diff"] < 1e-5 and r["max_grad_diff"] < 1e-5, r
     assert r["ema_diff"] < 1e-6, r
+
+
+def test_siglip2_preset_and_example_config(shapes, tmp_path):
+    from pathlib import Path
+
+    from metaclip.train.config import load_config
+
+    m = model_preset("ViT-B-16-siglip2")
+    assert (m.loss, m.vision.pool, m.vision.patch_size) == ("sigmoid", "map", 16)
+    assert m.decoder.layers > 0 and m.distill.start_fraction == 0.2
+    example = Path(__file__).parents[2] / "docs/examples/siglip2-b16.toml"
+    cfg = load_config(example, [f"data.train_shards={shapes['train']}"])
+    assert cfg.model == m  # the example spells out the preset
+    assert cfg.data.local_crops == 2 and cfg.loss.masked_weight == 0.25
+    big = build_model(cfg.model, device="meta")
+    assert big.teacher is not None and big.decoder is not None

@@ -199,14 +199,42 @@ def preset_names() -> list[str]:
     return [f"{t}{w}{q}" for t in _TOWERS for w in ("", "-worldwide") for q in ("", "-quickgelu")]
 
 
+# SigLIP 2-style recipes: a tower with the sigmoid loss, MAP head, LocCa decoder and
+# self-distillation over the last 20% (needs data.local_crops). Decoder size: our choice.
+_RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
+    "ViT-B-16-siglip2": (
+        "ViT-B-16",
+        dict(
+            loss="sigmoid",
+            vision=dict(pool="map"),
+            decoder=dict(layers=6, width=512, heads=8, parallel_prob=0.5),
+            distill=dict(start_fraction=0.2),
+        ),
+    ),
+}
+
+
+def recipe_names() -> list[str]:
+    """Presets that are a tower plus a training recipe (``ViT-B-16-siglip2``)."""
+    return list(_RECIPES)
+
+
 def model_preset(name: str) -> ModelConfig:
     """The model config for a preset such as ``ViT-H-14-worldwide-quickgelu``."""
+    if name in _RECIPES:
+        tower, over = _RECIPES[name]
+        cfg = model_preset(tower)
+        parts = {
+            k: dataclasses.replace(getattr(cfg, k), **v) for k, v in over.items() if k != "loss"
+        }
+        return dataclasses.replace(cfg, preset=name, loss=over["loss"], **parts)
     base, quick = name.removesuffix("-quickgelu"), name.endswith("-quickgelu")
     tower, worldwide = base.removesuffix("-worldwide"), base.endswith("-worldwide")
     if tower not in _TOWERS:
-        close = difflib.get_close_matches(name, preset_names(), n=1)
+        names = preset_names() + recipe_names()
+        close = difflib.get_close_matches(name, names, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"unknown model preset {name!r}{hint}; choose from {preset_names()}")
+        raise ConfigError(f"unknown model preset {name!r}{hint}; choose from {names}")
     embed, vis, txt = _TOWERS[tower]
     txt = dict(txt)
     if worldwide:
