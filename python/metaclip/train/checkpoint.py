@@ -296,9 +296,17 @@ def load(path: str | Path, *, model, optimizer, scheduler) -> tuple[int, dict]:
 # --- open_clip exchange ----------------------------------------------------------------------
 
 
+# training-only parts (SigLIP 2's decoder, EMA teacher, mask token): not in the export
+TRAIN_ONLY = ("decoder.", "teacher.", "mask_token")
+
+
 def to_open_clip(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Our state dict -> open_clip ``CLIP`` keys (0-D logit scale/bias)."""
-    return {k: (v.reshape(()) if k in _SCALARS else v) for k, v in state.items()}
+    return {
+        k: (v.reshape(()) if k in _SCALARS else v)
+        for k, v in state.items()
+        if not k.startswith(TRAIN_ONLY)
+    }
 
 
 def from_open_clip(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

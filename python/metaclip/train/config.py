@@ -46,8 +46,12 @@ class VisionConfig:
     layers: int = 12
     heads: int = 12
     mlp_ratio: float = 4.0
+    # "cls": class token (OpenAI CLIP); "map": no class token, a learned probe attends over
+    # the patch tokens, then an MLP with residual (SigLIP's multi-head attention pooling)
+    pool: str = "cls"
 
     def __post_init__(self) -> None:
+        _choice("vision.pool", self.pool, ("cls", "map"))
         _check(
             self.patch_size > 0 and self.image_size % self.patch_size == 0,
             f"vision.image_size {self.image_size} must be a multiple of patch_size "
@@ -62,7 +66,7 @@ class VisionConfig:
 
     @property
     def num_tokens(self) -> int:
-        return (self.image_size // self.patch_size) ** 2 + 1
+        return (self.image_size // self.patch_size) ** 2 + int(self.pool == "cls")
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,47 @@ class TextConfig:
 
 
 @dataclass(frozen=True)
+class DecoderConfig:
+    """LocCa captioning decoder (trained beside the towers, never exported)."""
+
+    layers: int = 0  # 0: no decoder
+    width: int = 256
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    # per example: predict every position from mask tokens at once (CapPa), else teacher forcing
+    parallel_prob: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(self.layers >= 0, "model.decoder.layers must be >= 0 (0 = no decoder)")
+        _check(self.width > 0 and self.heads > 0, "model.decoder.width and heads must be > 0")
+        _check(
+            self.width % self.heads == 0,
+            f"model.decoder.width {self.width} must be divisible by heads {self.heads}",
+        )
+        _check(self.mlp_ratio > 0, "model.decoder.mlp_ratio must be > 0")
+        _check(0 <= self.parallel_prob <= 1, "model.decoder.parallel_prob must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """SILC/TIPS self-distillation of the vision tower from its EMA teacher (SigLIP 2)."""
+
+    # on for the last start_fraction of training (SigLIP 2: 0.2); 0 = off (no teacher)
+    start_fraction: float = 0.0
+    momentum: float = 0.996  # EMA momentum at the start; cosine to 1 at the last step
+    mask_ratio: float = 0.5  # fraction of patch tokens the student sees as the mask token
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.start_fraction <= 1, "model.distill.start_fraction must be in [0, 1]")
+        _check(0 <= self.momentum <= 1, "model.distill.momentum must be in [0, 1]")
+        _check(0 < self.mask_ratio < 1, "model.distill.mask_ratio must be in (0, 1)")
+
+    @property
+    def enabled(self) -> bool:
+        return self.start_fraction > 0
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     preset: str = "ViT-B-32"
     embed_dim: int = 512
@@ -102,6 +147,8 @@ class ModelConfig:
     attention: str = "auto"  # "auto" | "sdpa" | "xformers"
     vision: VisionConfig = field(default_factory=VisionConfig)
     text: TextConfig = field(default_factory=TextConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def __post_init__(self) -> None:
         _check(self.embed_dim > 0, "model.embed_dim must be > 0")
@@ -152,14 +199,42 @@ def preset_names() -> list[str]:
     return [f"{t}{w}{q}" for t in _TOWERS for w in ("", "-worldwide") for q in ("", "-quickgelu")]
 
 
+# SigLIP 2-style recipes: a tower with the sigmoid loss, MAP head, LocCa decoder and
+# self-distillation over the last 20% (needs data.local_crops). Decoder size: our choice.
+_RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
+    "ViT-B-16-siglip2": (
+        "ViT-B-16",
+        dict(
+            loss="sigmoid",
+            vision=dict(pool="map"),
+            decoder=dict(layers=6, width=512, heads=8, parallel_prob=0.5),
+            distill=dict(start_fraction=0.2),
+        ),
+    ),
+}
+
+
+def recipe_names() -> list[str]:
+    """Presets that are a tower plus a training recipe (``ViT-B-16-siglip2``)."""
+    return list(_RECIPES)
+
+
 def model_preset(name: str) -> ModelConfig:
     """The model config for a preset such as ``ViT-H-14-worldwide-quickgelu``."""
+    if name in _RECIPES:
+        tower, over = _RECIPES[name]
+        cfg = model_preset(tower)
+        parts = {
+            k: dataclasses.replace(getattr(cfg, k), **v) for k, v in over.items() if k != "loss"
+        }
+        return dataclasses.replace(cfg, preset=name, loss=over["loss"], **parts)
     base, quick = name.removesuffix("-quickgelu"), name.endswith("-quickgelu")
     tower, worldwide = base.removesuffix("-worldwide"), base.endswith("-worldwide")
     if tower not in _TOWERS:
-        close = difflib.get_close_matches(name, preset_names(), n=1)
+        names = preset_names() + recipe_names()
+        close = difflib.get_close_matches(name, names, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"unknown model preset {name!r}{hint}; choose from {preset_names()}")
+        raise ConfigError(f"unknown model preset {name!r}{hint}; choose from {names}")
     embed, vis, txt = _TOWERS[tower]
     txt = dict(txt)
     if worldwide:
@@ -208,8 +283,13 @@ class DataConfig:
     probabilities: str | None = None
     curation_seed: int = 0
     start_method: str = "forkserver"  # DataLoader workers: "forkserver" | "spawn" | "fork"
+    # extra random crops per image at local_crop_size (scale 0.05-0.4) as "local_images"
+    # (model.distill needs them); 0 = none, the batches are as before
+    local_crops: int = 0
+    local_crop_size: int = 0  # 0: half the image size (rounded down to the patch size)
 
     def __post_init__(self) -> None:
+        _check(self.local_crops >= 0 and self.local_crop_size >= 0, "data.local_crops/size >= 0")
         _check(bool(self.train_shards), "data.train_shards is required")
         _choice("data.start_method", self.start_method, ("forkserver", "spawn", "fork"))
         _check(self.batch_size > 0, "data.batch_size must be > 0")
@@ -242,6 +322,20 @@ class OptimConfig:
             "optim.weight_decay, warmup_steps and grad_clip must be >= 0",
         )
         _check(0 <= self.min_lr_ratio <= 1, "optim.min_lr_ratio must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Weights of the losses added to the contrastive/sigmoid loss (each needs its part)."""
+
+    caption_weight: float = 1.0  # LocCa decoder cross-entropy (model.decoder.layers > 0)
+    distill_weight: float = 1.0  # local-to-global cosine (model.distill)
+    masked_weight: float = 0.25  # masked patch prediction cosine (model.distill)
+
+    def __post_init__(self) -> None:
+        for name in ("caption_weight", "distill_weight", "masked_weight"):
+            v = getattr(self, name)
+            _check(v >= 0 and math.isfinite(v), f"loss.{name} must be >= 0, got {v}")
 
 
 @dataclass(frozen=True)
@@ -285,6 +379,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     steps: int = 1000  # length of the schedule
     stop_at: int = 0  # stop (checkpoint, no export) after this step; 0 = run all steps
     seed: int = 0
@@ -330,6 +425,30 @@ class TrainConfig:
         if tok.kind == "openai-bpe":
             _check(txt.pool == "argmax", "the OpenAI BPE tokenizer needs text.pool = 'argmax'")
             _check(txt.vocab_size >= 49408, "the OpenAI BPE tokenizer needs vocab_size >= 49408")
+        m = self.model
+        aux = m.decoder.layers > 0 or m.distill.enabled
+        _check(
+            not aux or self.optim.accum_steps == 1,
+            "model.decoder / model.distill do not support optim.accum_steps > 1 yet",
+        )
+        _check(
+            not m.distill.enabled or self.data.local_crops > 0,
+            "model.distill needs local crops: set data.local_crops >= 1",
+        )
+        if self.data.local_crops:
+            size = local_crop_size(self.data, m.vision)
+            _check(
+                0 < size <= m.vision.image_size and size % m.vision.patch_size == 0,
+                f"data.local_crop_size {size} must be a multiple of vision.patch_size "
+                f"{m.vision.patch_size} in (0, image_size]",
+            )
+
+
+def local_crop_size(data: DataConfig, vision: VisionConfig) -> int:
+    """The configured local crop size, or half the image size rounded to the patch size."""
+    if data.local_crop_size:
+        return data.local_crop_size
+    return max(vision.patch_size, vision.image_size // 2 // vision.patch_size * vision.patch_size)
 
 
 # --- loading ---------------------------------------------------------------------------------

@@ -41,6 +41,8 @@ from metaclip.train.config import ConfigError
 from metaclip.train.images import BadImage, decode
 from metaclip.train.samples import Sample, iter_samples
 
+LOCAL_SCALE = (0.05, 0.4)  # area share of a local crop (DINO/SILC)
+
 log = logging.getLogger(__name__)
 
 
@@ -188,6 +190,8 @@ class ShardStream(torch.utils.data.IterableDataset):
         streams: int = 0,
         shuffle_window: int = 8,
         language_offsets: dict[str, int] | None = None,
+        local_crops: int = 0,
+        local_crop_size: int = 0,
     ) -> None:
         self.shards, self.rank, self.world = list(shards), rank, world
         self.num_workers = max(num_workers, 0)
@@ -209,6 +213,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.probs = None if probs is None else np.ascontiguousarray(probs, dtype=np.float64)
         self.curation_seed = curation_seed
         self.language_offsets = language_offsets
+        self.local_crops, self.local_crop_size = local_crops, local_crop_size
         state = state or {}
         self.rotation = int(state.get("next_stream", 0))
         self.positions: dict[int, dict] = {}
@@ -267,6 +272,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         skipped: Counter = Counter()
         images: list[torch.Tensor] = []
         texts: list[str] = []
+        local: list[torch.Tensor] = []
         while True:
             shards = self._stream_shards(stream, epoch)
             slots = [_Slot(i, shards[i], n) for i, n in resumed]
@@ -316,8 +322,16 @@ class ShardStream(torch.utils.data.IterableDataset):
                 found = True
                 images.append(image)
                 texts.append(s.texts[t])
+                if self.local_crops:  # drawn after the image's crop: that one is unchanged
+                    size = self.local_crop_size
+                    crops = [
+                        decode(s.image, size, rng, LOCAL_SCALE) for _ in range(self.local_crops)
+                    ]
+                    local.append(torch.stack(crops))
                 if len(images) == self.batch_size:
+                    extra = {"local_images": torch.stack(local)} if local else {}
                     yield {
+                        **extra,
                         "images": torch.stack(images),
                         "tokens": torch.from_numpy(self.tokenizer(texts)),
                         "stream": stream,
@@ -330,7 +344,7 @@ class ShardStream(torch.utils.data.IterableDataset):
                         "skipped": dict(skipped),
                     }
                     skipped.clear()
-                    images, texts = [], []
+                    images, texts, local = [], [], []
             if not found:  # another pass would find nothing either: stop instead of spinning
                 yield {"error": self._nothing(shards, skipped)}
                 return

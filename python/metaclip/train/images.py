@@ -30,15 +30,20 @@ class BadImage(ValueError):
 
 
 def _crop_box(
-    w: int, h: int, size: int, rng: np.random.Generator | None
+    w: int,
+    h: int,
+    size: int,
+    rng: np.random.Generator | None,
+    area: tuple[float, float] = (0.9, 1.0),
 ) -> tuple[float, float, float, float]:
     """Train (``rng``): RandomResizedCrop(scale 0.9-1, ratio 3/4-4/3); eval: the center
-    square of the short side (resize short side + center crop)."""
+    square of the short side (resize short side + center crop). ``area``: the crop's
+    share of the image's area (local crops for self-distillation use 0.05-0.4)."""
     if rng is not None:
         for _ in range(10):
-            area = w * h * rng.uniform(0.9, 1.0)
+            share = w * h * rng.uniform(*area)
             ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
-            cw, ch = round((area * ratio) ** 0.5), round((area / ratio) ** 0.5)
+            cw, ch = round((share * ratio) ** 0.5), round((share / ratio) ** 0.5)
             if 0 < cw <= w and 0 < ch <= h:
                 x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
                 return x0, y0, x0 + cw, y0 + ch
@@ -47,7 +52,12 @@ def _crop_box(
     return x0, y0, x0 + s, y0 + s
 
 
-def decode(data: bytes, size: int, rng: np.random.Generator | None) -> torch.Tensor:
+def decode(
+    data: bytes,
+    size: int,
+    rng: np.random.Generator | None,
+    area: tuple[float, float] = (0.9, 1.0),
+) -> torch.Tensor:
     """``[3, size, size]`` uint8: decoded, cropped (see ``_crop_box``) and resized (bicubic).
     Raises ``BadImage`` for bytes that are not a whole image, or too many pixels."""
     try:
@@ -57,7 +67,7 @@ def decode(data: bytes, size: int, rng: np.random.Generator | None) -> torch.Ten
             w, h = img.size
             if w * h > MAX_PIXELS:
                 raise BadImage("too_large", f"{w}x{h} pixels")
-            box = _crop_box(w, h, size, rng)
+            box = _crop_box(w, h, size, rng, area)
             if img.format == "JPEG":
                 # the draft keeps at least `size` pixels across the crop's short side
                 short = min(box[2] - box[0], box[3] - box[1])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +18,10 @@ from torch.utils.checkpoint import checkpoint
 
 from metaclip.train.attention import attend, resolve_backend
 from metaclip.train.config import ConfigError, ModelConfig, TextConfig, VisionConfig
+from metaclip.train.siglip2 import MAPHead, resize_grid
+
+if TYPE_CHECKING:
+    from metaclip.train.decoder import CaptionDecoder
 
 
 class QuickGELU(nn.Module):
@@ -113,18 +117,24 @@ class VisionTransformer(nn.Module):
     def __init__(self, cfg: VisionConfig, embed_dim: int, quick_gelu: bool) -> None:
         super().__init__()
         w = cfg.width
+        self.grid = cfg.image_size // cfg.patch_size
         self.conv1 = nn.Conv2d(3, w, kernel_size=cfg.patch_size, stride=cfg.patch_size, bias=False)
-        self.class_embedding = nn.Parameter(torch.empty(w))
+        # "map" pools with attn_pool instead of a class token (SigLIP); None keeps the names
+        self.class_embedding = nn.Parameter(torch.empty(w)) if cfg.pool == "cls" else None
         self.positional_embedding = nn.Parameter(torch.empty(cfg.num_tokens, w))
         self.ln_pre = nn.LayerNorm(w)
         self.transformer = Transformer(w, cfg.layers, cfg.heads, cfg.mlp_ratio, quick_gelu, False)
         self.ln_post = nn.LayerNorm(w)
         self.proj = nn.Parameter(torch.empty(w, embed_dim))
+        self.attn_pool = MAPHead(w, cfg.heads, cfg.mlp_ratio) if cfg.pool == "map" else None
 
     def init_weights(self) -> None:
-        scale = self.class_embedding.shape[0] ** -0.5
+        scale = self.ln_pre.weight.shape[0] ** -0.5
         nn.init.normal_(self.conv1.weight, std=scale)
-        nn.init.normal_(self.class_embedding, std=scale)
+        if self.class_embedding is not None:
+            nn.init.normal_(self.class_embedding, std=scale)
+        if self.attn_pool is not None:
+            self.attn_pool.init_weights()
         nn.init.normal_(self.positional_embedding, std=scale)
         nn.init.normal_(self.proj, std=scale)
         for ln in (self.ln_pre, self.ln_post):
@@ -133,12 +143,45 @@ class VisionTransformer(nn.Module):
         self.transformer.init_weights()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = self.grid * self.conv1.kernel_size[0]
+        if self.class_embedding is None or tuple(x.shape[-2:]) != (size, size):
+            return self.forward_tokens(x)[0]
         x = self.conv1(x).flatten(2).transpose(1, 2)  # [B, patches, width]
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
         x = self.transformer(self.ln_pre(x))
         # blocks may compute in bf16; the head runs in the root's (fp32) dtype, as AMP would
         return self.ln_post(x[:, 0].to(self.ln_post.weight.dtype)) @ self.proj
+
+    def forward_tokens(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        mask_token: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pooled embedding ``[B, embed]``, normalized patch tokens ``[B, patches, width]``)
+        at any image size that is a multiple of the patch size (position grid resized);
+        ``mask`` ``[B, patches]`` replaces those patch inputs by ``mask_token``."""
+        x = self.conv1(x)
+        h, w = x.shape[-2:]
+        x = x.flatten(2).transpose(1, 2)
+        if mask is not None:
+            assert mask_token is not None
+            x = torch.where(mask[..., None], mask_token.to(x.dtype), x)
+        pos = self.positional_embedding.to(x.dtype)
+        cls = self.class_embedding
+        if cls is not None:
+            x = torch.cat([cls.to(x.dtype).expand(x.shape[0], 1, -1), x], dim=1)
+            grid_pos = resize_grid(pos[1:], self.grid, (h, w))
+            x = x + torch.cat([pos[:1], grid_pos])
+        else:
+            x = x + resize_grid(pos, self.grid, (h, w))
+        x = self.transformer(self.ln_pre(x))
+        x = self.ln_post(x.to(self.ln_post.weight.dtype))
+        if cls is not None:
+            return x[:, 0] @ self.proj, x[:, 1:]
+        assert self.attn_pool is not None
+        return self.attn_pool(x) @ self.proj, x
 
 
 class CLIP(nn.Module):
@@ -161,6 +204,18 @@ class CLIP(nn.Module):
         self.logit_bias = nn.Parameter(torch.empty(1)) if sigmoid else None
         if t.pool == "eos" and t.eos_id is None:
             raise ValueError("text.pool = 'eos' needs text.eos_id (set it or use a tokenizer)")
+        # SigLIP 2 training-only parts (none by default): never exported to open_clip
+        self.decoder: CaptionDecoder | None = None
+        if cfg.decoder.layers:
+            from metaclip.train.decoder import CaptionDecoder
+
+            self.decoder = CaptionDecoder(cfg.decoder, cfg.vision.width, t, cfg.quick_gelu)
+        self.teacher: VisionTransformer | None = None
+        self.mask_token: nn.Parameter | None = None
+        if cfg.distill.enabled:  # EMA copy of the vision tower: no gradient, not optimized
+            self.teacher = VisionTransformer(cfg.vision, cfg.embed_dim, cfg.quick_gelu)
+            self.teacher.requires_grad_(False)
+            self.mask_token = nn.Parameter(torch.empty(cfg.vision.width))
         self.init_weights()
 
     @torch.no_grad()
@@ -173,6 +228,11 @@ class CLIP(nn.Module):
         nn.init.zeros_(self.ln_final.bias)
         self.visual.init_weights()
         self.transformer.init_weights()
+        if self.decoder is not None:
+            self.decoder.init_weights()
+        if self.teacher is not None and self.mask_token is not None:
+            self.teacher.load_state_dict(self.visual.state_dict())
+            nn.init.normal_(self.mask_token, std=0.02)
         if self.logit_bias is None:
             self.logit_scale.fill_(math.log(1 / 0.07))
         else:
@@ -196,7 +256,13 @@ class CLIP(nn.Module):
         self.transformer.checkpoint_every = every if enable else 0
 
     def blocks(self) -> list[nn.Module]:
-        return [*self.visual.transformer.resblocks, *self.transformer.resblocks]
+        """FSDP units (and compile units): the towers' blocks, then decoder/teacher blocks."""
+        extra: list[nn.Module] = []
+        if self.decoder is not None:
+            extra += list(self.decoder.resblocks)
+        if self.teacher is not None:
+            extra += list(self.teacher.transformer.resblocks)
+        return [*self.visual.transformer.resblocks, *self.transformer.resblocks, *extra]
 
     # encode_image / encode_text are registered as FSDP forward methods (they unshard and
     # reshard the root); forward() calls the private versions so it is one FSDP forward.
@@ -222,7 +288,11 @@ class CLIP(nn.Module):
         x = x[torch.arange(x.shape[0], device=x.device), idx] @ self.text_projection
         return F.normalize(x, dim=-1) if normalize else x
 
-    def forward(self, images: torch.Tensor, tokens: torch.Tensor):
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor, aux=None):
+        if aux is not None:  # siglip2.AuxInputs: adds a dict of auxiliary losses
+            from metaclip.train.siglip2 import aux_forward
+
+            return aux_forward(self, images, tokens, aux)
         img = self._encode_image(images, normalize=True)
         txt = self._encode_text(tokens, normalize=True)
         # new tensors, not the parameters: FSDP frees unsharded storage after forward
@@ -248,11 +318,7 @@ def resize_pos_embed(pe: torch.Tensor, num_tokens: int) -> torch.Tensor:
             f"position embedding of {pe.shape[0]} rows -> {num_tokens}: the patches must "
             "form a square grid (plus the class token)"
         )
-    grid = pe[1:].float().reshape(1, old, old, -1).permute(0, 3, 1, 2)
-    grid = F.interpolate(
-        grid, size=(new, new), mode="bicubic", align_corners=False, antialias=new < old
-    )
-    grid = grid.permute(0, 2, 3, 1).reshape(new * new, -1)
+    grid = resize_grid(pe[1:].float(), old, (new, new))
     return torch.cat([pe[:1].float(), grid]).to(pe.dtype)
 
 

@@ -20,7 +20,14 @@ import torch.distributed as dist
 
 from metaclip.exceptions import MetaclipError
 from metaclip.train import checkpoint as ckpt
-from metaclip.train.config import ConfigError, OptimConfig, TrainConfig, config_to_dict
+from metaclip.train import siglip2
+from metaclip.train.config import (
+    ConfigError,
+    OptimConfig,
+    TrainConfig,
+    config_to_dict,
+    local_crop_size,
+)
 from metaclip.train.data import ResumableLoader, ShardStream, auto_workers, expand_shards
 from metaclip.train.distributed import (
     all_reduce_mean,
@@ -119,12 +126,17 @@ def train_step(
         for b in batches
     ]
     optimizer.zero_grad(set_to_none=True)
-    loss = forward_backward(model, micro, cfg.model.loss)
+    step = scheduler.last_epoch  # steps done
+    if siglip2.uses_aux(cfg):  # decoder / distillation (config: one micro-batch)
+        loss = siglip2.forward_backward_aux(model, batches[0], *micro[0], cfg, step, device)
+    else:
+        loss = forward_backward(model, micro, cfg.model.loss)
     if cfg.optim.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
     optimizer.step()
     scheduler.step()
     clamp_logit_scale(model)
+    siglip2.after_step(model, cfg, step)
     return loss
 
 
@@ -278,6 +290,8 @@ def _run(cfg: TrainConfig, info) -> dict:
         streams=streams,
         shuffle_window=d.shuffle_window,
         language_offsets=offsets,
+        local_crops=d.local_crops,
+        local_crop_size=local_crop_size(d, cfg.model.vision) if d.local_crops else 0,
     )
     pin = device.type == "cuda"
     skipped = (data_state or {}).get("skipped")

@@ -1,0 +1,176 @@
+"""SigLIP 2's additions to the vision tower and the step that trains them.
+
+- :class:`MAPHead`: multi-head attention pooling (a learned probe attends over the tokens,
+  then an MLP with residual), used with ``vision.pool = "map"``.
+- :func:`resize_grid`: the position grid interpolated to another patch grid (local crops).
+- :func:`aux_forward`: the towers plus the auxiliary losses (LocCa captioning, SILC/TIPS
+  self-distillation) in one FSDP forward; :class:`AuxInputs` carries its random draws, so a
+  test can give every rank its rows of one global draw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metaclip.train.attention import attend
+
+if TYPE_CHECKING:
+    from metaclip.train.model import CLIP
+
+
+class MAPHead(nn.Module):
+    """``y = attn(probe, x); y + mlp(ln(y))`` -> ``[B, width]``."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.probe = nn.Parameter(torch.empty(1, 1, width))
+        self.q = nn.Linear(width, width)
+        self.kv = nn.Linear(width, 2 * width)
+        self.out_proj = nn.Linear(width, width)
+        self.ln = nn.LayerNorm(width)
+        hidden = int(width * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
+
+    def init_weights(self) -> None:
+        w = self.probe.shape[-1]
+        nn.init.normal_(self.probe, std=w**-0.5)
+        for lin in (self.q, self.kv, self.out_proj, self.mlp[0], self.mlp[2]):
+            assert isinstance(lin, nn.Linear)
+            nn.init.xavier_uniform_(lin.weight)
+            nn.init.zeros_(lin.bias)
+        nn.init.ones_(self.ln.weight)
+        nn.init.zeros_(self.ln.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, w = x.shape
+        q = self.q(self.probe.to(x.dtype)).expand(b, 1, w).reshape(b, 1, self.heads, -1)
+        k, v = self.kv(x).view(b, t, 2, self.heads, -1).unbind(2)
+        y = self.out_proj(attend(q, k, v, causal=False, backend="sdpa").reshape(b, 1, w))
+        return (y + self.mlp(self.ln(y)))[:, 0]
+
+
+def resize_grid(pos: torch.Tensor, grid: int, new: tuple[int, int]) -> torch.Tensor:
+    """``[grid*grid, W]`` patch position embeddings -> ``[h*w, W]``: bicubic, antialiased
+    when shrinking; as is if equal."""
+    if new == (grid, grid):
+        return pos
+    w = pos.shape[-1]
+    g = pos.reshape(1, grid, grid, w).permute(0, 3, 1, 2).float()
+    shrink = new[0] < grid or new[1] < grid
+    g = F.interpolate(g, size=new, mode="bicubic", align_corners=False, antialias=shrink)
+    return g.permute(0, 2, 3, 1).reshape(new[0] * new[1], w).to(pos.dtype)
+
+
+@dataclass
+class AuxInputs:
+    """What the auxiliary losses need besides (images, tokens); ``None`` skips a part."""
+
+    distill: bool = False  # the distillation phase: teacher, local crops, masked prediction
+    local_images: torch.Tensor | None = None  # [B, n, 3, s, s], normalized
+    mask: torch.Tensor | None = None  # [B, patches] bool, True = shown as the mask token
+    parallel: torch.Tensor | None = None  # [B] bool: CapPa parallel prediction for that row
+
+
+def draw_aux(model: CLIP, batch: int, distill: bool, generator: torch.Generator) -> AuxInputs:
+    """The random parts of :class:`AuxInputs` for one batch (masks, parallel rows)."""
+    cfg = model.cfg
+    device = generator.device
+    out = AuxInputs(distill=distill)
+    if cfg.decoder.layers and cfg.decoder.parallel_prob > 0:
+        u = torch.rand(batch, generator=generator, device=device)
+        out.parallel = u < cfg.decoder.parallel_prob
+    if distill:
+        patches = (cfg.vision.image_size // cfg.vision.patch_size) ** 2
+        k = max(1, round(cfg.distill.mask_ratio * patches))  # the same count in every row
+        order = torch.rand(batch, patches, generator=generator, device=device).argsort(dim=1)
+        out.mask = order.argsort(dim=1) < k
+    return out
+
+
+def _cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (1 - F.cosine_similarity(a.float(), b.float(), dim=-1)).mean()
+
+
+def aux_forward(model: CLIP, images: torch.Tensor, tokens: torch.Tensor, aux: AuxInputs):
+    """``model(images, tokens)``'s outputs plus a dict of unweighted auxiliary losses.
+
+    ``caption``: the decoder's cross-entropy on the caption tokens (pad ignored), reading
+    all vision tokens before pooling. ``distill``: cosine distance between the student's
+    embedding of each local crop and the EMA teacher's embedding of the whole image.
+    ``masked``: cosine distance between the student's output tokens at masked positions
+    (input replaced by ``mask_token``) and the teacher's tokens of the unmasked image."""
+    from metaclip.train.decoder import caption_loss
+
+    emb, vtokens = model.visual.forward_tokens(images)
+    img = F.normalize(emb, dim=-1)
+    txt = model._encode_text(tokens, normalize=True)
+    bias = None if model.logit_bias is None else model.logit_bias.clone()
+    losses: dict[str, torch.Tensor] = {}
+    if model.decoder is not None:
+        logits = model.decoder(vtokens, tokens, aux.parallel)
+        losses["caption"] = caption_loss(logits, tokens, model.cfg.text.pad_id)
+    if aux.distill:
+        assert model.teacher is not None and model.mask_token is not None
+        assert aux.local_images is not None and aux.mask is not None
+        with torch.no_grad():
+            t_emb, t_tokens = model.teacher.forward_tokens(images)
+        b, n = aux.local_images.shape[:2]
+        s_emb, _ = model.visual.forward_tokens(aux.local_images.flatten(0, 1))
+        losses["distill"] = _cosine_distance(s_emb.view(b, n, -1), t_emb[:, None])
+        _, m_tokens = model.visual.forward_tokens(images, aux.mask, model.mask_token)
+        losses["masked"] = _cosine_distance(m_tokens[aux.mask], t_tokens[aux.mask])
+    return img, txt, model.logit_scale.exp(), bias, losses
+
+
+def uses_aux(cfg) -> bool:
+    """Whether a :class:`TrainConfig` trains the decoder or distills (the step below)."""
+    return cfg.model.decoder.layers > 0 or cfg.model.distill.enabled
+
+
+def aux_loss(losses: dict[str, torch.Tensor], cfg) -> torch.Tensor:
+    """The weighted sum of :func:`aux_forward`'s losses (``loss.*_weight``)."""
+    w = {"caption": cfg.loss.caption_weight, "distill": cfg.loss.distill_weight}
+    w["masked"] = cfg.loss.masked_weight
+    return sum((w[k] * v for k, v in losses.items()), torch.zeros(()))
+
+
+def forward_backward_aux(model, batch: dict, images, tokens, cfg, step: int, device):
+    """The training step's forward and backward with the auxiliary losses (one micro-batch).
+
+    ``step`` counts the steps done; the distillation phase copies the student into the
+    teacher at its first step. The random draws depend on (seed, step, rank) only."""
+    import torch.distributed as dist
+
+    from metaclip.train.distill import distill_start, ema_update
+    from metaclip.train.images import normalize
+    from metaclip.train.loss import clip_loss
+
+    d = cfg.model.distill
+    start = distill_start(d, cfg.steps)
+    distill = d.enabled and step >= start
+    if distill and step == start:
+        ema_update(model.teacher, model.visual, 0.0)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step * 8191 + rank)
+    aux = draw_aux(model, images.shape[0], distill, gen)
+    if distill:
+        aux.local_images = normalize(batch["local_images"].to(device, non_blocking=True))
+    img, txt, scale, bias, losses = model(images, tokens, aux)
+    loss = clip_loss((img, txt, scale, bias), cfg.model.loss) + aux_loss(losses, cfg).to(img.device)
+    loss.backward()
+    return loss.detach()
+
+
+def after_step(model, cfg, step: int) -> None:
+    """After the optimizer step ``step`` (0-based): the teacher's EMA update, if distilling."""
+    from metaclip.train.distill import distill_start, ema_update, teacher_momentum
+
+    d = cfg.model.distill
+    if d.enabled and step >= distill_start(d, cfg.steps):
+        ema_update(model.teacher, model.visual, teacher_momentum(d, step, cfg.steps))

@@ -1,0 +1,60 @@
+"""Real learning with SigLIP 2's options: sigmoid + MAP head + LocCa decoder + distillation
+reaches at least the zero-shot accuracy of the sigmoid loss alone on the same steps.
+
+Both runs share data, seed and schedule; the recipe's run distills over the last 30%.
+"""
+
+from conftest import tiny_config
+
+from metaclip.train.config import config_from_dict
+from metaclip.train.train import run
+
+STEPS = 120
+CHANCE = 1 / 12
+
+
+def _top1(shapes, out, **over) -> float:
+    cfg = tiny_config(
+        shapes,
+        out,
+        steps=STEPS,
+        log_every=STEPS,
+        **{
+            "model.loss": "sigmoid",
+            "data.batch_size": 32,
+            "optim.lr": 4e-3,
+            "optim.warmup_steps": 10,
+            "eval.zeroshot_shards": shapes["eval"],
+            "eval.classnames": shapes["classnames"],
+            "export": False,
+            **over,
+        },
+    )
+    summary = run(config_from_dict(cfg))
+    assert summary["step"] == STEPS
+    return summary["eval"]["zeroshot/top1"]
+
+
+def test_siglip2_recipe_learns_at_least_as_well_as_sigmoid(shapes, tmp_path):
+    base = _top1(shapes, tmp_path / "sigmoid")
+    recipe = _top1(
+        shapes,
+        tmp_path / "recipe",
+        **{
+            "model.vision.pool": "map",
+            "model.decoder.layers": 1,
+            "model.decoder.width": 64,
+            "model.decoder.heads": 4,
+            "model.decoder.parallel_prob": 0.5,
+            "model.distill.start_fraction": 0.3,
+            "data.local_crops": 1,
+            "data.local_crop_size": 16,
+        },
+    )
+    print(f"zero-shot top-1: sigmoid {base:.3f}, +MAP+decoder+distill {recipe:.3f}")
+    assert base > 2 * CHANCE  # the baseline learns, so the comparison means something
+    assert recipe > 2 * CHANCE
+    # At 120 steps both sit near 0.25-0.375 and vary from run to run by several of the 120
+    # eval images (measured: 0.250 vs 0.375, 0.267 vs 0.258), so "at least" is checked to
+    # within 6 images; a broken recipe (chance level) still fails.
+    assert recipe >= base - 0.05
