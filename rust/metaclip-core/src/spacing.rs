@@ -54,8 +54,22 @@ pub fn spaced_into(text: &str, all_whitespace: bool, out: &mut Vec<u8>) {
             }
         }
     } else {
-        for &b in text.as_bytes() {
-            push_ascii(b, out);
+        // Blocks of 16 bytes with no byte to change are copied whole (most blocks of Han
+        // or Thai text, whose bytes are all above ASCII).
+        let b = text.as_bytes();
+        let mut at = 0;
+        while at + 16 <= b.len() {
+            if special_mask(b, at) == 0 {
+                out.extend_from_slice(&b[at..at + 16]);
+            } else {
+                for &c in &b[at..at + 16] {
+                    push_ascii(c, out);
+                }
+            }
+            at += 16;
+        }
+        for &c in &b[at..] {
+            push_ascii(c, out);
         }
     }
     out.push(b' ');

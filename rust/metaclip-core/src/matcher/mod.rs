@@ -270,10 +270,10 @@ impl Matcher {
     fn finish_ids(&self, text: &str, start: usize, scratch: &mut Scratch, out: &mut Vec<u32>) {
         if let Some(ac) = &self.substr {
             spaced_into(text, self.mode == Mode::Fixed, &mut scratch.spaced);
-            // Spacing only inserts and replaces ASCII, so the spaced text is UTF-8 too.
-            if let Ok(spaced) = std::str::from_utf8(&scratch.spaced) {
-                out.extend(ac.find_overlapping_iter(spaced).map(|m| m.value()));
-            }
+            // SAFETY: `spaced_into` copies whole characters of `text` (a `str`) and adds
+            // or replaces only ASCII bytes, so the spaced text is UTF-8 too.
+            let spaced = unsafe { std::str::from_utf8_unchecked(&scratch.spaced) };
+            out.extend(ac.find_overlapping_iter(spaced).map(|m| m.value()));
         }
         let keep = dedup::sort_dedup(&mut out[start..], self.avx2);
         out.truncate(start + keep);
