@@ -211,6 +211,26 @@ mod tests {
     }
 
     #[test]
+    fn clean_blocks_copied_whole_match_bytewise_spacing() {
+        let naive = |t: &str| {
+            let mut s = format!(" {} ", py_strip(t));
+            for p in [",", ".", ";", ":", "?", "!", "`"] {
+                s = s.replace(p, &format!(" {p} "));
+            }
+            s.replace(['\t', '\n', '\r'], " ")
+        };
+        let texts = [
+            "我的新相机很好".repeat(3) + "," + &"ฉันรักแมวมาก".repeat(2) + "\t。",
+            "x".repeat(16) + "." + &"猫".repeat(11) + "\n" + &"y".repeat(15),
+            "a".repeat(32) + "!",
+            "ខ្មែរ".repeat(7),
+        ];
+        for t in &texts {
+            assert_eq!(spaced(t), naive(t), "{t:?}");
+        }
+    }
+
+    #[test]
     fn strip_matches_python() {
         assert_eq!(py_strip("\u{1c}a\u{3000}"), "a");
         assert_eq!(py_strip("\u{200b}a"), "\u{200b}a"); // ZWSP is not whitespace in Python
