@@ -106,7 +106,11 @@ def python_peers(entries, texts, ours, mode="mc1", repeat=3, skip=()):
         rows.append(_row(name, texts, wall, cpu, build, mem, entries, ours, got, "RSS delta"))
         del ac
 
-    import polars as pl
+    try:
+        import polars as pl
+    except ImportError:
+        print("polars not installed (pip install polars): skipped", file=sys.stderr)
+        return rows
 
     ids_of = pl.DataFrame(
         {"m": patterns, "id": range(len(patterns))}, schema_overrides={"id": pl.UInt32}
