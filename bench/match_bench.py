@@ -8,6 +8,9 @@ on all threads, the reference approach (pyahocorasick automaton over ``" " + ent
 spacing done in Python as the reference does) on a subsample, and the naive
 ``pattern in spacing(text)`` scan on a small subsample; plus build time and memory.
 Match sets are compared across all three on the shared subsamples.
+
+A second table (``--peer-texts`` texts, best of ``--repeat``) puts the peers a user would
+pick instead beside ours, and the floor under our matcher; see ``bench/peers.py``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+import peers
 import workload
 
 from metaclip.core import Matcher
@@ -64,6 +68,8 @@ def main() -> None:
     ap.add_argument("--texts", type=int, default=1_000_000)
     ap.add_argument("--ref-texts", type=int, default=100_000, help="pyahocorasick subsample")
     ap.add_argument("--naive-texts", type=int, default=50, help="naive-scan subsample")
+    ap.add_argument("--peer-texts", type=int, default=200_000, help="peers' subsample (0: none)")
+    ap.add_argument("--repeat", type=int, default=3, help="peers: best of this many runs")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
     cores = os.cpu_count() or 1
@@ -177,6 +183,22 @@ def main() -> None:
         f"       pyahocorasick {build_ref_s:.2f}s, RSS delta {rss_ref / 1e6:.1f} MB "
         f"({rss_ref / n:.0f} B/entry)"
     )
+    peer_rows = []
+    if args.peer_texts:
+        sub = texts[: args.peer_texts]
+        peer_rows = peers.rust_peers(
+            entries, sub, Path(__file__).parent / "out" / "peers-en", repeat=args.repeat
+        )
+        ours_peer = ours1.lists()[: len(sub)]
+        py_sub = sub[: args.ref_texts]
+        peer_rows += peers.python_peers(
+            entries, py_sub, ours_peer[: len(py_sub)], repeat=args.repeat, skip=("pyahocorasick",)
+        )
+        peers.print_table(
+            peer_rows,
+            f"peers, 1 thread, best of {args.repeat} (Rust: {len(sub):,} texts; "
+            f"Python: {len(py_sub):,})",
+        )
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -193,6 +215,7 @@ def main() -> None:
                     "rss_delta_bytes": rss_ours,
                     "ref_build_s": build_ref_s,
                     "ref_rss_delta_bytes": rss_ref,
+                    "peers": peer_rows,
                 },
                 indent=2,
             )

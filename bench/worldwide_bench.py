@@ -10,6 +10,10 @@ Aho-Corasick automaton), Zipf-distributed, 60% single words and 40% two-word ent
 Texts are routed to their language's matcher through the pipeline's own
 ``stages.match_table`` (language column given, as after LID). Prints build time, resident
 memory and bytes per entry for both kinds of language, and texts/s.
+
+Then, per substring script (Han, Thai; ``--peer-texts`` texts of one generated language
+each, best of ``--repeat``), our matcher on one thread beside the peers a user would pick
+instead and the automaton crates themselves (``bench/peers.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+sys.path.insert(0, str(Path(__file__).parent))
+import peers
+
+from metaclip.core import Matcher
 from metaclip.pipeline import stages
 from metaclip.pipeline.metadata import Metadata
 
@@ -82,6 +90,8 @@ def main() -> None:
     ap.add_argument("--entries-per-lang", type=int, default=110_000)
     ap.add_argument("--texts", type=int, default=1_000_000)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--peer-texts", type=int, default=200_000, help="per script (0: no peers)")
+    ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     rng = np.random.default_rng(0)
@@ -140,6 +150,33 @@ def main() -> None:
           f"{len(texts) / secs:,.0f} texts/s ({os.cpu_count()} threads); "
           f"{st.matched:,} texts matched; resident memory of all matchers "
           f"{total_rss / 2**20:,.0f} MiB")  # fmt: skip
+    peer_rows = {}
+    for script in ["han", "thai"] if args.peer_texts else []:
+        i = list(SCRIPTS).index(script)
+        rng = np.random.default_rng(100 + i)
+        _, ents, txts, _ = language(i, args.entries_per_lang, args.peer_texts, rng)
+        m = Matcher(ents, "mc2")
+        res, best = None, float("inf")
+        for _ in range(args.repeat):
+            t = time.perf_counter()
+            res = m.match(txts, threads=1)
+            best = min(best, time.perf_counter() - t)
+        print(f"\n{script}: ours through Python, 1 thread: {len(txts) / best:,.0f} texts/s")
+        ours = res.lists()
+        rows = peers.rust_peers(
+            ents, txts, Path(__file__).parent / "out" / f"peers-{script}", "mc2", args.repeat
+        )
+        # The word-level floor means nothing here: a text is one token.
+        rows = [r for r in rows if "floor" not in r["engine"]]
+        py_n = min(len(txts), 50_000)
+        rows += peers.python_peers(ents, txts[:py_n], ours[:py_n], "mc2", args.repeat)
+        avg = sum(len(t.encode()) for t in txts) / len(txts)
+        peers.print_table(
+            rows,
+            f"{script}: {len(ents):,} entries, {len(txts):,} texts ({avg:.0f} B avg; Python "
+            f"peers on {py_n:,}), 1 thread, best of {args.repeat}",
+        )
+        peer_rows[script] = rows
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -151,6 +188,7 @@ def main() -> None:
                     "rss_bytes": total_rss,
                     "build_s": build,
                     "memory": mem,
+                    "peers": peer_rows,
                 },
                 indent=2,
             )

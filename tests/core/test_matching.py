@@ -50,6 +50,35 @@ def test_matches_naive_reference(mode, entries, data):
     assert m.match(pa.array(texts), threads=2).lists() == want
 
 
+# Substring-language pieces: single Han, Thai and Khmer characters (so entries overlap and
+# nest inside running text), with the Latin, punctuation and space pieces that border them.
+SUBSTRING_PIECES = [
+    "相", "机", "中", "国", "猫", "很", "好", "，", "。", "「", "」",
+    "แ", "ม", "ว", "ไ", "ท", "ย", "\u0e48", "ខ", "្", "ម", "ែ", "រ",
+    "カ", "メ", "한", "a", "dog", " ", ",", ".", "\t", "-", "😀",
+]  # fmt: skip
+sub_piece = st.sampled_from(SUBSTRING_PIECES)
+
+
+@pytest.mark.parametrize("mode", ["mc2", "fixed"])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    entries=st.lists(
+        st.lists(sub_piece, min_size=1, max_size=4).map("".join).filter(str.strip),
+        min_size=1,
+        max_size=30,
+        unique=True,
+    ),
+    data=st.data(),
+)
+def test_substring_languages_match_naive_reference(mode, entries, data):
+    """The character-level automaton (CJK, Thai, Khmer, mixed) gives the spec's matches."""
+    m = Matcher(entries, mode)
+    parts = st.lists(st.one_of(st.sampled_from(entries), sub_piece), max_size=16)
+    texts = data.draw(st.lists(parts.map("".join), min_size=1, max_size=20))
+    assert m.match(texts, threads=1).lists() == [naive_match(t, entries, mode) for t in texts]
+
+
 @settings(max_examples=200, deadline=None)
 @given(text=st.text(max_size=60))
 def test_spacing_matches_reference(text):

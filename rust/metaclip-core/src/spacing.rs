@@ -54,8 +54,22 @@ pub fn spaced_into(text: &str, all_whitespace: bool, out: &mut Vec<u8>) {
             }
         }
     } else {
-        for &b in text.as_bytes() {
-            push_ascii(b, out);
+        // Blocks of 16 bytes with no byte to change are copied whole (most blocks of Han
+        // or Thai text, whose bytes are all above ASCII).
+        let b = text.as_bytes();
+        let mut at = 0;
+        while at + 16 <= b.len() {
+            if special_mask(b, at) == 0 {
+                out.extend_from_slice(&b[at..at + 16]);
+            } else {
+                for &c in &b[at..at + 16] {
+                    push_ascii(c, out);
+                }
+            }
+            at += 16;
+        }
+        for &c in &b[at..] {
+            push_ascii(c, out);
         }
     }
     out.push(b' ');
@@ -193,6 +207,26 @@ mod tests {
             let b = py_strip(text).as_bytes();
             for_each_token(b, |s, e| got.push(b[s..e].to_vec()));
             assert_eq!(got, want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn clean_blocks_copied_whole_match_bytewise_spacing() {
+        let naive = |t: &str| {
+            let mut s = format!(" {} ", py_strip(t));
+            for p in [",", ".", ";", ":", "?", "!", "`"] {
+                s = s.replace(p, &format!(" {p} "));
+            }
+            s.replace(['\t', '\n', '\r'], " ")
+        };
+        let texts = [
+            "我的新相机很好".repeat(3) + "," + &"ฉันรักแมวมาก".repeat(2) + "\t。",
+            "x".repeat(16) + "." + &"猫".repeat(11) + "\n" + &"y".repeat(15),
+            "a".repeat(32) + "!",
+            "ខ្មែរ".repeat(7),
+        ];
+        for t in &texts {
+            assert_eq!(spaced(t), naive(t), "{t:?}");
         }
     }
 

@@ -189,6 +189,17 @@ impl Vocab {
         Ok(id)
     }
 
+    /// (key, hash) of the token `buf[at..at + len]`, as `push_key` computes them.
+    #[inline(always)]
+    pub(super) fn key_hash(&self, buf: &[u8], at: usize, len: usize) -> (u64, u64) {
+        word_key_at(buf, at, len, &self.hasher)
+    }
+
+    /// The hash of every word, in id order.
+    pub(super) fn hashes(&self) -> impl Iterator<Item = u64> + '_ {
+        (0..self.spans.len() as u32).map(|id| word_key(self.word(id), &self.hasher).1)
+    }
+
     pub(super) fn len(&self) -> usize {
         self.spans.len()
     }
