@@ -97,17 +97,11 @@ def photo_jpeg(w: int, h: int, rng: np.random.Generator, quality: int = 90) -> b
 
 
 def crop_box(w: int, h: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
-    """The trainer's RandomResizedCrop box (metaclip.train.data.image_to_tensor)."""
-    for _ in range(10):
-        area = w * h * rng.uniform(0.9, 1.0)
-        ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
-        cw, ch = round((area * ratio) ** 0.5), round((area / ratio) ** 0.5)
-        if 0 < cw <= w and 0 < ch <= h:
-            x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-            return x0, y0, x0 + cw, y0 + ch
-    side = min(w, h)
-    x0, y0 = (w - side) // 2, (h - side) // 2
-    return x0, y0, x0 + side, y0 + side
+    """The trainer's RandomResizedCrop box, in whole pixels."""
+    from metaclip.train.images import crop_box as trainer_box
+
+    x0, y0, x1, y1 = trainer_box(w, h, OUT, rng)
+    return int(x0), int(y0), int(x1), int(y1)
 
 
 # --- decoders: (jpeg bytes, crop box in full-size pixels) -> 224x224x3 uint8 ------------------

@@ -29,7 +29,7 @@ class BadImage(ValueError):
         self.reason = reason
 
 
-def _crop_box(
+def crop_box(
     w: int,
     h: int,
     size: int,
@@ -58,7 +58,7 @@ def decode(
     rng: np.random.Generator | None,
     area: tuple[float, float] = (0.9, 1.0),
 ) -> torch.Tensor:
-    """``[3, size, size]`` uint8: decoded, cropped (see ``_crop_box``) and resized (bicubic).
+    """``[3, size, size]`` uint8: decoded, cropped (see ``crop_box``) and resized (bicubic).
     Raises ``BadImage`` for bytes that are not a whole image, or too many pixels."""
     try:
         with warnings.catch_warnings():
@@ -67,7 +67,7 @@ def decode(
             w, h = img.size
             if w * h > MAX_PIXELS:
                 raise BadImage("too_large", f"{w}x{h} pixels")
-            box = _crop_box(w, h, size, rng, area)
+            box = crop_box(w, h, size, rng, area)
             if img.format == "JPEG":
                 # the draft keeps at least `size` pixels across the crop's short side
                 short = min(box[2] - box[0], box[3] - box[1])
