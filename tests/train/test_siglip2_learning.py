@@ -9,7 +9,7 @@ from conftest import tiny_config
 from metaclip.train.config import config_from_dict
 from metaclip.train.train import run
 
-STEPS = 120
+STEPS = 240
 CHANCE = 1 / 12
 
 
@@ -21,7 +21,7 @@ def _top1(shapes, out, **over) -> float:
         log_every=STEPS,
         **{
             "model.loss": "sigmoid",
-            "data.batch_size": 32,
+            "data.batch_size": 48,
             "optim.lr": 4e-3,
             "optim.warmup_steps": 10,
             "eval.zeroshot_shards": shapes["eval"],
@@ -54,7 +54,7 @@ def test_siglip2_recipe_learns_at_least_as_well_as_sigmoid(shapes, tmp_path):
     print(f"zero-shot top-1: sigmoid {base:.3f}, +MAP+decoder+distill {recipe:.3f}")
     assert base > 2 * CHANCE  # the baseline learns, so the comparison means something
     assert recipe > 2 * CHANCE
-    # At 120 steps both sit near 0.25-0.375 and vary from run to run by several of the 120
-    # eval images (measured: 0.250 vs 0.375, 0.267 vs 0.258), so "at least" is checked to
-    # within 6 images; a broken recipe (chance level) still fails.
+    # CPU runs vary by several of the 120 eval images (threaded reductions); at 120 steps
+    # sigmoid alone once sat at exactly 2x chance (0.167), so 240 steps (measured: 0.333
+    # vs 0.358). "At least" is checked to within 6 images; a broken recipe still fails.
     assert recipe >= base - 0.05
