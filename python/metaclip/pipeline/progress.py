@@ -13,7 +13,12 @@ class Progress:
     the texts per byte of the shards done so far, corrected as each shard finishes."""
 
     def __init__(
-        self, desc: str, total: int | None, quiet: bool, left_bytes: int | None = None
+        self,
+        desc: str,
+        total: int | None,
+        quiet: bool,
+        left_bytes: int | None = None,
+        unit: str = "text",
     ) -> None:
         self.bar = None
         self.left_bytes = left_bytes if total is None else None
@@ -23,7 +28,7 @@ class Progress:
                 from tqdm import tqdm
 
                 self.bar = tqdm(
-                    total=total, desc=desc, unit="text", unit_scale=True, file=sys.stderr,
+                    total=total, desc=desc, unit=unit, unit_scale=True, file=sys.stderr,
                     dynamic_ncols=True, leave=True,
                 )  # fmt: skip
             except ImportError:

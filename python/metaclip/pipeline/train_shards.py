@@ -122,11 +122,16 @@ def plan(engine: Engine, online: bool) -> Plan:
     """Every sample to write, in pool order, and where the images are."""
     writer = engine.subset_writer()
     out = Plan()
-    for i, shard in enumerate(engine.shards):
-        table = writer.shard_subset(shard.name, all_matched=online)
-        out.samples += _samples(engine, table, i)
-        out.pool.append(shard.path)
-        out.index.append(_index(shard.path))
+    bar = Progress("plan", len(engine.shards), engine.cfg.quiet, unit="shard")
+    try:
+        for i, shard in enumerate(engine.shards):
+            table = writer.shard_subset(shard.name, all_matched=online)
+            out.samples += _samples(engine, table, i)
+            out.pool.append(shard.path)
+            out.index.append(_index(shard.path))
+            bar.update(1)
+    finally:
+        bar.close()
     return out
 
 
@@ -246,7 +251,7 @@ def _image_shards(engine: Engine, dest: Path, online: bool, per_shard: int, seed
     names = [f"shard-{i:06d}.tar" for i in range(len(tars))]
     _record(dest, [*names, "shards.json", "probs.npy", "probs.json"])
     work = dest / WORK
-    bar = Progress("shards", len(p.samples), engine.cfg.quiet)
+    bar = Progress("shards", len(p.samples), engine.cfg.quiet, unit="sample")
 
     def one(i: int) -> dict:
         record = work / f"{names[i]}.json"
