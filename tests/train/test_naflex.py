@@ -6,6 +6,8 @@ import dataclasses
 import io
 import json
 import math
+import shlex
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -216,6 +218,20 @@ def test_bad_naflex_values_are_config_errors(tmp_path, over, match):
     raw = tiny_config({"train": "x.tar", "tokenizer": "sp.model"}, tmp_path, **over)
     with pytest.raises(ConfigError, match=match):
         config_from_dict(raw)
+
+
+def test_example_config_naflex_overrides(shapes):
+    """The overrides the SigLIP 2 example documents for NaFlex give a valid config."""
+    example = Path(__file__).parents[2] / "docs/examples/siglip2-b16.toml"
+    lines = [x for x in example.read_text().splitlines() if x.startswith("#   --set")]
+    over = [m.strip("'") for line in lines for m in shlex.split(line[1:])[1::2]]
+    assert len(over) == 4
+    cfg = config_from_dict(
+        {"model": {"preset": "ViT-B-16-siglip2"}, "data": {"train_shards": shapes["train"]}},
+        [*over, "tokenizer.path=sp.model"],
+    )
+    assert cfg.data.naflex_seq_lens == [256, 576, 1024] and cfg.model.vision.pool == "map"
+    assert naflex_grid(480, 640, 256) == (14, 18)  # a 4:3 photo: 252 patches
 
 
 def test_naflex_training_loss_is_finite_and_decreases(shapes, tmp_path):
