@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import json
@@ -18,6 +19,7 @@ from PIL import Image
 from metaclip.train.config import ConfigError, config_from_dict, model_preset
 from metaclip.train.data import ShardStream, expand_shards
 from metaclip.train.images import decode, normalize
+from metaclip.train.loss import clip_loss
 from metaclip.train.model import build_model
 from metaclip.train.naflex import (
     batch_input,
@@ -27,7 +29,7 @@ from metaclip.train.naflex import (
     pack,
     patchify,
 )
-from metaclip.train.train import run
+from metaclip.train.train import forward_backward, run
 
 
 def _tiny(pool: str):
@@ -136,6 +138,29 @@ def test_packed_gradients_stay_within_each_image():
     out = model.encode_image(pack(patches, grids, 13, False))
     (grad,) = torch.autograd.grad(out[0].sum(), patches)
     assert grad[:4].abs().sum() > 0 and grad[4:].abs().sum() == 0
+
+
+def test_accumulation_over_naflex_micro_batches_gives_the_packed_batch_gradients():
+    """GradCache over two micro-batches of different lengths == one packed batch."""
+    torch.manual_seed(0)
+    full = build_model(dataclasses.replace(model_preset("test-tiny"), loss="sigmoid"))
+    accum = copy.deepcopy(full)
+    g = torch.Generator().manual_seed(1)
+    grids = [(2, 2), (1, 3), (2, 2), (3, 3), (3, 2), (3, 3)]
+    patches = torch.randn(sum(a * b for a, b in grids), 3 * 64, generator=g)
+    tokens = torch.randint(1, 999, (6, 16), generator=g)
+    tokens[:, 10] = 999
+    clip_loss(full(pack(patches, grids, 40, True), tokens), "sigmoid").backward()
+    cut = 4 + 3 + 4
+    micro = [
+        (pack(patches[:cut], grids[:3], 5, True), tokens[:3]),
+        (pack(patches[cut:], grids[3:], 10, True), tokens[3:]),
+    ]
+    forward_backward(accum, micro, "sigmoid")
+    ref = dict(full.named_parameters())
+    for name, p in accum.named_parameters():
+        assert p.grad is not None, name
+        torch.testing.assert_close(p.grad, ref[name].grad, rtol=0, atol=1e-5)
 
 
 def test_normalize_patches_matches_image_normalize():

@@ -100,7 +100,7 @@ def forward_backward(model, micro: list[tuple[torch.Tensor, torch.Tensor]], kind
     bias = None if outs[0][3] is None else outs[0][3].detach().requires_grad_()
     loss = clip_loss((img, txt, scale, bias), kind)
     loss.backward()
-    sizes = [images.shape[0] for images, _ in micro]
+    sizes = [tokens.shape[0] for _, tokens in micro]  # images may be packed (NaFlex)
     g_img, g_txt = img.grad.split(sizes), txt.grad.split(sizes)  # type: ignore[union-attr]
     for j, (images, tokens) in enumerate(micro):
         out = model(images, tokens)
