@@ -138,6 +138,10 @@ def test_packed_gradients_stay_within_each_image():
     out = model.encode_image(pack(patches, grids, 13, False))
     (grad,) = torch.autograd.grad(out[0].sum(), patches)
     assert grad[:4].abs().sum() > 0 and grad[4:].abs().sum() == 0
+    model.set_grad_checkpointing(True, every=1)  # the mask reaches recomputed blocks too
+    out = model.encode_image(pack(patches, grids, 13, False))
+    (again,) = torch.autograd.grad(out[0].sum(), patches)
+    torch.testing.assert_close(again, grad)
 
 
 def test_accumulation_over_naflex_micro_batches_gives_the_packed_batch_gradients():
