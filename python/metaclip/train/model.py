@@ -269,7 +269,9 @@ class CLIP(nn.Module):
 
     # encode_image / encode_text are registered as FSDP forward methods (they unshard and
     # reshard the root); forward() calls the private versions so it is one FSDP forward.
-    def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+    def encode_image(
+        self, images: torch.Tensor | NaFlexBatch, normalize: bool = False
+    ) -> torch.Tensor:
         return self._encode_image(images, normalize)
 
     def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
