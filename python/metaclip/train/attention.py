@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,17 @@ log = logging.getLogger(__name__)
 BACKENDS = ("auto", "sdpa", "xformers")
 _XFORMERS_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _xops = None
+
+
+@dataclass
+class BlockDiagonal:
+    """Packed sequences (NaFlex): each token attends only within its segment.
+
+    ``dense`` ``[R, 1, T, T]`` bool (True: may attend) for SDPA; ``seqlens`` the segment
+    lengths over the R rows laid end to end (padding runs included), for xformers."""
+
+    dense: torch.Tensor
+    seqlens: list[int]
 
 
 def xformers_installed() -> bool:
@@ -61,9 +73,26 @@ def _xformers_attention(
     return xops.memory_efficient_attention(q, k, v, attn_bias=bias)
 
 
-def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
+def _xformers_block_diagonal(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seqlens: list[int]
+) -> torch.Tensor:
+    """Packed rows as one sequence of ``seqlens`` blocks: no dense [T, T] mask is built."""
+    xops = _xformers_ops()
+    bias = xops.fmha.attn_bias.BlockDiagonalMask.from_seqlens(seqlens)
+    b, t = q.shape[:2]
+    q, k, v = (x.reshape(1, b * t, *x.shape[2:]) for x in (q, k, v))
+    return xops.memory_efficient_attention(q, k, v, attn_bias=bias).view(b, t, *q.shape[2:])
+
+
+def _sdpa(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    causal: bool,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     out = F.scaled_dot_product_attention(
-        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=causal
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, is_causal=causal
     )
     return out.transpose(1, 2)
 
@@ -140,9 +169,24 @@ def resolve_backend(
 
 
 def attend(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool, backend: str
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool,
+    backend: str,
+    mask: torch.Tensor | BlockDiagonal | None = None,
 ) -> torch.Tensor:
-    """Scaled dot-product attention over ``[B, T, H, D]`` tensors; returns ``[B, T, H, D]``."""
-    if backend == "xformers" and q.is_cuda and q.dtype in _XFORMERS_DTYPES:
+    """Scaled dot-product attention over ``[B, T, H, D]`` tensors; returns ``[B, T, H, D]``.
+    ``mask``: a bool tensor broadcast to ``[B, H, Tq, Tk]`` (True: may attend; SDPA), or a
+    :class:`BlockDiagonal` (packed sequences; xformers' block-diagonal bias on CUDA)."""
+    xformers = backend == "xformers" and q.is_cuda and q.dtype in _XFORMERS_DTYPES
+    if isinstance(mask, BlockDiagonal):
+        if xformers and not causal:  # not testable on CPU: kept to this one call
+            return _xformers_block_diagonal(q, k, v, mask.seqlens)
+        return _sdpa(q, k, v, causal, mask.dense)
+    if mask is not None:
+        return _sdpa(q, k, v, causal, mask)
+    if xformers:
         return _xformers_attention(q, k, v, causal)
     return _sdpa(q, k, v, causal)

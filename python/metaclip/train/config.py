@@ -287,8 +287,17 @@ class DataConfig:
     # (model.distill needs them); 0 = none, the batches are as before
     local_crops: int = 0
     local_crop_size: int = 0  # 0: half the image size (rounded down to the patch size)
+    # NaFlex (SigLIP 2): images at their native aspect ratio as at most L patches, L drawn
+    # per batch from this list (e.g. [256, 576, 1024]); the batch then holds "patches" and
+    # "grids" instead of "images". None: square images at model.vision.image_size
+    naflex_seq_lens: list[int] | None = None
 
     def __post_init__(self) -> None:
+        lens = self.naflex_seq_lens
+        _check(
+            lens is None or (len(lens) > 0 and min(lens) >= 1),
+            f"data.naflex_seq_lens must be a non-empty list of lengths >= 1, got {lens}",
+        )
         _check(self.local_crops >= 0 and self.local_crop_size >= 0, "data.local_crops/size >= 0")
         _check(bool(self.train_shards), "data.train_shards is required")
         _choice("data.start_method", self.start_method, ("forkserver", "spawn", "fork"))
@@ -435,6 +444,15 @@ class TrainConfig:
             not m.distill.enabled or self.data.local_crops > 0,
             "model.distill needs local crops: set data.local_crops >= 1",
         )
+        if self.data.naflex_seq_lens is not None:
+            unsupported = {
+                "model.decoder": m.decoder.layers > 0,
+                "model.distill": m.distill.enabled,
+                "data.local_crops": self.data.local_crops > 0,
+                "compile": self.compile,
+            }
+            on = [k for k, v in unsupported.items() if v]
+            _check(not on, f"data.naflex_seq_lens does not support {', '.join(on)} yet")
         if self.data.local_crops:
             size = local_crop_size(self.data, m.vision)
             _check(

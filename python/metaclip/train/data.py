@@ -39,6 +39,7 @@ from metaclip import core
 from metaclip.exceptions import MetaclipError
 from metaclip.train.config import ConfigError
 from metaclip.train.images import BadImage, decode
+from metaclip.train.naflex import choose_seq_len, decode_native, patchify
 from metaclip.train.samples import Sample, iter_samples
 
 LOCAL_SCALE = (0.05, 0.4)  # area share of a local crop (DINO/SILC)
@@ -192,6 +193,8 @@ class ShardStream(torch.utils.data.IterableDataset):
         language_offsets: dict[str, int] | None = None,
         local_crops: int = 0,
         local_crop_size: int = 0,
+        naflex_seq_lens: Sequence[int] = (),
+        patch_size: int = 0,
     ) -> None:
         self.shards, self.rank, self.world = list(shards), rank, world
         self.num_workers = max(num_workers, 0)
@@ -214,6 +217,10 @@ class ShardStream(torch.utils.data.IterableDataset):
         self.curation_seed = curation_seed
         self.language_offsets = language_offsets
         self.local_crops, self.local_crop_size = local_crops, local_crop_size
+        # NaFlex: a length per batch; images as patches at their aspect ratio (naflex.py)
+        self.naflex_seq_lens, self.patch_size = list(naflex_seq_lens), patch_size
+        if self.naflex_seq_lens and patch_size < 1:
+            raise ConfigError("NaFlex batches need the model's patch_size")
         state = state or {}
         self.rotation = int(state.get("next_stream", 0))
         self.positions: dict[int, dict] = {}
@@ -273,6 +280,8 @@ class ShardStream(torch.utils.data.IterableDataset):
         images: list[torch.Tensor] = []
         texts: list[str] = []
         local: list[torch.Tensor] = []
+        grids: list[tuple[int, int]] = []
+        seq_len = 0  # NaFlex: this batch's length, drawn before its first sample
         while True:
             shards = self._stream_shards(stream, epoch)
             slots = [_Slot(i, shards[i], n) for i, n in resumed]
@@ -284,6 +293,8 @@ class ShardStream(torch.utils.data.IterableDataset):
                     nxt += 1
                 if not slots:
                     break
+                if self.naflex_seq_lens and not seq_len:
+                    seq_len = choose_seq_len(self.naflex_seq_lens, self.seed, epoch, g, draw)
                 k = 0
                 if len(slots) > 1:
                     k = int(np.random.default_rng([self.seed, epoch, g, draw]).integers(len(slots)))
@@ -315,7 +326,15 @@ class ShardStream(torch.utils.data.IterableDataset):
                     skipped[t] += 1
                     continue
                 try:
-                    image = decode(s.image, self.image_size, rng if self.augment else None)
+                    if seq_len:
+                        image = decode_native(
+                            s.image, self.patch_size, seq_len, rng if self.augment else None
+                        )
+                        p = self.patch_size
+                        grids.append((image.shape[1] // p, image.shape[2] // p))
+                        image = patchify(image, p)
+                    else:
+                        image = decode(s.image, self.image_size, rng if self.augment else None)
                 except BadImage as e:
                     skipped[e.reason] += 1
                     continue
@@ -329,10 +348,15 @@ class ShardStream(torch.utils.data.IterableDataset):
                     ]
                     local.append(torch.stack(crops))
                 if len(images) == self.batch_size:
-                    extra = {"local_images": torch.stack(local)} if local else {}
+                    extra: dict[str, Any] = {"local_images": torch.stack(local)} if local else {}
+                    if seq_len:
+                        extra["patches"] = torch.cat(images)
+                        extra["grids"] = torch.tensor(grids, dtype=torch.long)
+                        extra["seq_len"] = seq_len
+                    else:
+                        extra["images"] = torch.stack(images)
                     yield {
                         **extra,
-                        "images": torch.stack(images),
                         "tokens": torch.from_numpy(self.tokenizer(texts)),
                         "stream": stream,
                         "position": {
@@ -344,7 +368,7 @@ class ShardStream(torch.utils.data.IterableDataset):
                         "skipped": dict(skipped),
                     }
                     skipped.clear()
-                    images, texts, local = [], [], []
+                    images, texts, local, grids, seq_len = [], [], [], [], 0
             if not found:  # another pass would find nothing either: stop instead of spinning
                 yield {"error": self._nothing(shards, skipped)}
                 return

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -60,6 +61,15 @@ def decode(
 ) -> torch.Tensor:
     """``[3, size, size]`` uint8: decoded, cropped (see ``crop_box``) and resized (bicubic).
     Raises ``BadImage`` for bytes that are not a whole image, or too many pixels."""
+    return decode_with(data, lambda w, h: (crop_box(w, h, size, rng, area), (size, size)))
+
+
+def decode_with(
+    data: bytes,
+    plan: Callable[[int, int], tuple[tuple[float, float, float, float], tuple[int, int]]],
+) -> torch.Tensor:
+    """Decode, crop to ``plan(w, h)``'s box and resize (bicubic) to its ``(width, height)``:
+    ``[3, height, width]`` uint8. Raises ``BadImage`` as :func:`decode` does."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -67,16 +77,15 @@ def decode(
             w, h = img.size
             if w * h > MAX_PIXELS:
                 raise BadImage("too_large", f"{w}x{h} pixels")
-            box = crop_box(w, h, size, rng, area)
+            box, (out_w, out_h) = plan(w, h)
             if img.format == "JPEG":
-                # the draft keeps at least `size` pixels across the crop's short side
-                short = min(box[2] - box[0], box[3] - box[1])
-                scale = max(1, int(short // size))
+                # the draft keeps at least the output's pixels across the crop
+                scale = max(1, int(min((box[2] - box[0]) // out_w, (box[3] - box[1]) // out_h)))
                 img.draft("RGB", (max(1, w // scale), max(1, h // scale)))
                 fx, fy = img.size[0] / w, img.size[1] / h
                 box = (box[0] * fx, box[1] * fy, box[2] * fx, box[3] * fy)
             img = img.convert("RGB")
-            img = img.resize((size, size), Image.Resampling.BICUBIC, box=box)
+            img = img.resize((out_w, out_h), Image.Resampling.BICUBIC, box=box)
     except BadImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

@@ -16,12 +16,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from metaclip.train.attention import attend, resolve_backend
+from metaclip.train.attention import BlockDiagonal, attend, resolve_backend
 from metaclip.train.config import ConfigError, ModelConfig, TextConfig, VisionConfig
 from metaclip.train.siglip2 import MAPHead, resize_grid
 
 if TYPE_CHECKING:
     from metaclip.train.decoder import CaptionDecoder
+    from metaclip.train.naflex import NaFlexBatch
 
 
 class QuickGELU(nn.Module):
@@ -39,11 +40,11 @@ class Attention(nn.Module):
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
         self.out_proj = nn.Linear(width, width)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: BlockDiagonal | None = None) -> torch.Tensor:
         b, t, c = x.shape
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias).view(b, t, 3, self.heads, -1)
         q, k, v = qkv.unbind(2)
-        out = attend(q, k, v, causal=self.causal, backend=self.backend)
+        out = attend(q, k, v, causal=self.causal, backend=self.backend, mask=mask)
         return self.out_proj(out.reshape(b, t, c))
 
 
@@ -70,8 +71,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(width)
         self.mlp = MLP(width, int(width * mlp_ratio), quick_gelu)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, mask: BlockDiagonal | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), mask)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -86,13 +87,15 @@ class Transformer(nn.Module):
             Block(width, heads, mlp_ratio, quick_gelu, causal) for _ in range(layers)
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: BlockDiagonal | None = None) -> torch.Tensor:
+        """``mask``: packed sequences (NaFlex); None attends over the whole row."""
         k = self.checkpoint_every
+        extra = () if mask is None else (mask,)  # blocks see the same call as before
         for i, block in enumerate(self.resblocks):
             if k and i % k == 0 and torch.is_grad_enabled():
-                x = checkpoint(block, x, use_reentrant=False)
+                x = checkpoint(block, x, *extra, use_reentrant=False)
             else:
-                x = block(x)
+                x = block(x, *extra)
         return x
 
     def init_weights(self) -> None:
@@ -266,14 +269,21 @@ class CLIP(nn.Module):
 
     # encode_image / encode_text are registered as FSDP forward methods (they unshard and
     # reshard the root); forward() calls the private versions so it is one FSDP forward.
-    def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+    def encode_image(
+        self, images: torch.Tensor | NaFlexBatch, normalize: bool = False
+    ) -> torch.Tensor:
         return self._encode_image(images, normalize)
 
     def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         return self._encode_text(tokens, normalize)
 
-    def _encode_image(self, images: torch.Tensor, normalize: bool) -> torch.Tensor:
-        x = self.visual(images)
+    def _encode_image(self, images: torch.Tensor | NaFlexBatch, normalize: bool) -> torch.Tensor:
+        if isinstance(images, torch.Tensor):
+            x = self.visual(images)
+        else:  # NaFlex: packed patches at native aspect ratios
+            from metaclip.train.naflex import encode_packed
+
+            x = encode_packed(self.visual, images)
         return F.normalize(x, dim=-1) if normalize else x
 
     def _encode_text(self, tokens: torch.Tensor, normalize: bool) -> torch.Tensor:

@@ -47,11 +47,14 @@ class MAPHead(nn.Module):
         nn.init.ones_(self.ln.weight)
         nn.init.zeros_(self.ln.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """``valid`` ``[B, T]`` bool: the tokens each row pools over (NaFlex padding)."""
         b, t, w = x.shape
         q = self.q(self.probe.to(x.dtype)).expand(b, 1, w).reshape(b, 1, self.heads, -1)
         k, v = self.kv(x).view(b, t, 2, self.heads, -1).unbind(2)
-        y = self.out_proj(attend(q, k, v, causal=False, backend="sdpa").reshape(b, 1, w))
+        mask = None if valid is None else valid[:, None, None, :]
+        y = attend(q, k, v, causal=False, backend="sdpa", mask=mask)
+        y = self.out_proj(y.reshape(b, 1, w))
         return (y + self.mlp(self.ln(y)))[:, 0]
 
 

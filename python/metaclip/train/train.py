@@ -20,7 +20,7 @@ import torch.distributed as dist
 
 from metaclip.exceptions import MetaclipError
 from metaclip.train import checkpoint as ckpt
-from metaclip.train import siglip2
+from metaclip.train import naflex, siglip2
 from metaclip.train.config import (
     ConfigError,
     OptimConfig,
@@ -100,7 +100,7 @@ def forward_backward(model, micro: list[tuple[torch.Tensor, torch.Tensor]], kind
     bias = None if outs[0][3] is None else outs[0][3].detach().requires_grad_()
     loss = clip_loss((img, txt, scale, bias), kind)
     loss.backward()
-    sizes = [images.shape[0] for images, _ in micro]
+    sizes = [tokens.shape[0] for _, tokens in micro]  # images may be packed (NaFlex)
     g_img, g_txt = img.grad.split(sizes), txt.grad.split(sizes)  # type: ignore[union-attr]
     for j, (images, tokens) in enumerate(micro):
         out = model(images, tokens)
@@ -113,6 +113,13 @@ def forward_backward(model, micro: list[tuple[torch.Tensor, torch.Tensor]], kind
     return loss.detach()
 
 
+def _images(batch: dict, device, cls: bool):
+    """The model's image input: normalized images, or packed patches (NaFlex)."""
+    if "patches" in batch:
+        return naflex.batch_input(batch, device, cls)
+    return normalize(batch["images"].to(device, non_blocking=True))  # uint8 from the loader
+
+
 def train_step(
     model, batches: list[dict], optimizer, scheduler, cfg: TrainConfig, device
 ) -> torch.Tensor:
@@ -120,7 +127,7 @@ def train_step(
     as a detached tensor (not synced to the host: see :class:`LossMonitor`)."""
     micro = [
         (
-            normalize(b["images"].to(device, non_blocking=True)),  # uint8 from the loader
+            _images(b, device, cfg.model.vision.pool == "cls"),
             b["tokens"].to(device, non_blocking=True),
         )
         for b in batches
@@ -292,6 +299,8 @@ def _run(cfg: TrainConfig, info) -> dict:
         language_offsets=offsets,
         local_crops=d.local_crops,
         local_crop_size=local_crop_size(d, cfg.model.vision) if d.local_crops else 0,
+        naflex_seq_lens=d.naflex_seq_lens or (),
+        patch_size=cfg.model.vision.patch_size,
     )
     pin = device.type == "cuda"
     skipped = (data_state or {}).get("skipped")
@@ -317,7 +326,7 @@ def _run(cfg: TrainConfig, info) -> dict:
             loss_t = train_step(model, batches, optimizer, scheduler, cfg, device)
             step += 1
             monitor.update(loss_t, step)
-            pairs += sum(b["images"].shape[0] for b in batches) * info.world
+            pairs += sum(b["tokens"].shape[0] for b in batches) * info.world
             if step % cfg.log_every == 0 or step == stop:
                 summary["loss"] = loss = monitor.check(loss_t, step)
                 dt = time.time() - t0
