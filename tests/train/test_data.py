@@ -435,3 +435,20 @@ def test_remote_shards_through_pipe_and_fsspec(tmp_path):
     for url in ("memory://bucket/nothing.tar", "pipe:exit 3"):
         batch = next(iter(_stream(url, 0, 1, 0, batch=1)))
         assert "error" in batch and "cannot be read" in batch["error"], url
+
+
+def test_batches_do_not_depend_on_the_folder_of_the_shards(tmp_path):
+    for folder in ("a", "b"):  # the same shards in two folders
+        (tmp_path / folder).mkdir()
+        for k in range(2):
+            samples = [
+                (f"s{k}_{i}", _jpeg((64, 48), seed=i), "jpg", {"texts": [f"s{k}_{i}"]})
+                for i in range(3)
+            ]
+            write_shard(tmp_path / folder / f"d-{k}.tar", samples)
+    runs = []
+    for folder in ("a", "b"):
+        it = iter(_stream(str(tmp_path / folder / "d-{0..1}.tar"), 0, 1, 0, batch=2))
+        runs.append([next(it) for _ in range(3)])
+    for x, y in zip(*runs, strict=True):  # the same crops: augmentation is keyed by name
+        assert torch.equal(x["images"], y["images"]) and torch.equal(x["tokens"], y["tokens"])

@@ -54,7 +54,6 @@ def test_siglip2_recipe_learns_at_least_as_well_as_sigmoid(shapes, tmp_path):
     print(f"zero-shot top-1: sigmoid {base:.3f}, +MAP+decoder+distill {recipe:.3f}")
     assert base > 2 * CHANCE  # the baseline learns, so the comparison means something
     assert recipe > 2 * CHANCE
-    # CPU runs vary by several of the 120 eval images (threaded reductions); at 120 steps
-    # sigmoid alone once sat at exactly 2x chance (0.167), so 240 steps (measured: 0.333
-    # vs 0.358). "At least" is checked to within 6 images; a broken recipe still fails.
+    # Runs are deterministic on one machine (measured here: sigmoid 0.350, recipe 0.358);
+    # float rounding differs across CPUs, so "at least" allows 6 of the 120 eval images.
     assert recipe >= base - 0.05

@@ -315,9 +315,11 @@ class ShardStream(torch.utils.data.IterableDataset):
                 if s is None:
                     continue
                 assert isinstance(s, Sample)
-                path = shards[slot.index]
+                # by the shard's file name, not its path: the same shards moved to another
+                # folder (or read by URL) give the same augmentations and text picks
+                name = shards[slot.index].rsplit("/", 1)[-1]
                 rng = np.random.default_rng(
-                    [self.seed, epoch, zlib.crc32(path.encode()), zlib.crc32(s.key.encode())]
+                    [self.seed, epoch, zlib.crc32(name.encode()), zlib.crc32(s.key.encode())]
                 )
                 t = self._text(s, epoch, rng)
                 if t is None:
