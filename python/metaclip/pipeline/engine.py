@@ -26,7 +26,7 @@ from metaclip.pipeline import datacard, keys, stages
 from metaclip.pipeline.config import AUTO_WORKERS, Config
 from metaclip.pipeline.io import file_id, fingerprint, read_json, save_npy, write_json
 from metaclip.pipeline.memory import available_memory
-from metaclip.pipeline.metadata import Metadata
+from metaclip.pipeline.metadata import Metadata, matcher_cache
 from metaclip.pipeline.metadata import load as load_metadata
 from metaclip.pipeline.outdir import OutputFolder
 from metaclip.pipeline.pool import Footer, Shard, discover, read_footer
@@ -46,6 +46,7 @@ class Engine:
         self.cfg = cfg
         self.out = Path(cfg.out)
         self.md = md or Metadata(load_metadata(cfg.metadata, cfg.metadata_lang), cfg.mode)
+        self.md.cache_dir = matcher_cache(cfg.matcher_cache, self.out)
         self.shards = discover(list(cfg.pool))
         self.match_dir = self.out / "_work" / f"match-{cfg.match_key(self.md)}"
         # Sampling depends on every shard's counts: another pool (a shard added, removed or
