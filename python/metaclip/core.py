@@ -165,8 +165,13 @@ class Matcher:
         return self._m.n_entries
 
     def memory_bytes(self) -> int:
-        """Heap bytes held by the built matcher."""
+        """Bytes of the matcher's tables (in a loaded matcher, mostly file pages)."""
         return self._m.memory_bytes()
+
+    def automaton_bytes(self) -> int:
+        """Heap bytes of the substring automaton, which :meth:`load` copies out of the file
+        (each process holds its own); the word tables are used in place."""
+        return self._m.automaton_bytes()
 
     def match_text(self, text: str) -> list[int]:
         """Sorted unique ids matched by one text."""

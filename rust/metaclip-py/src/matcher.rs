@@ -142,6 +142,11 @@ impl Matcher {
         self.inner.n_words()
     }
 
+    /// Heap bytes of the substring automaton (copied, not mapped, by `load`).
+    fn automaton_bytes(&self) -> usize {
+        self.inner.automaton_bytes()
+    }
+
     fn memory_bytes(&self) -> usize {
         self.inner.memory_bytes()
     }

@@ -173,9 +173,15 @@ impl Matcher {
         self.words.vocab.len()
     }
 
-    /// Heap bytes held by the matcher (automaton memory included).
+    /// Bytes of the matcher's tables, on the heap or mapped from a file (automaton included).
     pub fn memory_bytes(&self) -> usize {
         self.words.memory_bytes() + self.substr.as_ref().map_or(0, |ac| ac.heap_bytes())
+    }
+
+    /// Heap bytes of the substring automaton: a loaded matcher copies it out of its file
+    /// (the word tables it uses in place).
+    pub fn automaton_bytes(&self) -> usize {
+        self.substr.as_ref().map_or(0, |ac| ac.heap_bytes())
     }
 
     /// Append the sorted, unique ids matched by `text` to `out`.
