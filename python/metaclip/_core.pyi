@@ -38,6 +38,7 @@ __all__ = [
     "lid_load_mapping",
     "load_metadata_json",
     "load_metadata_lines",
+    "matcher_digest",
     "ngram_pmi",
     "ngram_pmi_passes",
     "probabilities",
