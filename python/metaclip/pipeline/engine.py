@@ -43,6 +43,8 @@ class Engine:
     def __init__(self, cfg: Config, md: Metadata | None = None) -> None:
         if cfg.workers == 0:
             cfg = replace(cfg, workers=self.auto_workers())
+        if cfg.matcher_cache not in (None, "off"):  # Ray actors may run in another folder
+            cfg = replace(cfg, matcher_cache=os.path.abspath(cfg.matcher_cache))
         self.cfg = cfg
         self.out = Path(cfg.out)
         self.md = md or Metadata(load_metadata(cfg.metadata, cfg.metadata_lang), cfg.mode)

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 
 enum Owner<T> {
     Vec(Vec<T>),
+    /// Only held, to keep the mapping alive while `ptr` points into it.
     Map(#[allow(dead_code)] Arc<Mmap>),
 }
 
