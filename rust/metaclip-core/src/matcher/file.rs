@@ -9,8 +9,9 @@
 //!
 //! The file is written to a temporary name and renamed, so a reader sees a whole file or
 //! none; a file cut short (a crash before its pages reached the disk) fails the length
-//! check. Its contents are otherwise trusted as ours: a corrupted table makes lookups
-//! wrong or panic, never read out of bounds.
+//! check. Its contents are otherwise trusted as ours (checking them would read every
+//! page): a corrupted table makes lookups wrong, panic, or (a hash table with no empty
+//! slot left) probe forever, but never read out of bounds.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
