@@ -6,7 +6,8 @@ Texts can be a ``list[str]``, a pyarrow string array (or chunked array) or a pol
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from metaclip import _core
 from metaclip._arrow import alloc as _alloc
 from metaclip._arrow import packed_strings
 from metaclip._arrow import to_arrow as _to_arrow
+from metaclip.exceptions import MetadataError
 
 MODES = _core.MODES  # the match modes, as the Rust core names them
 
@@ -33,6 +35,7 @@ __all__ = [
     "keep_probability",
     "load_metadata",
     "load_metadata_by_language",
+    "matcher_digest",
     "mc2_thresholds",
     "probabilities",
     "sample_images",
@@ -89,6 +92,59 @@ class Matcher:
     def __init__(self, entries: Sequence[str], mode: str = "mc1") -> None:
         self._m = _core.Matcher(list(entries), mode)
 
+    @classmethod
+    def _wrap(cls, m: _core.Matcher) -> Matcher:
+        self = cls.__new__(cls)
+        self._m = m
+        return self
+
+    def save(self, path: str | Path) -> None:
+        """Write the built tables to ``path`` (atomically: a temporary file, then a rename)
+        for :meth:`load`."""
+        self._m.save(path)
+
+    @classmethod
+    def load(cls, path: str | Path, digest: str | None = None) -> Matcher:
+        """Map a file written by :meth:`save` read-only and match from it in place: no
+        rebuild, and processes that load the same file share its pages. With ``digest``
+        (:func:`matcher_digest` of the expected entries and mode), a file built from other
+        metadata or mode raises :class:`metaclip.exceptions.MetadataError`, as does one
+        of another format version."""
+        return cls._wrap(_core.Matcher.load(path, digest))
+
+    @classmethod
+    def cached(
+        cls, directory: str | Path, entries: Sequence[str], mode: str = "mc1", name: str = "matcher"
+    ) -> Matcher:
+        """The matcher over ``entries`` mapped from ``directory``: loaded when a file for
+        these entries and mode is there, else built, saved and loaded. Processes calling
+        this together build it once (a lock file); all of them share one copy."""
+        entries = entries if isinstance(entries, list) else list(entries)
+        digest = _core.matcher_digest(entries, mode)
+        path = Path(directory) / f"{name}.{mode}.{digest[:16]}.mcm"
+        try:
+            return cls.load(path, digest)
+        except (MetadataError, OSError):
+            pass
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(path.with_name(path.name + ".lock")):
+            try:  # another process may have built it while this one waited
+                return cls.load(path, digest)
+            except (MetadataError, OSError):
+                pass
+            _core.Matcher(entries, mode).save(path)
+        return cls.load(path, digest)
+
+    @property
+    def digest(self) -> str:
+        """Hex digest of the entries and mode (:func:`matcher_digest`)."""
+        return self._m.digest
+
+    @property
+    def mapped(self) -> bool:
+        """Whether the tables are used in place from a file (:meth:`load`)."""
+        return self._m.mapped
+
     @property
     def mode(self) -> str:
         return self._m.mode
@@ -109,8 +165,13 @@ class Matcher:
         return self._m.n_entries
 
     def memory_bytes(self) -> int:
-        """Heap bytes held by the built matcher."""
+        """Bytes of the matcher's tables (in a loaded matcher, mostly file pages)."""
         return self._m.memory_bytes()
+
+    def automaton_bytes(self) -> int:
+        """Heap bytes of the substring automaton, which :meth:`load` copies out of the file
+        (each process holds its own); the word tables are used in place."""
+        return self._m.automaton_bytes()
 
     def match_text(self, text: str) -> list[int]:
         """Sorted unique ids matched by one text."""
@@ -133,6 +194,28 @@ class Matcher:
             invalid=_view(bad, np.uint64).astype(np.int64),
             null=nulls,
         )
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (created if missing); none off POSIX."""
+    with open(path, "a+b") as f:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            yield
+            return
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def matcher_digest(entries: Sequence[str], mode: str = "mc1") -> str:
+    """Hex digest (xxh3-128) of a metadata list and match mode: what a matcher file built
+    from them carries, and what :meth:`Matcher.load` checks it against."""
+    return _core.matcher_digest(entries if isinstance(entries, list) else list(entries), mode)
 
 
 def spaced(text: str, fixed: bool = False) -> str:

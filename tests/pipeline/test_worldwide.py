@@ -61,3 +61,27 @@ def test_multilingual_metadata_needs_a_language_source(demo, tmp_path):
     r = CliRunner().invoke(main, ["run", str(pool), "-m", str(md), "-o", str(tmp_path), "-q"])
     assert r.exit_code == 2
     assert "--lang-column" in r.output and "--lid" in r.output
+
+
+def test_matcher_cache_is_shared_and_exact(demo, tmp_path):
+    """Matchers saved under --matcher-cache are mapped by later runs; results are the same
+    byte for byte as matchers built in memory (--matcher-cache off)."""
+    from pools import subset_bytes
+
+    pool, md, _ = demo
+    cache = tmp_path / "cache"
+    common = [str(pool), "-m", str(md), "--mode", "mc2", "--t-en", "10", "--lang-column", "lang"]
+    run(*common, "-o", str(tmp_path / "a"), "--matcher-cache", str(cache))
+    files = sorted(cache.glob("*.mcm"))
+    assert [f.name.split(".")[0] for f in files] == ["de", "en", "es", "ja", "zh"]
+    stamps = [f.stat().st_mtime_ns for f in files]
+    run(*common, "-o", str(tmp_path / "b"), "--matcher-cache", str(cache))
+    assert [f.stat().st_mtime_ns for f in files] == stamps  # mapped, not rebuilt
+    run(*common, "-o", str(tmp_path / "c"), "--matcher-cache", "off")
+    assert not (tmp_path / "c" / "_work" / "matchers").exists()
+    a, b, c = (subset_bytes(tmp_path / x) for x in "abc")
+    assert a == b == c and a
+    # The default: under the run's _work/.
+    run(*common, "-o", str(tmp_path / "d"))
+    assert len(list((tmp_path / "d" / "_work" / "matchers").glob("*.mcm"))) == 5
+    assert subset_bytes(tmp_path / "d") == a

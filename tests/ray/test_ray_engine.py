@@ -119,6 +119,7 @@ def test_ray_engine_equals_embedded(pools, embedded, tmp_path, name):
     out = tmp_path / "ray"
     printed = run_cli(pool, out, args, "--engine", "ray")
     assert_same_results(embedded[name], out)
+    assert list(out.glob("_work/matchers/*.mcm"))  # the actors mapped the node's files
     card = json.loads((out / "datacard.json").read_text())
     assert card["pool"]["identity_holds"] and 0 < card["subset"]["size"] < card["pool"]["matched"]
     assert f"subset: {card['subset']['size']:,} texts" in printed

@@ -93,6 +93,15 @@ class Config:
         "actors per stage (0: one per CPU).",
     )
     threads: int = setting(0, "Matching threads per shard (0: cores / workers).")
+    matcher_cache: str | None = setting(
+        None,
+        "Folder of built matchers (one file per language) that every worker process of "
+        "a node maps read-only, so a node holds one copy of the tables. Default: "
+        "_work/matchers under --out (use a local disk when --out is remote); 'off': "
+        "each process builds its own.",
+        type=str,
+        metavar="DIR",
+    )
     # One worker encodes a file, so files far larger leave one worker encoding alone at the
     # end of the write (docs/performance.md, "Subset files").
     rows_per_file: int = setting(

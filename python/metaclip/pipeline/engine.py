@@ -26,7 +26,7 @@ from metaclip.pipeline import datacard, keys, stages
 from metaclip.pipeline.config import AUTO_WORKERS, Config
 from metaclip.pipeline.io import file_id, fingerprint, read_json, save_npy, write_json
 from metaclip.pipeline.memory import available_memory
-from metaclip.pipeline.metadata import Metadata
+from metaclip.pipeline.metadata import Metadata, matcher_cache
 from metaclip.pipeline.metadata import load as load_metadata
 from metaclip.pipeline.outdir import OutputFolder
 from metaclip.pipeline.pool import Footer, Shard, discover, read_footer
@@ -43,9 +43,12 @@ class Engine:
     def __init__(self, cfg: Config, md: Metadata | None = None) -> None:
         if cfg.workers == 0:
             cfg = replace(cfg, workers=self.auto_workers())
+        if cfg.matcher_cache not in (None, "off"):  # Ray actors may run in another folder
+            cfg = replace(cfg, matcher_cache=os.path.abspath(cfg.matcher_cache))
         self.cfg = cfg
         self.out = Path(cfg.out)
         self.md = md or Metadata(load_metadata(cfg.metadata, cfg.metadata_lang), cfg.mode)
+        self.md.cache_dir = matcher_cache(cfg.matcher_cache, self.out)
         self.shards = discover(list(cfg.pool))
         self.match_dir = self.out / "_work" / f"match-{cfg.match_key(self.md)}"
         # Sampling depends on every shard's counts: another pool (a shard added, removed or

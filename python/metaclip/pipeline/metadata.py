@@ -1,4 +1,5 @@
-"""Metadata as the pipeline uses it: entries per language and one matcher per language."""
+"""Metadata as the pipeline uses it: entries per language and one matcher per language
+(saved under a cache folder and memory-mapped, so the processes of a node share it)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from metaclip.lid import OTHER
 class Metadata:
     """Entries per language (id = position) with lazily built, shared matchers."""
 
-    def __init__(self, entries: dict[str, list[str]], mode: str = "mc1") -> None:
+    def __init__(
+        self, entries: dict[str, list[str]], mode: str = "mc1", cache_dir: Path | None = None
+    ) -> None:
         if not entries:
             raise MetadataError("the metadata has no language with entries")
         self.entries = {lang: list(v) for lang, v in sorted(entries.items())}
@@ -24,6 +27,8 @@ class Metadata:
         self._matchers: dict[str, core.Matcher] = {}
         self._lock = threading.Lock()
         self._digest: str | None = None
+        #: Where matchers are saved and mapped from (None: built in this process).
+        self.cache_dir = cache_dir
 
     @property
     def langs(self) -> list[str]:
@@ -67,7 +72,12 @@ class Metadata:
             with self._lock:
                 m = self._matchers.get(lang)
                 if m is None:
-                    m = core.Matcher(self.entries[lang], self.mode)
+                    if self.cache_dir is None:
+                        m = core.Matcher(self.entries[lang], self.mode)
+                    else:
+                        m = core.Matcher.cached(
+                            self.cache_dir, self.entries[lang], self.mode, name=lang
+                        )
                     self._matchers[lang] = m
         return m
 
@@ -148,3 +158,11 @@ def _load(p: Path, lang: str) -> dict[str, list[str]]:
     if p.suffix.lower() in (".parquet", ".jsonl"):
         return core.load_metadata_by_language(p)
     return {lang: core.load_metadata(p)}
+
+
+def matcher_cache(setting: str | None, out: Path) -> Path | None:
+    """The matcher cache folder of a run: ``--matcher-cache``, else ``out/_work/matchers``;
+    ``off`` turns it off."""
+    if setting == "off":
+        return None
+    return Path(setting) if setting else out / "_work" / "matchers"

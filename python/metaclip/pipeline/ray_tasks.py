@@ -15,7 +15,7 @@ import pyarrow as pa
 from metaclip.exceptions import MetaclipError
 from metaclip.pipeline.config import Config
 from metaclip.pipeline.memory import use_reusing_pool
-from metaclip.pipeline.metadata import Metadata
+from metaclip.pipeline.metadata import Metadata, matcher_cache
 from metaclip.pipeline.pool import Shard
 from metaclip.pipeline.shard import lid_function, match_shard, sample_shard
 from metaclip.pipeline.subset import SchemaDrift, SubsetWriter
@@ -50,8 +50,10 @@ class ShardWorker:
 
         use_reusing_pool()  # the actor's process is this job's (as metaclip-curate's is)
         self.cfg = cfg
-        self.md = Metadata(ray.get(entries[0]), cfg.mode)
         self.dir = Path(work_dir)
+        # work_dir is out/_work/<stage>-<hash>: the actors of a node map one matcher file.
+        cache = matcher_cache(cfg.matcher_cache, self.dir.parent.parent)
+        self.md = Metadata(ray.get(entries[0]), cfg.mode, cache)
         self.threads = threads
 
     def process(self, shard: Shard) -> int:  # pragma: no cover - abstract

@@ -43,6 +43,15 @@ pub enum Error {
         /// The first few, each with its ids.
         examples: String,
     },
+    /// A saved file (a matcher file) that cannot be used: another format version,
+    /// built from other metadata or mode, or not such a file at all. Rebuild it.
+    #[error("{path}: {msg}")]
+    StaleFile {
+        /// The file, as shown to users.
+        path: String,
+        /// Why it is refused.
+        msg: String,
+    },
     /// An argument out of its domain (a bad mode name, offsets that do not fit, ...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -5,16 +5,22 @@
 /// Never a valid key (callers guarantee it).
 pub const EMPTY: u64 = u64::MAX;
 
+use bytemuck::{Pod, Zeroable};
+
+use crate::error::{Error, Result};
+use crate::mapped::Buf;
+
+/// One (key, value) slot of a [`FlatMap`].
 #[derive(Clone, Copy)]
 #[repr(C)]
-struct Slot<V> {
+pub struct Slot<V> {
     key: u64,
     val: V,
 }
 
 /// The map: `u64` keys (never [`EMPTY`]) to `Copy` values, the hash given by the caller.
 pub struct FlatMap<V: Copy + Default> {
-    slots: Vec<Slot<V>>,
+    slots: Buf<Slot<V>>,
     mask: usize,
     len: usize,
 }
@@ -23,7 +29,7 @@ impl<V: Copy + Default> FlatMap<V> {
     /// An empty map (16 slots).
     pub fn new() -> Self {
         FlatMap {
-            slots: empty_slots(16),
+            slots: Buf::from_vec(empty_slots(16)),
             mask: 15,
             len: 0,
         }
@@ -44,9 +50,14 @@ impl<V: Copy + Default> FlatMap<V> {
         self.slots.iter().map(|s| s.key).filter(|&k| k != EMPTY)
     }
 
+    /// Whether the slots are used in place from a file mapping.
+    pub fn is_mapped(&self) -> bool {
+        self.slots.is_mapped()
+    }
+
     /// Heap bytes held by the slots.
     pub fn memory_bytes(&self) -> usize {
-        self.slots.capacity() * std::mem::size_of::<Slot<V>>()
+        self.slots.len() * std::mem::size_of::<Slot<V>>()
     }
 
     /// Hint the CPU to load the slot line for `hash`.
@@ -93,10 +104,11 @@ impl<V: Copy + Default> FlatMap<V> {
         mut eq: impl FnMut(&V) -> bool,
     ) -> Option<&mut V> {
         let mut i = hash as usize & self.mask;
+        let slots = self.slots.to_mut();
         loop {
-            let s = &self.slots[i];
+            let s = &slots[i];
             if s.key == key && eq(&s.val) {
-                return Some(&mut self.slots[i].val);
+                return Some(&mut slots[i].val);
             }
             if s.key == EMPTY {
                 return None;
@@ -118,22 +130,53 @@ impl<V: Copy + Default> FlatMap<V> {
 
     fn place(&mut self, hash: u64, key: u64, val: V) {
         let mut i = hash as usize & self.mask;
-        while self.slots[i].key != EMPTY {
+        let slots = self.slots.to_mut();
+        while slots[i].key != EMPTY {
             i = (i + 1) & self.mask;
         }
-        self.slots[i] = Slot { key, val };
+        slots[i] = Slot { key, val };
     }
 
     fn grow(&mut self, rehash: &impl Fn(u64, &V) -> u64) {
         let n = self.slots.len() * 2;
-        let old = std::mem::replace(&mut self.slots, empty_slots(n));
+        let old = std::mem::replace(&mut self.slots, Buf::from_vec(empty_slots(n)));
         self.mask = n - 1;
-        for s in old.into_iter().filter(|s| s.key != EMPTY) {
+        for s in old.iter().copied().filter(|s| s.key != EMPTY) {
             let h = rehash(s.key, &s.val);
             self.place(h, s.key, s.val);
         }
     }
 }
+
+impl<V: Copy + Default> FlatMap<V>
+where
+    Slot<V>: Pod,
+{
+    /// The slot array as bytes, for [`FlatMap::from_slots`].
+    pub fn slot_bytes(&self) -> &[u8] {
+        self.slots.as_bytes()
+    }
+
+    /// A map over slots written by [`FlatMap::slot_bytes`] (e.g. mapped from a file) that
+    /// hold `len` keys.
+    pub fn from_slots(slots: Buf<Slot<V>>, len: usize) -> Result<Self> {
+        // A lookup stops at an empty slot: there must be one.
+        if !slots.len().is_power_of_two() || len >= slots.len() {
+            return Err(Error::invalid("matcher file: a hash table has a bad size"));
+        }
+        Ok(FlatMap {
+            mask: slots.len() - 1,
+            slots,
+            len,
+        })
+    }
+}
+
+// SAFETY: `repr(C)` u64 key + [u32; 2]: 16 bytes, no padding, any bits valid.
+unsafe impl Zeroable for Slot<[u32; 2]> {}
+// SAFETY: as above.
+unsafe impl Pod for Slot<[u32; 2]> {}
+const _: () = assert!(std::mem::size_of::<Slot<[u32; 2]>>() == 16);
 
 /// `n` empty slots; large arrays ask for transparent huge pages before the first touch,
 /// since lookups jump all over them and 4 KiB pages would add a TLB miss to most.

@@ -11,6 +11,7 @@ pub mod dedup;
 pub mod error;
 pub mod flat;
 pub mod lid;
+pub mod mapped;
 pub mod matcher;
 pub mod metadata;
 pub mod ngram;

@@ -85,7 +85,9 @@ pub fn to_py(py: Python<'_>, err: Error) -> PyErr {
         }
         Error::InvalidArgument(_) => return PyValueError::new_err(msg),
         Error::Interrupted => return PyKeyboardInterrupt::new_err(msg),
-        Error::Parse { .. } | Error::Duplicates { .. } => metadata_error(py),
+        Error::Parse { .. } | Error::Duplicates { .. } | Error::StaleFile { .. } => {
+            metadata_error(py)
+        }
         Error::Model { .. } => model_error(py),
     };
     match class {

@@ -29,6 +29,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<matcher::Matcher>()?;
     m.add_function(wrap_pyfunction!(matcher::spaced, m)?)?;
     m.add_function(wrap_pyfunction!(matcher::is_cjk_like, m)?)?;
+    m.add_function(wrap_pyfunction!(matcher::matcher_digest, m)?)?;
     m.add("MAX_ENTRIES", metaclip_core::matcher::MAX_ENTRIES)?;
     let modes = metaclip_core::matcher::Mode::ALL.map(|mode| mode.name());
     m.add("MODES", pyo3::types::PyTuple::new(py, modes)?)?;

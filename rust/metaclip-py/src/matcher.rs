@@ -4,7 +4,10 @@
 use metaclip_core::matcher::{self, Mode};
 use metaclip_core::spacing;
 use metaclip_core::texts::Packed;
+use std::path::PathBuf;
+
 use pyo3::buffer::PyBuffer;
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyByteArray, PyList};
@@ -84,6 +87,36 @@ impl Matcher {
         Ok(Matcher { inner })
     }
 
+    /// Map a matcher file written by `save` and use its tables in place. With `digest`
+    /// (see `matcher_digest`), a file built from other metadata or mode is refused.
+    #[staticmethod]
+    #[pyo3(signature = (path, digest = None))]
+    fn load(py: Python<'_>, path: PathBuf, digest: Option<&str>) -> PyResult<Self> {
+        let expect = digest.map(parse_digest).transpose()?;
+        let inner = py
+            .detach(|| matcher::Matcher::load(&path, expect.as_ref()))
+            .map_err(|e| to_py(py, e))?;
+        Ok(Matcher { inner })
+    }
+
+    /// Write the matcher to `path` (atomically: a temporary file, then a rename).
+    fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+        py.detach(|| self.inner.save(&path))
+            .map_err(|e| to_py(py, e))
+    }
+
+    /// Hex digest of the entries and mode the matcher was built from.
+    #[getter]
+    fn digest(&self) -> String {
+        matcher::digest_hex(&self.inner.digest())
+    }
+
+    /// Whether the tables are used in place from a file mapping.
+    #[getter]
+    fn mapped(&self) -> bool {
+        self.inner.is_mapped()
+    }
+
     #[getter]
     fn mode(&self) -> &'static str {
         self.inner.mode().name()
@@ -107,6 +140,11 @@ impl Matcher {
     #[getter]
     fn n_words(&self) -> usize {
         self.inner.n_words()
+    }
+
+    /// Heap bytes of the substring automaton (copied, not mapped, by `load`).
+    fn automaton_bytes(&self) -> usize {
+        self.inner.automaton_bytes()
     }
 
     fn memory_bytes(&self) -> usize {
@@ -162,4 +200,24 @@ pub fn spaced(text: &str, fixed: bool) -> String {
 #[pyfunction]
 pub fn is_cjk_like(c: char) -> bool {
     matcher::is_cjk_like(c)
+}
+
+/// Hex digest a matcher file over `entries` in `mode` must carry (see `Matcher.load`).
+#[pyfunction]
+#[pyo3(signature = (entries, mode = "mc1"))]
+pub fn matcher_digest(py: Python<'_>, entries: Vec<PyBackedStr>, mode: &str) -> PyResult<String> {
+    let mode = Mode::parse(mode).map_err(|e| to_py(py, e))?;
+    Ok(py.detach(|| matcher::digest_hex(&matcher::metadata_digest(&entries, mode))))
+}
+
+fn parse_digest(hex: &str) -> PyResult<[u8; 16]> {
+    let bad = || PyValueError::new_err(format!("not a 32-digit hex digest: {hex:?}"));
+    let mut out = [0u8; 16];
+    if hex.len() != 32 || !hex.is_ascii() {
+        return Err(bad());
+    }
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(out)
 }

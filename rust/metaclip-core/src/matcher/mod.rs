@@ -16,6 +16,7 @@
 //! keys and hashes), `trie` (entries as word chains and the walk over a text's tokens);
 //! this module builds them and runs the passes over batches of texts.
 
+mod file;
 mod floor;
 mod mode;
 mod trie;
@@ -26,6 +27,7 @@ use std::ops::Range;
 use daachorse::{CharwiseDoubleArrayAhoCorasick, CharwiseDoubleArrayAhoCorasickBuilder, MatchKind};
 use rayon::prelude::*;
 
+pub use self::file::{digest_hex, metadata_digest, FORMAT_VERSION};
 pub use self::floor::HashSetFloor;
 pub use self::mode::{is_cjk_like, Mode};
 pub use crate::texts::{Csr, Packed, Texts};
@@ -63,6 +65,8 @@ pub struct Matcher {
     substr: Option<CharwiseDoubleArrayAhoCorasick<u32>>,
     /// Whether `dedup::sort_dedup` may take its AVX2 path (checked once, here).
     avx2: bool,
+    /// [`metadata_digest`] of the entries and mode (checked when loading a saved file).
+    digest: [u8; 16],
 }
 
 impl Matcher {
@@ -140,6 +144,7 @@ impl Matcher {
             n_word_entries,
             substr,
             avx2: dedup::has_avx2(),
+            digest: metadata_digest(entries, mode),
         })
     }
 
@@ -168,9 +173,15 @@ impl Matcher {
         self.words.vocab.len()
     }
 
-    /// Heap bytes held by the matcher (automaton memory included).
+    /// Bytes of the matcher's tables, on the heap or mapped from a file (automaton included).
     pub fn memory_bytes(&self) -> usize {
         self.words.memory_bytes() + self.substr.as_ref().map_or(0, |ac| ac.heap_bytes())
+    }
+
+    /// Heap bytes of the substring automaton: a loaded matcher copies it out of its file
+    /// (the word tables it uses in place).
+    pub fn automaton_bytes(&self) -> usize {
+        self.substr.as_ref().map_or(0, |ac| ac.heap_bytes())
     }
 
     /// Append the sorted, unique ids matched by `text` to `out`.

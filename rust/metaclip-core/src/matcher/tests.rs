@@ -86,3 +86,146 @@ fn packed_texts_report_invalid_utf8() {
     assert_eq!(csr.offsets, vec![0, 1, 1, 2]);
     assert_eq!(csr.invalid, vec![1]);
 }
+
+/// A small deterministic generator (no dev-dependency needed).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[(self.next() % xs.len() as u64) as usize]
+    }
+}
+
+const PIECES: [&str; 14] = [
+    "dog",
+    "hot",
+    "a",
+    "相机",
+    "カメラ",
+    "新",
+    "x,",
+    "St.",
+    "abcdefghij",
+    "abcdefghijklmnopq",
+    "ก",
+    "Gas",
+    "gas",
+    "é",
+];
+
+fn random_phrase(rng: &mut Rng, max_words: u64) -> String {
+    let n = 1 + rng.next() % max_words;
+    let seps = [" ", " ", " ", "", "\t", "\u{3000}"];
+    let mut s = String::new();
+    for i in 0..n {
+        if i > 0 {
+            s.push_str(rng.pick(&seps));
+        }
+        s.push_str(rng.pick(&PIECES));
+    }
+    s
+}
+
+fn temp_path(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("metaclip-test-{}-{name}", std::process::id()))
+}
+
+#[test]
+fn loaded_file_matches_like_built() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for (round, mode) in Mode::ALL.into_iter().cycle().take(9).enumerate() {
+        let mut seen = std::collections::HashSet::new();
+        let entries: Vec<String> = (0..200 * (round + 1))
+            .map(|_| random_phrase(&mut rng, 3))
+            .filter(|e| seen.insert(e.clone()))
+            .collect();
+        let built = Matcher::new(&entries, mode).unwrap();
+        let path = temp_path(&format!("roundtrip-{round}.mcm"));
+        built.save(&path).unwrap();
+        let loaded = Matcher::load(&path, Some(&built.digest())).unwrap();
+        assert!(loaded.is_mapped() && !built.is_mapped());
+        assert_eq!(loaded.mode(), mode);
+        assert_eq!(loaded.n_entries(), built.n_entries());
+        assert_eq!(loaded.n_word_entries(), built.n_word_entries());
+        assert_eq!(loaded.n_words(), built.n_words());
+        let texts: Vec<String> = (0..3000).map(|_| random_phrase(&mut rng, 12)).collect();
+        let a = built.match_batch(texts.as_slice(), 0..texts.len(), 2);
+        let b = loaded.match_batch(texts.as_slice(), 0..texts.len(), 2);
+        assert_eq!(a, b, "round {round} ({mode:?})");
+        assert!(
+            a.ids.len() > texts.len() / 2,
+            "too few matches to test anything"
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
+}
+
+#[test]
+fn stale_files_are_refused() {
+    let entries = ["dog", "hot dog", "相机"];
+    let m = Matcher::new(&entries, Mode::Mc2).unwrap();
+    let path = temp_path("stale.mcm");
+    m.save(&path).unwrap();
+    let stale = |expect: [u8; 16]| match Matcher::load(&path, Some(&expect)) {
+        Err(e @ Error::StaleFile { .. }) => e.to_string(),
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("stale file accepted"),
+    };
+    let other = metadata_digest(&["dog", "hot dog", "相机", "cat"], Mode::Mc2);
+    assert!(stale(other).contains("other metadata or mode"));
+    assert!(stale(metadata_digest(&entries, Mode::Mc1)).contains("other metadata or mode"));
+    assert_eq!(m.digest(), metadata_digest(&entries, Mode::Mc2));
+    // No expectation: any whole file of this format loads.
+    assert!(Matcher::load(&path, None).is_ok());
+
+    let good = std::fs::read(&path).unwrap();
+    let mut newer = good.clone();
+    newer[8] = newer[8].wrapping_add(1); // the format version
+    std::fs::write(&path, &newer).unwrap();
+    assert!(stale(m.digest()).contains("format"));
+    std::fs::write(&path, &good[..good.len() - 1]).unwrap();
+    assert!(stale(m.digest()).contains("truncated"));
+    std::fs::write(&path, b"not a matcher").unwrap();
+    assert!(stale(m.digest()).contains("not a matcher file"));
+    std::fs::remove_file(&path).unwrap();
+    assert!(matches!(Matcher::load(&path, None), Err(Error::Io { .. })));
+}
+
+#[test]
+fn save_replaces_atomically() {
+    let path = temp_path("replace.mcm");
+    Matcher::new(&["a"], Mode::Mc1)
+        .unwrap()
+        .save(&path)
+        .unwrap();
+    let first = Matcher::load(&path, None).unwrap();
+    Matcher::new(&["b", "c"], Mode::Mc1)
+        .unwrap()
+        .save(&path)
+        .unwrap();
+    // The first mapping still sees its own (unlinked) file.
+    assert_eq!(first.match_text("a b c"), vec![0]);
+    assert_eq!(
+        Matcher::load(&path, None).unwrap().match_text("a b c"),
+        vec![0, 1]
+    );
+    let dir = path.parent().unwrap();
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    let leftovers = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!(".{name}.tmp"))
+        })
+        .count();
+    assert_eq!(leftovers, 0);
+    std::fs::remove_file(&path).unwrap();
+}

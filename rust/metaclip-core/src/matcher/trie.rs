@@ -3,6 +3,7 @@
 use super::vocab::{mix, Vocab};
 use crate::error::{Error, Result};
 use crate::flat::FlatMap;
+use crate::mapped::Buf;
 
 /// The word id of a token that is not in the vocabulary.
 pub(super) const NONE: u32 = u32::MAX;
@@ -26,9 +27,9 @@ fn edge_key(parent: u64, word: u32) -> u64 {
 /// tokens start none, and the filter answers those without touching `edges`.
 pub(super) struct WordTrie {
     pub(super) vocab: Vocab,
-    edges: FlatMap<(u32, u32)>,
+    edges: FlatMap<[u32; 2]>,
     n_nodes: u32,
-    first: Vec<u64>,
+    first: Buf<u64>,
     first_shift: u32,
 }
 
@@ -38,7 +39,7 @@ impl WordTrie {
             vocab: Vocab::new(),
             edges: FlatMap::new(),
             n_nodes: 0,
-            first: vec![0; 1],
+            first: Buf::from_vec(vec![0; 1]),
             first_shift: 58,
         }
     }
@@ -47,12 +48,13 @@ impl WordTrie {
     pub(super) fn build_filter(&mut self) {
         let roots: Vec<u64> = self.edges.keys().filter(|k| k >> 32 >= ROOT).collect();
         let bits = (roots.len() * 8).next_power_of_two().max(64);
-        self.first = vec![0; bits / 64];
+        let mut first = vec![0u64; bits / 64];
         self.first_shift = 64 - bits.trailing_zeros();
         for key in roots {
             let b = (mix(key) >> self.first_shift) as usize;
-            self.first[b / 64] |= 1 << (b % 64);
+            first[b / 64] |= 1 << (b % 64);
         }
+        self.first = Buf::from_vec(first);
     }
 
     /// False when no entry starts with this root edge (`hash` = `mix` of its key).
@@ -87,15 +89,15 @@ impl WordTrie {
                     .filter(|&n| (n as u64) < ROOT)
                     .ok_or_else(|| Error::invalid("too many trie nodes"))?;
                 self.edges
-                    .insert_new(hash, key, (node, NO_ENTRY), |k, _| mix(k));
+                    .insert_new(hash, key, [node, NO_ENTRY], |k, _| mix(k));
             }
             let Some(child) = self.edges.find_mut(hash, key, |_| true) else {
                 return Err(Error::invalid("internal: trie edge vanished"));
             };
             if depth < last {
-                child.1 |= HAS_CHILDREN;
+                child[1] |= HAS_CHILDREN;
             }
-            parent = child.0 as u64;
+            parent = child[0] as u64;
             terminal = Some(key);
         }
         let info = match terminal {
@@ -103,7 +105,7 @@ impl WordTrie {
             Some(key) => self
                 .edges
                 .find_mut(mix(key), key, |_| true)
-                .map(|c| &mut c.1),
+                .map(|c| &mut c[1]),
         };
         let Some(info) = info else {
             return Err(Error::invalid("internal: trie node vanished"));
@@ -138,7 +140,7 @@ impl WordTrie {
                 let key = edge_key(node, toks[next].0);
                 let hash = mix(key);
                 match self.edges.find(hash, key, |_| true) {
-                    Some(&(child, child_info)) => {
+                    Some(&[child, child_info]) => {
                         node = child as u64;
                         info = child_info;
                     }
@@ -172,6 +174,39 @@ impl WordTrie {
     }
 
     pub(super) fn memory_bytes(&self) -> usize {
-        self.vocab.memory_bytes() + self.edges.memory_bytes() + self.first.capacity() * 8
+        self.vocab.memory_bytes() + self.edges.memory_bytes() + self.first.len() * 8
+    }
+
+    /// The tables, for writing them to a file: (edges, node count, filter, filter shift).
+    pub(super) fn parts(&self) -> (&FlatMap<[u32; 2]>, u32, &Buf<u64>, u32) {
+        (&self.edges, self.n_nodes, &self.first, self.first_shift)
+    }
+
+    /// A trie over tables read back (or mapped) from a file.
+    pub(super) fn from_parts(
+        vocab: Vocab,
+        edges: FlatMap<[u32; 2]>,
+        n_nodes: u32,
+        first: Buf<u64>,
+        first_shift: u32,
+    ) -> Result<Self> {
+        // `may_start` indexes `first` by the top bits of a hash: the sizes must agree.
+        let bits = (first.len() as u64) * 64;
+        if !bits.is_power_of_two()
+            || first_shift == 0
+            || first_shift >= 64
+            || bits != 1 << (64 - first_shift)
+        {
+            return Err(Error::invalid(
+                "matcher file: the root filter has a bad size",
+            ));
+        }
+        Ok(WordTrie {
+            vocab,
+            edges,
+            n_nodes,
+            first,
+            first_shift,
+        })
     }
 }

@@ -3,11 +3,13 @@
 
 use std::hash::BuildHasher;
 
+use bytemuck::{Pod, Zeroable};
 use foldhash::fast::FixedState;
 
 use super::trie::{NO_ENTRY, ROOT};
 use crate::error::{Error, Result};
-use crate::flat::FlatMap;
+use crate::flat::{FlatMap, Slot};
+use crate::mapped::Buf;
 
 const HASH_SEED: u64 = 0x6d65_7461_636c_6970; // "metaclip"
 
@@ -83,12 +85,19 @@ fn word_tail(tok: &[u8]) -> u64 {
 }
 
 /// A vocabulary slot's value: the word's tail (see [`word_tail`]), id and root info.
-#[derive(Clone, Copy, Default)]
-struct Word {
+#[derive(Clone, Copy, Default, Pod, Zeroable)]
+#[repr(C)]
+pub(super) struct Word {
     tail: u64,
     id: u32,
     info: u32,
 }
+
+// SAFETY: `repr(C)` u64 key + `Word` (u64, u32, u32): 24 bytes, no padding, any bits valid.
+unsafe impl Zeroable for Slot<Word> {}
+// SAFETY: as above.
+unsafe impl Pod for Slot<Word> {}
+const _: () = assert!(std::mem::size_of::<Slot<Word>>() == 24);
 
 /// Interned words of the padded entries: key → (word id, root info). The root info holds
 /// the entry id of the one-word entry (low 31 bits) and `HAS_CHILDREN` (top bit). Words
@@ -96,8 +105,8 @@ struct Word {
 pub(super) struct Vocab {
     table: FlatMap<Word>,
     /// Bytes of every word, `spans[id]` = (start, len) in `bytes`.
-    bytes: Vec<u8>,
-    spans: Vec<(u32, u32)>,
+    bytes: Buf<u8>,
+    spans: Buf<[u32; 2]>,
     hasher: FixedState,
 }
 
@@ -105,15 +114,15 @@ impl Vocab {
     pub(super) fn new() -> Self {
         Vocab {
             table: FlatMap::new(),
-            bytes: Vec::new(),
-            spans: Vec::new(),
+            bytes: Buf::default(),
+            spans: Buf::default(),
             hasher: FixedState::with_seed(HASH_SEED),
         }
     }
 
     #[inline(always)]
     fn word(&self, id: u32) -> &[u8] {
-        let (s, n) = self.spans[id as usize];
+        let [s, n] = self.spans[id as usize];
         &self.bytes[s as usize..(s + n) as usize]
     }
 
@@ -151,7 +160,7 @@ impl Vocab {
         let (table, bytes, spans) = (&mut self.table, &self.bytes, &self.spans);
         table
             .find_mut(hash, key, |v| {
-                let (s, n) = spans[v.id as usize];
+                let [s, n] = spans[v.id as usize];
                 &bytes[s as usize..(s + n) as usize] == tok
             })
             .map(|v| &mut v.info)
@@ -165,12 +174,12 @@ impl Vocab {
         let too_big = || Error::invalid("metadata words exceed 4 GiB");
         let start = u32::try_from(self.bytes.len()).map_err(|_| too_big())?;
         let len = u32::try_from(tok.len()).map_err(|_| too_big())?;
-        self.bytes.extend_from_slice(tok);
+        self.bytes.with_vec(|b| b.extend_from_slice(tok));
         let id = u32::try_from(self.spans.len()).map_err(|_| too_big())?;
         if id as u64 >= ROOT {
             return Err(too_big());
         }
-        self.spans.push((start, len));
+        self.spans.with_vec(|v| v.push([start, len]));
         let (key, hash) = word_key(tok, &self.hasher);
         let (bytes, spans, hasher) = (&self.bytes, &self.spans, &self.hasher);
         let word = Word {
@@ -179,7 +188,7 @@ impl Vocab {
             info: NO_ENTRY,
         };
         self.table.insert_new(hash, key, word, |key, v| {
-            let (s, n) = spans[v.id as usize];
+            let [s, n] = spans[v.id as usize];
             if n as usize <= SHORT {
                 mix(key)
             } else {
@@ -205,7 +214,29 @@ impl Vocab {
     }
 
     pub(super) fn memory_bytes(&self) -> usize {
-        self.table.memory_bytes() + self.bytes.capacity() + self.spans.capacity() * 8
+        self.table.memory_bytes() + self.bytes.len() + self.spans.len() * 8
+    }
+
+    /// The tables, for writing them to a file.
+    pub(super) fn parts(&self) -> (&FlatMap<Word>, &Buf<u8>, &Buf<[u32; 2]>) {
+        (&self.table, &self.bytes, &self.spans)
+    }
+
+    /// A vocabulary over tables read back (or mapped) from a file.
+    pub(super) fn from_parts(table: FlatMap<Word>, bytes: Buf<u8>, spans: Buf<[u32; 2]>) -> Self {
+        Vocab {
+            table,
+            bytes,
+            spans,
+            hasher: FixedState::with_seed(HASH_SEED),
+        }
+    }
+
+    /// A fingerprint of the long-word hash function: a file written under another one
+    /// (another foldhash) would find nothing, so it is refused.
+    pub(super) fn hash_check(&self) -> u64 {
+        self.hasher
+            .hash_one(b"metaclip matcher file hash check".as_slice())
     }
 }
 
