@@ -134,13 +134,19 @@ class Config:
         "report/ that metaclip did not write (other files are never touched).",
     )
 
+    def __post_init__(self) -> None:
+        # 20000 and 20000.0 are one setting: the work keys and datacard must not differ
+        # between the CLI (floats) and Python callers (ints)
+        for k in ("t", "t_en", "lid_threshold"):
+            v = getattr(self, k)
+            if isinstance(v, int) and not isinstance(v, bool):
+                object.__setattr__(self, k, float(v))
+
     def run_settings(self, pool: list[str]) -> dict:
         """What reopens this run's work files (``Config.reopen``): the datacard's ``run``."""
         import os
 
         out = {k: v for k, v in asdict(self).items() if k in RUN_SETTINGS}
-        for k in ("t", "t_en", "lid_threshold"):  # 20000 and 20000.0 are one setting
-            out[k] = None if out[k] is None else float(out[k])
         return {"pool": pool, "metadata": os.path.abspath(self.metadata), **out}
 
     @classmethod

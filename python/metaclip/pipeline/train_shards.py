@@ -203,6 +203,12 @@ def write_shards(
     with open_run(out, workers, quiet) as engine:
         card = (Path(out) / "datacard.json").read_bytes()
         kinds = {s.kind for s in engine.shards}
+        if kinds != {"tar"} and not online:
+            raise InputError(
+                "the pool holds no images (it is not WebDataset tars): give the subset to "
+                "img2dataset (README, 'Curate and train'), or use --online for every "
+                "matched row"
+            )
         settings = [online, per_shard, seed] if kinds == {"tar"} else [online]
         key = fingerprint("shards", fingerprint(card.decode()), *settings)
         _claim(dest, key, overwrite)
@@ -223,7 +229,10 @@ def _claim(dest: Path, key: str, overwrite: bool) -> None:
     manifest = dest / MANIFEST
     if manifest.exists():
         old = read_json(manifest)
-        if old.get("key") == key:
+        written = [n for n in old.get("files", []) if (dest / n).exists()]
+        if old.get("key") == key or not written:
+            if old.get("key") != key:
+                write_json(manifest, {"tool": "metaclip", "key": key, "files": []})
             return
         if not overwrite:
             raise InputError(
@@ -283,13 +292,8 @@ def _image_shards(engine: Engine, dest: Path, online: bool, per_shard: int, seed
 
 
 def _for_img2dataset(engine: Engine, dest: Path, online: bool) -> dict:
-    """A pool of URLs: img2dataset downloads the subset; with ``online``, every matched row
-    (written here, one parquet per pool shard) and the trainer redraws per epoch."""
-    if not online:
-        raise InputError(
-            "the pool holds no images (it is not WebDataset tars): give the subset to "
-            "img2dataset (README, 'Curate and train'), or use --online for every matched row"
-        )
+    """A pool of URLs, ``online``: every matched row (one parquet per pool shard) for
+    img2dataset, and the trainer redraws per epoch."""
     writer = engine.subset_writer()
     names, rows = [], 0
     for i, shard in enumerate(engine.shards):
