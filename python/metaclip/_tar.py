@@ -9,6 +9,9 @@ from __future__ import annotations
 import tarfile
 from pathlib import Path
 
+# Member extensions that hold a sample's image (WebDataset, img2dataset, LAION).
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+
 
 class Cut(tarfile.ReadError):
     """A tar that stops before its end (see ``StrictTarInfo``)."""

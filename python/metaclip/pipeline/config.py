@@ -7,6 +7,7 @@ options from ``Config`` before it sets up Arrow's allocator (``memory.py``).
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -144,8 +145,6 @@ class Config:
 
     def run_settings(self, pool: list[str]) -> dict:
         """What reopens this run's work files (``Config.reopen``): the datacard's ``run``."""
-        import os
-
         out = {k: v for k, v in asdict(self).items() if k in RUN_SETTINGS}
         return {"pool": pool, "metadata": os.path.abspath(self.metadata), **out}
 

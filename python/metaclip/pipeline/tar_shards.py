@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from metaclip._tar import StrictTarInfo, truncated
+from metaclip._tar import IMAGE_EXTS, StrictTarInfo, truncated
 from metaclip.exceptions import InputError
 from metaclip.pipeline.json_shards import (
     MAX_TEXT_BYTES,
@@ -88,7 +88,7 @@ def _tar_rows(path: Path, cols: Columns, max_text_bytes: int = MAX_TEXT_BYTES) -
                         row = _json_row(raw.replace(b"\n", b" "))
                     row.setdefault(cols.key, Path(stem).name)
                     rows.append(row)
-                elif ext.lower() in ("jpg", "jpeg", "png", "webp"):
+                elif ext.lower() in IMAGE_EXTS:
                     images[Path(stem).name] = m.name
     except tarfile.ReadError as e:
         # tarfile's own words for a member's data cut short; its other words on one line

@@ -15,6 +15,7 @@ rows are written as parquet for img2dataset instead, with ``probs.npy``.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -30,14 +31,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from metaclip._tar import StrictTarInfo
+from metaclip._tar import IMAGE_EXTS, StrictTarInfo
 from metaclip.exceptions import InputError
 from metaclip.pipeline.config import Config
 from metaclip.pipeline.engine import Engine
 from metaclip.pipeline.io import atomic_write, fingerprint, read_json, save_npy, write_json
 from metaclip.pipeline.progress import Progress
 
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 MANIFEST = ".metaclip-shards.json"
 WORK = ".work"  # per-tar skip counts, so a resumed run reports the same totals
 
@@ -160,21 +160,24 @@ def write_tar(path: Path, picked: list[tuple[int, Sample]], p: Plan) -> dict[str
     """One training tar of ``(position, sample)``; returns its skips per pool shard."""
     skipped: dict[str, Counter] = {}
     members = []
-    for pos, s in picked:
-        where = p.index[s.shard].get(s.member) if s.member else None
-        reason = "missing_image" if where is None else None
-        if where is not None:
-            with open(p.pool[s.shard], "rb") as f:
-                data = os.pread(f.fileno(), where[1], where[0])
-            reason = check_image(data)
-        if reason is not None:
-            skipped.setdefault(str(p.pool[s.shard]), Counter())[reason] += 1
-            continue
-        ext = str(s.member).rpartition(".")[2].lower()
-        key = f"{pos:09d}"
-        members.append(_tar_member(f"{key}.{ext}", data))
-        blob = json.dumps(s.meta, ensure_ascii=False, default=str).encode()
-        members.append(_tar_member(f"{key}.json", blob))
+    with contextlib.ExitStack() as stack:
+        files: dict[int, int] = {}  # pool shard -> descriptor, each opened once
+        for pos, s in picked:
+            where = p.index[s.shard].get(s.member) if s.member else None
+            reason = "missing_image" if where is None else None
+            if where is not None:
+                if s.shard not in files:
+                    files[s.shard] = stack.enter_context(open(p.pool[s.shard], "rb")).fileno()
+                data = os.pread(files[s.shard], where[1], where[0])
+                reason = check_image(data)
+            if reason is not None:
+                skipped.setdefault(str(p.pool[s.shard]), Counter())[reason] += 1
+                continue
+            ext = str(s.member).rpartition(".")[2].lower()
+            key = f"{pos:09d}"
+            members.append(_tar_member(f"{key}.{ext}", data))
+            blob = json.dumps(s.meta, ensure_ascii=False, default=str).encode()
+            members.append(_tar_member(f"{key}.json", blob))
 
     def write(tmp: Path) -> None:
         with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tf:
@@ -210,10 +213,10 @@ def write_shards(
                 "matched row"
             )
         settings = [online, per_shard, seed] if kinds == {"tar"} else [online]
-        key = fingerprint("shards", fingerprint(card.decode()), *settings)
+        key = fingerprint("shards", card.decode(), *settings)
         _claim(dest, key, overwrite)
         if kinds != {"tar"}:
-            summary = _for_img2dataset(engine, dest, online)
+            summary = _for_img2dataset(engine, dest)
         else:
             summary = _image_shards(engine, dest, online, per_shard, seed)
         if online:
@@ -291,7 +294,7 @@ def _image_shards(engine: Engine, dest: Path, online: bool, per_shard: int, seed
     }
 
 
-def _for_img2dataset(engine: Engine, dest: Path, online: bool) -> dict:
+def _for_img2dataset(engine: Engine, dest: Path) -> dict:
     """A pool of URLs, ``online``: every matched row (one parquet per pool shard) for
     img2dataset, and the trainer redraws per epoch."""
     writer = engine.subset_writer()

@@ -61,11 +61,10 @@ from metaclip.train.checkpoint_format import (
     one_line,
     read_json,
     read_manifest,
-    this_rank,
     verify,
-    world_size,
     write_json,
 )
+from metaclip.train.distributed import this_rank, world_size
 
 log = logging.getLogger(__name__)
 

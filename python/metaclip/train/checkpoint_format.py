@@ -28,6 +28,7 @@ from torch.distributed.checkpoint.metadata import (
 
 from metaclip.exceptions import MetaclipError
 from metaclip.pipeline.io import atomic_write
+from metaclip.train.distributed import this_rank, world_size
 
 FORMAT = "metaclip-train-checkpoint"
 VERSION = 1
@@ -40,14 +41,6 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")  # a file right in the checkpoint folde
 
 class CheckpointError(MetaclipError, ValueError):
     """A checkpoint that cannot be used: missing, incomplete, damaged or not ours."""
-
-
-def this_rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
-def world_size() -> int:
-    return dist.get_world_size() if dist.is_initialized() else 1
 
 
 def barrier() -> None:

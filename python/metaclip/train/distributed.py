@@ -142,6 +142,14 @@ def parallelize(
     return model
 
 
+def this_rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
 def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     """Mean of a tensor over ranks (a copy)."""
     x = x.detach().clone()

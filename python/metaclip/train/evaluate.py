@@ -28,6 +28,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from metaclip.train.data import DataError, expand_shards
+from metaclip.train.distributed import this_rank, world_size
 from metaclip.train.images import BadImage, decode, normalize
 from metaclip.train.samples import SKIPS, iter_samples
 
@@ -113,16 +114,8 @@ def eval_batches(
     )
 
 
-def _world() -> int:
-    return dist.get_world_size() if dist.is_initialized() else 1
-
-
-def _rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
 def _sum(x: torch.Tensor) -> torch.Tensor:
-    if _world() > 1:
+    if world_size() > 1:
         dist.all_reduce(x)
     return x
 
@@ -133,7 +126,7 @@ def lockstep(items: Iterable[Any], device) -> Iterator[Any]:
     while True:
         item = next(it, None)
         more = torch.tensor([int(item is not None)], device=device)
-        if _world() > 1:
+        if world_size() > 1:
             dist.all_reduce(more, op=dist.ReduceOp.MAX)
         if not more.item():
             return
@@ -142,10 +135,10 @@ def lockstep(items: Iterable[Any], device) -> Iterator[Any]:
 
 def gather_rows(x: torch.Tensor) -> torch.Tensor:
     """Every rank's rows, in rank order (ranks may hold different numbers of rows)."""
-    if _world() == 1:
+    if world_size() == 1:
         return x
     n = torch.tensor([x.shape[0]], device=x.device)
-    counts = [torch.zeros_like(n) for _ in range(_world())]
+    counts = [torch.zeros_like(n) for _ in range(world_size())]
     dist.all_gather(counts, n)
     most = int(max(c.item() for c in counts))
     padded = x.new_zeros((most, *x.shape[1:]))
@@ -225,7 +218,7 @@ def retrieval_metrics(
 def _log_skips(shards: str, skipped: Counter, device) -> None:
     counts = _sum(torch.tensor([float(skipped[k]) for k in SKIPS], device=device))
     total = {k: int(v) for k, v in zip(SKIPS, counts.tolist(), strict=True) if v}
-    if total and _rank() == 0:
+    if total and this_rank() == 0:
         log.warning("evaluation set %s: skipped %s", shards, total)
 
 
@@ -234,7 +227,13 @@ def _encode_split(model, shards: str, cfg, device, dtype, with_texts: bool):
     """This rank's image features, labels and texts, in lockstep with the other ranks."""
     ev, size = cfg.eval, cfg.model.vision.image_size
     batches = eval_batches(
-        shards, size, ev.batch_size, _rank(), _world(), ev.num_workers, cfg.data.start_method
+        shards,
+        size,
+        ev.batch_size,
+        this_rank(),
+        world_size(),
+        ev.num_workers,
+        cfg.data.start_method,
     )
     dummy = torch.zeros(1, 3, size, size, dtype=torch.uint8, device=device)
     feats: list[torch.Tensor] = []
@@ -304,7 +303,7 @@ def evaluate(model, tokenizer, cfg, device, dtype=torch.float32) -> dict[str, fl
         txt = _encode_texts_lockstep(model, tokenizer, texts, cfg, device)
         # local image indices -> global: add the images of the ranks before this one
         counts = gather_rows(torch.tensor([img.shape[0]], device=device))
-        owner = owner + counts[: _rank()].sum()
+        owner = owner + counts[: this_rank()].sum()
         r = retrieval_metrics(gather_rows(img), gather_rows(txt), gather_rows(owner))
         metrics.update({f"retrieval/{k}": v for k, v in r.items()})
     model.train(was_training)

@@ -20,11 +20,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any, cast
 
-from metaclip._tar import StrictTarInfo
+from metaclip._tar import IMAGE_EXTS, StrictTarInfo
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 # Why a sample or a shard was skipped (the loader's metrics use these names).
 SKIPS = (
     "bad_image",  # zero bytes, undecodable or truncated

@@ -40,6 +40,7 @@ from metaclip.train.evaluate import MetricsLogger, evaluate
 from metaclip.train.images import normalize
 from metaclip.train.loss import clamp_logit_scale, clip_loss
 from metaclip.train.model import build_model, param_groups
+from metaclip.train.samples import SKIPS
 from metaclip.train.tokenizer import build_tokenizer
 
 log = logging.getLogger(__name__)
@@ -211,8 +212,6 @@ def _load_probabilities(path: str) -> tuple[np.ndarray, dict[str, int] | None]:
 
 def _skip_metrics(skipped: dict, device) -> dict[str, float]:
     """Samples and shards the loaders skipped, summed over ranks (one all-reduce)."""
-    from metaclip.train.samples import SKIPS
-
     counts = torch.tensor([float(skipped.get(k, 0)) for k in SKIPS], device=device)
     if torch.distributed.is_initialized():
         torch.distributed.all_reduce(counts)
