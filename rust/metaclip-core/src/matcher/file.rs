@@ -3,9 +3,9 @@
 //! workers hold one copy instead of 32.
 //!
 //! Layout: a [`Header`] (magic, format version, byte-order mark, the metadata digest, the
-//! counts) and six sections, each 64-byte aligned: vocabulary slots, word bytes, word
-//! spans, trie edge slots, root filter, and the substring automaton (`daachorse`'s own
-//! serialisation; it is copied out on load, see `docs/performance.md`).
+//! counts) and nine sections, each 64-byte aligned: vocabulary slots, word bytes, word
+//! spans, trie edge slots, root filter, and the substring automaton's character pages,
+//! character codes, states and output links. Every table is used in place.
 //!
 //! The file is written to a temporary name and renamed, so a reader sees a whole file or
 //! none; a file cut short (a crash before its pages reached the disk) fails the length
@@ -19,10 +19,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytemuck::{Pod, Zeroable};
-use daachorse::CharwiseDoubleArrayAhoCorasick;
 use memmap2::Mmap;
 use xxhash_rust::xxh3::Xxh3Default;
 
+use super::chars::CharAutomaton;
 use super::trie::WordTrie;
 use super::vocab::Vocab;
 use super::{Matcher, Mode};
@@ -33,10 +33,10 @@ use crate::mapped::Buf;
 
 const MAGIC: [u8; 8] = *b"MCLIPMAT";
 /// Bumped whenever the layout or the meaning of any table changes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 const BYTE_ORDER: u32 = 0x0102_0304;
 const ALIGN: usize = 64;
-const N_SECTIONS: usize = 6;
+const N_SECTIONS: usize = 9;
 
 #[derive(Clone, Copy, Pod, Zeroable)]
 #[repr(C)]
@@ -90,9 +90,10 @@ impl Matcher {
         self.digest
     }
 
-    /// Whether the word tables are used in place from a file mapping.
+    /// Whether the tables (words and substring automaton) are used in place from a file
+    /// mapping.
     pub fn is_mapped(&self) -> bool {
-        self.words.vocab.parts().0.is_mapped()
+        self.words.vocab.parts().0.is_mapped() && self.substr.as_ref().is_none_or(|a| a.is_mapped())
     }
 
     /// Write the matcher to `path` atomically (a temporary file in the same folder, then
@@ -101,18 +102,17 @@ impl Matcher {
         let path = path.as_ref();
         let (table, bytes, spans) = self.words.vocab.parts();
         let (edges, n_nodes, first, first_shift) = self.words.parts();
-        let substr = self
-            .substr
-            .as_ref()
-            .map(|ac| ac.serialize())
-            .unwrap_or_default();
+        let ac = self.substr.as_ref();
         let parts: [&[u8]; N_SECTIONS] = [
             table.slot_bytes(),
             bytes.as_bytes(),
             spans.as_bytes(),
             edges.slot_bytes(),
             first.as_bytes(),
-            &substr,
+            ac.map_or(&[], |a| a.pages.as_bytes()),
+            ac.map_or(&[], |a| a.codes.as_bytes()),
+            ac.map_or(&[], |a| a.states.as_bytes()),
+            ac.map_or(&[], |a| a.outputs.as_bytes()),
         ];
         let mut header = Header {
             magic: MAGIC,
@@ -241,11 +241,14 @@ impl Matcher {
         let substr = if n == 0 {
             None
         } else {
-            let raw = map.get(o..o + n).ok_or_else(|| bad("automaton section"))?;
-            // daachorse owns its arrays: this copies the (small) automaton out.
-            let (ac, _) = CharwiseDoubleArrayAhoCorasick::<u32>::deserialize(raw)
-                .map_err(|e| stale(path, format!("matcher file: bad automaton: {e}")))?;
-            Some(ac)
+            let pages = Buf::mapped(&map, o, n)?;
+            let (o, n) = sec(6)?;
+            let codes = Buf::mapped(&map, o, n)?;
+            let (o, n) = sec(7)?;
+            let states = Buf::mapped(&map, o, n)?;
+            let (o, n) = sec(8)?;
+            let outputs = Buf::mapped(&map, o, n)?;
+            Some(CharAutomaton::from_parts(pages, codes, states, outputs)?)
         };
         let n_entries = usize::try_from(header.n_entries).map_err(|_| bad("count"))?;
         let n_word_entries = usize::try_from(header.n_word_entries).map_err(|_| bad("count"))?;

@@ -6,7 +6,7 @@
 //! search into a walk of a word trie from each token: one hash probe per token instead of
 //! one automaton step per byte. Patterns that lack a pad (MC2 entries that start or end
 //! with a CJK-like character) need real substring search; they go to a (small)
-//! character-level Aho-Corasick automaton (`daachorse`'s charwise double array) over the
+//! character-level Aho-Corasick automaton (`chars`, a double array of our own) over the
 //! spaced text: one transition per code point rather than per byte, which for Han or Thai
 //! text is a third of the steps. A UTF-8 pattern occurs as a byte substring of UTF-8 text
 //! iff it occurs as a code-point substring, so either automaton gives the spec's matches.
@@ -16,6 +16,7 @@
 //! keys and hashes), `trie` (entries as word chains and the walk over a text's tokens);
 //! this module builds them and runs the passes over batches of texts.
 
+mod chars;
 mod file;
 mod floor;
 mod mode;
@@ -24,7 +25,6 @@ mod vocab;
 
 use std::ops::Range;
 
-use daachorse::{CharwiseDoubleArrayAhoCorasick, CharwiseDoubleArrayAhoCorasickBuilder, MatchKind};
 use rayon::prelude::*;
 
 pub use self::file::{digest_hex, metadata_digest, FORMAT_VERSION};
@@ -32,6 +32,7 @@ pub use self::floor::HashSetFloor;
 pub use self::mode::{is_cjk_like, Mode};
 pub use crate::texts::{Csr, Packed, Texts};
 
+use self::chars::CharAutomaton;
 use self::trie::{WordTrie, NONE, NO_ENTRY};
 use self::vocab::{push_key, TokenKey};
 use crate::dedup;
@@ -62,7 +63,7 @@ pub struct Matcher {
     words: WordTrie,
     n_word_entries: usize,
     /// Substring patterns; a match's value is its entry id.
-    substr: Option<CharwiseDoubleArrayAhoCorasick<u32>>,
+    substr: Option<CharAutomaton>,
     /// Whether `dedup::sort_dedup` may take its AVX2 path (checked once, here).
     avx2: bool,
     /// [`metadata_digest`] of the entries and mode (checked when loading a saved file).
@@ -128,14 +129,8 @@ impl Matcher {
         let substr = if patterns.is_empty() {
             None
         } else {
-            let ac = CharwiseDoubleArrayAhoCorasickBuilder::new()
-                .match_kind(MatchKind::Standard)
-                // Nearly every Han or Thai character starts some pattern: the candidate
-                // prefilter only adds work (~10% slower with it).
-                .use_prefilter(false)
-                .build_with_values(patterns.iter().zip(pattern_entry))
-                .map_err(|e| Error::invalid(format!("cannot build automaton: {e}")))?;
-            Some(ac)
+            let pairs = patterns.iter().map(|p| p.as_str()).zip(pattern_entry);
+            Some(CharAutomaton::build(pairs)?)
         };
         Ok(Matcher {
             mode,
@@ -175,13 +170,12 @@ impl Matcher {
 
     /// Bytes of the matcher's tables, on the heap or mapped from a file (automaton included).
     pub fn memory_bytes(&self) -> usize {
-        self.words.memory_bytes() + self.substr.as_ref().map_or(0, |ac| ac.heap_bytes())
+        self.words.memory_bytes() + self.automaton_bytes()
     }
 
-    /// Heap bytes of the substring automaton: a loaded matcher copies it out of its file
-    /// (the word tables it uses in place).
+    /// Bytes of the substring automaton's tables (on the heap, or mapped from a file).
     pub fn automaton_bytes(&self) -> usize {
-        self.substr.as_ref().map_or(0, |ac| ac.heap_bytes())
+        self.substr.as_ref().map_or(0, |ac| ac.memory_bytes())
     }
 
     /// Append the sorted, unique ids matched by `text` to `out`.
@@ -273,18 +267,9 @@ impl Matcher {
         if self.n_word_entries > 0 {
             self.words.walk(&scratch.toks[toks], out);
         }
-        self.finish_ids(text, start, scratch, out);
-    }
-
-    /// Add the substring automaton's ids, then sort and dedup `out[start..]`.
-    #[inline]
-    fn finish_ids(&self, text: &str, start: usize, scratch: &mut Scratch, out: &mut Vec<u32>) {
         if let Some(ac) = &self.substr {
             spaced_into(text, self.mode == Mode::Fixed, &mut scratch.spaced);
-            // SAFETY: `spaced_into` copies whole characters of `text` (a `str`) and adds
-            // or replaces only ASCII bytes, so the spaced text is UTF-8 too.
-            let spaced = unsafe { std::str::from_utf8_unchecked(&scratch.spaced) };
-            out.extend(ac.find_overlapping_iter(spaced).map(|m| m.value()));
+            ac.for_each_match(as_str(&scratch.spaced), |v| out.push(v));
         }
         let keep = dedup::sort_dedup(&mut out[start..], self.avx2);
         out.truncate(start + keep);
@@ -367,6 +352,13 @@ impl Matcher {
         }
         csr
     }
+}
+
+/// A spaced text as `str`.
+fn as_str(spaced: &[u8]) -> &str {
+    // SAFETY: only ever given `spaced_into`'s output, which copies whole characters of a
+    // `str` and adds or replaces only ASCII bytes, so it is UTF-8 too.
+    unsafe { std::str::from_utf8_unchecked(spaced) }
 }
 
 /// Concatenate CSR parts in order.
