@@ -8,10 +8,10 @@ Metadata is generated as in ``worldwide_bench.py`` (Zipf words in several script
 Thai languages need the substring automaton). Prints, per setting:
 
 - build time (``Matcher(entries)``, every language), save time, and load time
-  (``Matcher.load``: map the file, check the header, copy the substring automaton out);
-  the file is in the page cache (written just before), as on a node where a first process
-  wrote it; split into languages with a substring automaton (copied out of the file:
-  daachorse owns its arrays) and languages that are all word tables (used in place);
+  (``Matcher.load``: map the file and check the header; every table, the substring
+  automaton included, is used in place); the file is in the page cache (written just
+  before), as on a node where a first process wrote it; split into languages with a
+  substring automaton and languages that are all word tables;
 - single-thread texts/s of the built and the loaded matcher on the same texts (best of
   ``--repeat``), and whether their results are identical;
 - for 1 and N worker processes that each load the file (or, as the baseline, each build
@@ -147,8 +147,8 @@ def main() -> None:
         m.save(files[k])
     save_s = time.perf_counter() - t
     size = sum(p.stat().st_size for p in files.values())
-    # Per language, so that the languages with a substring automaton (copied out of the
-    # file) can be told from those that are all word tables (used in place).
+    # Per language, so that the languages with a substring automaton can be told from
+    # those that are all word tables.
     per_lang = {k: float("inf") for k in files}
     for _ in range(args.repeat):
         for k, p in files.items():
@@ -175,8 +175,7 @@ def main() -> None:
                   f"({n:,} entries, {ms * 1e6 / max(n, 1):.0f} ns/entry)")  # fmt: skip
     auto = sum(m.automaton_bytes() for m in built.values())
     print(f"tables {heap / 1e6:.0f} MB in memory ({heap / n_entries:.0f} B/entry); "
-          f"file {size / 1e6:.0f} MB; substring automata {auto / 1e6:.1f} MB "
-          "(copied by every process that loads)")  # fmt: skip
+          f"file {size / 1e6:.0f} MB; substring automata {auto / 1e6:.1f} MB of it")  # fmt: skip
 
     n_texts = sum(map(len, texts.values()))
     same = all(
