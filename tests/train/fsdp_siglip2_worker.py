@@ -11,7 +11,6 @@ import dataclasses
 import json
 import os
 import sys
-from types import SimpleNamespace
 
 import torch
 
@@ -39,7 +38,7 @@ def main() -> None:
         decoder=DecoderConfig(layers=2, width=32, heads=2, parallel_prob=0.5),
         distill=DistillConfig(start_fraction=0.5),
     )
-    weights = SimpleNamespace(loss=LossConfig(caption_weight=0.7, masked_weight=0.5))
+    weights = LossConfig(caption_weight=0.7, masked_weight=0.5)
     torch.manual_seed(0)
     model = build_model(cfg)
     with torch.no_grad():  # a teacher apart from the student; a decoder head that is not 0

@@ -238,9 +238,7 @@ def test_default_loader_is_unchanged(shapes):
         ({"data.naflex_seq_lens": []}, "non-empty"),
         ({"data.naflex_seq_lens": [16, 0]}, ">= 1"),
         ({"data.naflex_seq_lens": 16}, "list of int"),
-        ({"data.naflex_seq_lens": [16], "model.decoder.layers": 1}, "model.decoder"),
-        ({"data.naflex_seq_lens": [16], "data.local_crops": 1}, "data.local_crops"),
-        ({"data.naflex_seq_lens": [16], "compile": True}, "compile"),
+        ({"data.naflex_seq_lens": [16], "compile": True}, "every packing would recompile"),
     ],
 )
 def test_bad_naflex_values_are_config_errors(tmp_path, over, match):

@@ -98,7 +98,6 @@ def test_map_head_shapes_and_parameter_count():
         ({"model.decoder.parallel_prob": 1.5}, "parallel_prob"),
         ({"model.distill.start_fraction": 0.2}, "local_crops"),
         ({"model.distill.mask_ratio": 1.0}, "mask_ratio"),
-        ({"model.decoder.layers": 1, "optim.accum_steps": 2}, "accum_steps"),
         ({"data.local_crops": 2, "data.local_crop_size": 12}, "local_crop_size"),
         ({"loss.caption_weight": -1.0}, "caption_weight"),
     ],
@@ -258,7 +257,7 @@ def _aux_losses(model, batch, cfg) -> dict[str, float]:
     img, txt, scale, bias, losses = model(images, tokens, aux)
     out = {k: v.item() for k, v in losses.items()}
     out["sigmoid"] = clip_loss((img, txt, scale, bias), "sigmoid").item()
-    out["total"] = out["sigmoid"] + aux_loss(losses, cfg).item()
+    out["total"] = out["sigmoid"] + aux_loss(losses, cfg.loss).item()
     return out
 
 
