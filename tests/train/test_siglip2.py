@@ -294,6 +294,7 @@ def test_two_rank_fsdp_with_auxiliary_losses_matches_single_process(tmp_path):
     assert r["teacher_grads"] == 0  # neither run gives the teacher a gradient
     assert r["max_grad"] > 1e-3
     assert r["loss_diff"] < 1e-5 and r["max_grad_diff"] < 1e-5, r
+    assert r["accum_loss_diff"] < 1e-5 and r["accum_max_grad_diff"] < 1e-5, r
     assert r["ema_diff"] < 1e-6, r
 
 
