@@ -5,7 +5,8 @@
 - :func:`resize_grid`: the position grid interpolated to another patch grid (local crops).
 - :func:`aux_forward`: the towers plus the auxiliary losses (LocCa captioning, SILC/TIPS
   self-distillation) in one FSDP forward; :class:`AuxInputs` carries its random draws, so a
-  test can give every rank its rows of one global draw.
+  test can give every rank its rows of one global draw, and :func:`split_aux` every
+  micro-batch its rows of one step's draw (``optim.accum_steps``, exact).
 """
 
 from __future__ import annotations
