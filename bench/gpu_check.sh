@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU check of the trainer, about 6-8 minutes on one H100/H200:
 #   1. the GPU-marked tests (xformers vs SDPA forward+backward on packed-qkv views in bf16,
+#      NaFlex packed images through xformers' BlockDiagonalMask vs SDPA's dense mask,
 #      the xformers probe, FSDP + activation checkpointing + torch.compile on CUDA);
 #   2. bench/train_throughput.py for B/32, L/14, H/14 (bf16; SDPA vs xformers; AC off, full,
 #      selective): pairs/s, MFU, peak memory, and the attention kernels that ran;

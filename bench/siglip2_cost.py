@@ -14,7 +14,13 @@ import time
 
 import torch
 
-from metaclip.train.config import DecoderConfig, DistillConfig, ModelConfig, model_preset
+from metaclip.train.config import (
+    DecoderConfig,
+    DistillConfig,
+    LossConfig,
+    ModelConfig,
+    model_preset,
+)
 from metaclip.train.loss import clip_loss
 from metaclip.train.model import _tower_flops, build_model, forward_flops_per_pair
 from metaclip.train.siglip2 import aux_loss, draw_aux
@@ -68,9 +74,7 @@ def measure(cfg: ModelConfig, steps: int, batch: int, crops: int, crop: int) -> 
     opt = torch.optim.AdamW(p for p in model.parameters() if p.requires_grad)
     images = torch.randn(batch, 3, cfg.vision.image_size, cfg.vision.image_size)
     tokens = torch.randint(4, cfg.text.vocab_size, (batch, cfg.text.context_length))
-    weights = argparse.Namespace(
-        loss=argparse.Namespace(caption_weight=1, distill_weight=1, masked_weight=0.25)
-    )
+    weights = LossConfig(caption_weight=1, distill_weight=1, masked_weight=0.25)
     aux = draw_aux(model, batch, cfg.distill.enabled, torch.Generator().manual_seed(0))
     aux.local_images = torch.randn(batch, crops, 3, crop, crop)
     use_aux = cfg.decoder.layers > 0 or cfg.distill.enabled

@@ -1,5 +1,6 @@
 """Run under torchrun (CPU, gloo): FSDP2 with SigLIP 2's auxiliary losses (MAP head, decoder,
-distillation) vs one process on the global batch: loss, gradients and the teacher's EMA.
+distillation), in one micro-batch and in two (optim.accum_steps = 2), vs one process on the
+global batch: loss, gradients and the teacher's EMA.
 
 Writes the largest differences as JSON to argv[1].
 """
@@ -11,7 +12,6 @@ import dataclasses
 import json
 import os
 import sys
-from types import SimpleNamespace
 
 import torch
 
@@ -26,7 +26,8 @@ from metaclip.train.distributed import (
 )
 from metaclip.train.loss import clip_loss
 from metaclip.train.model import build_model
-from metaclip.train.siglip2 import AuxInputs, aux_loss, draw_aux
+from metaclip.train.siglip2 import AuxInputs, aux_loss, draw_aux, split_aux
+from metaclip.train.train import forward_backward
 
 
 def main() -> None:
@@ -39,7 +40,7 @@ def main() -> None:
         decoder=DecoderConfig(layers=2, width=32, heads=2, parallel_prob=0.5),
         distill=DistillConfig(start_fraction=0.5),
     )
-    weights = SimpleNamespace(loss=LossConfig(caption_weight=0.7, masked_weight=0.5))
+    weights = LossConfig(caption_weight=0.7, masked_weight=0.5)
     torch.manual_seed(0)
     model = build_model(cfg)
     with torch.no_grad():  # a teacher apart from the student; a decoder head that is not 0
@@ -47,6 +48,7 @@ def main() -> None:
             p.add_(0.05 * torch.randn_like(p))
         model.decoder.head.weight.normal_(std=0.1)
     ref = copy.deepcopy(model)
+    accum = copy.deepcopy(model)
     per_rank = 4
     n = per_rank * info.world
     g = torch.Generator().manual_seed(1)
@@ -71,15 +73,28 @@ def main() -> None:
     loss.backward()
     loss_diff = abs(all_reduce_mean(loss).item() - ref_loss.item())
 
-    diff, scale, teacher_grads = 0.0, 0.0, 0
+    # accum_steps = 2: each rank's rows as two micro-batches (one draw, split)
+    parallelize(accum, info.mesh, precision="fp32")
+    half = per_rank // 2
+    micro = [(images[rows][i : i + half], tokens[rows][i : i + half]) for i in (0, half)]
+    parts = split_aux(mine, micro, pad_id=0)
+    acc_loss = forward_backward(accum, micro, "sigmoid", parts, weights)
+    acc_loss_diff = abs(all_reduce_mean(acc_loss).item() - ref_loss.item())
+
+    def grad_diff(m) -> tuple[float, float, int]:
+        diff, scale, teacher_grads = 0.0, 0.0, 0
+        for name, p in m.named_parameters():
+            gr = ref_params[name].grad
+            if name.startswith("teacher."):
+                teacher_grads += (p.grad is not None) + (gr is not None)
+                continue
+            diff = max(diff, (full_tensor(p.grad).float() - gr).abs().max().item())
+            scale = max(scale, gr.abs().max().item())
+        return diff, scale, teacher_grads
+
     ref_params = dict(ref.named_parameters())
-    for name, p in model.named_parameters():
-        gr = ref_params[name].grad
-        if name.startswith("teacher."):
-            teacher_grads += (p.grad is not None) + (gr is not None)
-            continue
-        diff = max(diff, (full_tensor(p.grad).float() - gr).abs().max().item())
-        scale = max(scale, gr.abs().max().item())
+    diff, scale, teacher_grads = grad_diff(model)
+    acc_diff, _, acc_teacher_grads = grad_diff(accum)
     ema_update(model.teacher, model.visual, 0.9)  # on the local shards
     ema_update(ref.teacher, ref.visual, 0.9)
     ema_diff = max(
@@ -94,7 +109,9 @@ def main() -> None:
             "loss_diff": loss_diff,
             "max_grad_diff": diff,
             "max_grad": scale,
-            "teacher_grads": teacher_grads,
+            "teacher_grads": teacher_grads + acc_teacher_grads,
+            "accum_loss_diff": acc_loss_diff,
+            "accum_max_grad_diff": acc_diff,
             "ema_diff": ema_diff,
             "aux": {k: v.item() for k, v in out[4].items()},
         }

@@ -59,7 +59,14 @@ def test_accum_steps_is_validated():
     assert config_from_dict(raw).optim.accum_steps == 4
 
 
-def test_trainer_with_accum_steps_equals_the_larger_batch(shapes, tmp_path):
+# SigLIP 2's decoder and distillation (from step 0, local crops) ride on the same step
+AUX = {"model.decoder.layers": 1, "model.decoder.width": 32, "model.decoder.heads": 2}
+AUX |= {"model.decoder.parallel_prob": 0.5, "model.distill.start_fraction": 1.0}
+AUX |= {"data.local_crops": 2, "data.local_crop_size": 16}
+
+
+@pytest.mark.parametrize("aux", [False, True], ids=["clip", "decoder+distill"])
+def test_trainer_with_accum_steps_equals_the_larger_batch(shapes, tmp_path, aux):
     """2 x 8 pairs per step through the real loop == 16 pairs per step (same data order)."""
     from conftest import tiny_config
 
@@ -67,7 +74,7 @@ def test_trainer_with_accum_steps_equals_the_larger_batch(shapes, tmp_path):
 
     def train(out, batch, accum):
         over = {"data.batch_size": batch, "optim.accum_steps": accum, "data.shuffle": False}
-        over |= {"data.augment": False, "data.num_workers": 0}
+        over |= {"data.augment": False, "data.num_workers": 0, **(AUX if aux else {})}
         run(config_from_dict(tiny_config(shapes, tmp_path / out, steps=3, **over)))
         return torch.load(tmp_path / out / "open_clip_model.pt")
 

@@ -131,6 +131,42 @@ def test_model_probes_its_own_head_shapes(monkeypatch):
     assert sorted(attention_shapes(model)) == [(4, 16, False), (4, 16, True)]
 
 
+def seqlens_dense(seqlens: list[int]) -> torch.Tensor:
+    """The ``[S, S]`` bool mask xformers' ``BlockDiagonalMask.from_seqlens(seqlens)`` stands
+    for (S = sum of the lengths): a token attends to the tokens of its own block."""
+    block = torch.repeat_interleave(torch.arange(len(seqlens)), torch.tensor(seqlens))
+    return block[:, None] == block[None, :]
+
+
+@pytest.mark.parametrize("cls", [True, False])
+@pytest.mark.parametrize(
+    ("grids", "row_len"),
+    [
+        ([(2, 3), (4, 4), (1, 5), (3, 2), (6, 2)], 30),  # padded rows
+        ([(2, 2), (2, 2), (1, 3), (3, 3)], 10),  # a full row before the next one
+    ],
+)
+def test_block_diagonal_seqlens_stand_for_the_sdpa_mask(cls, grids, row_len):
+    """What the xformers path is given (seqlens over the rows laid end to end) is the SDPA
+    path's dense mask, row by row; attention over the flattened rows with it (xformers'
+    call, emulated with SDPA on CPU) equals the packed rows' attention."""
+    from metaclip.train.naflex import pack
+
+    n = sum(a * b for a, b in grids)
+    packed = pack(torch.zeros(n, 3 * 64), grids, row_len + cls, cls)
+    mask = packed.block_mask()
+    rows, t = packed.rows, packed.row_len
+    assert mask.dense.shape == (rows, 1, t, t) and sum(mask.seqlens) == rows * t
+    dense = seqlens_dense(mask.seqlens)
+    assert torch.equal(dense, torch.block_diag(*mask.dense[:, 0].int()).bool())
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(rows, t, 2, 8, generator=g) for _ in range(3))
+    flat = [x.reshape(1, rows * t, 2, 8) for x in (q, k, v)]
+    emulated = attention._sdpa(*flat, False, dense).view(rows, t, 2, 8)
+    got = attend(q, k, v, causal=False, backend="xformers", mask=mask)  # SDPA on CPU
+    torch.testing.assert_close(got, emulated, rtol=0, atol=1e-6)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.skipif(not xformers_installed(), reason="needs xformers")
@@ -166,3 +202,35 @@ def test_xformers_layer_matches_sdpa_forward_and_backward(causal, heads, width):
         layers[backend] = (out.float(), x.grad.float(), layer.in_proj_weight.grad.float())
     for a, b in zip(layers["sdpa"], layers["xformers"], strict=True):
         assert (a - b).abs().max().item() <= 3e-2 * max(a.abs().max().item(), 1e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.skipif(not xformers_installed(), reason="needs xformers")
+@pytest.mark.parametrize("pool", ["cls", "map"])
+def test_xformers_block_diagonal_matches_sdpa_on_packed_images(pool):
+    """NaFlex on CUDA: xformers' BlockDiagonalMask path gives SDPA's embeddings and
+    gradients for packed images of several grids (fp32 and bf16)."""
+    import dataclasses
+
+    from metaclip.train.naflex import pack
+
+    cfg = model_preset("test-tiny")
+    cfg = dataclasses.replace(cfg, vision=dataclasses.replace(cfg.vision, pool=pool))
+    grids = [(2, 3), (4, 4), (1, 5), (3, 2), (6, 2)]
+    g = torch.Generator().manual_seed(0)
+    patches = torch.randn(sum(a * b for a, b in grids), 3 * 64, generator=g)
+    for dtype, tol in ((torch.float32, 1e-4), (torch.bfloat16, 3e-2)):
+        runs = {}
+        for backend in ("sdpa", "xformers"):
+            torch.manual_seed(0)
+            model = build_model(cfg, "cuda")
+            assert model.set_attention_backend(backend, "cuda", dtype) == backend
+            x = patches.cuda().requires_grad_()
+            packed = pack(x, grids, 30, pool == "cls").to("cuda")
+            with torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
+                out = model.encode_image(packed)
+            out.float().square().sum().backward()
+            runs[backend] = (out.float(), x.grad.float())
+        for a, b in zip(runs["sdpa"], runs["xformers"], strict=True):
+            assert (a - b).abs().max().item() <= tol * max(a.abs().max().item(), 1e-3)

@@ -74,6 +74,49 @@ def test_token_embedding_is_its_own_fsdp_unit():
         shutdown()
 
 
+def test_decoder_vocabulary_tables_are_their_own_fsdp_units():
+    """The decoder's token embedding and output layer (vocabulary-sized) are units of their
+    own, like the text tower's embedding, and train in a step with the caption loss."""
+    import dataclasses
+    import math
+
+    import torch
+    from torch.distributed.fsdp import FSDPModule
+
+    from metaclip.train.config import DecoderConfig, LossConfig, model_preset
+    from metaclip.train.distributed import init_distributed, parallelize, shutdown
+    from metaclip.train.model import build_model
+    from metaclip.train.siglip2 import draw_aux
+    from metaclip.train.train import forward_backward
+
+    info = init_distributed("cpu")
+    try:
+        cfg = model_preset("test-tiny")
+        cfg = dataclasses.replace(cfg, decoder=DecoderConfig(layers=2, width=32, heads=2))
+        model = build_model(cfg)
+        parallelize(model, info.mesh, precision="bf16")
+        units = {name for name, m in model.named_modules() if isinstance(m, FSDPModule)}
+        decoder = {"decoder.token_embedding", "decoder.head", "decoder.resblocks.0"}
+        assert decoder | {"decoder.resblocks.1", "token_embedding"} <= units
+        nested = units - {""}
+        root = {
+            n for n, _ in model.named_parameters() if not any(n.startswith(u + ".") for u in nested)
+        }
+        assert not {"decoder.token_embedding.weight", "decoder.head.weight"} & root
+        for name in ("decoder.token_embedding", "decoder.head"):
+            policy = model.get_submodule(name)._get_fsdp_state()._mp_policy
+            assert policy.param_dtype == torch.bfloat16
+        g = torch.Generator().manual_seed(0)
+        tokens = torch.randint(1, 999, (2, 16), generator=g)
+        images = torch.randn(2, 3, 32, 32, generator=g)
+        aux = draw_aux(model, 2, False, g)
+        loss = forward_backward(model, [(images, tokens)], "contrastive", [aux], LossConfig())
+        assert math.isfinite(loss.item()) and model.decoder.token_embedding.weight.grad is not None
+        assert model.decoder.head.weight.grad is not None
+    finally:
+        shutdown()
+
+
 def test_hsdp_meshes_give_single_process_gradients(tmp_path):
     """distributed.mesh_shape = [replicate, shard]: HSDP on (2, 1) and (1, 2) meshes."""
     out = tmp_path / "hsdp.json"

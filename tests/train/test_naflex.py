@@ -16,7 +16,14 @@ import torch
 from conftest import tiny_config
 from PIL import Image
 
-from metaclip.train.config import ConfigError, config_from_dict, model_preset
+from metaclip.train.config import (
+    ConfigError,
+    DecoderConfig,
+    DistillConfig,
+    config_from_dict,
+    load_config,
+    model_preset,
+)
 from metaclip.train.data import ShardStream, expand_shards
 from metaclip.train.images import decode, normalize
 from metaclip.train.loss import clip_loss
@@ -29,6 +36,7 @@ from metaclip.train.naflex import (
     pack,
     patchify,
 )
+from metaclip.train.siglip2 import draw_aux
 from metaclip.train.train import forward_backward, run
 
 
@@ -167,6 +175,85 @@ def test_accumulation_over_naflex_micro_batches_gives_the_packed_batch_gradients
         torch.testing.assert_close(p.grad, ref[name].grad, rtol=0, atol=1e-5)
 
 
+def _siglip2(pool: str):
+    """test-tiny with the decoder and distillation, a teacher apart from the student and a
+    decoder head that is not 0."""
+    cfg = model_preset("test-tiny")
+    cfg = dataclasses.replace(
+        cfg,
+        loss="sigmoid",
+        vision=dataclasses.replace(cfg.vision, pool=pool),
+        decoder=DecoderConfig(layers=2, width=32, heads=2, parallel_prob=0.5),
+        distill=DistillConfig(start_fraction=0.5),
+    )
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        for p in model.teacher.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        model.decoder.head.weight.normal_(std=0.3)
+    return model
+
+
+@pytest.mark.parametrize("pool", ["cls", "map"])
+def test_aux_losses_on_square_images_equal_the_fixed_resolution_model(pool):
+    """Caption, distillation and masked losses of packed square images at the model's grid
+    are the fixed-resolution model's; the per-image mask draw is the square one."""
+    model = _siglip2(pool)
+    data = [_png(32, 32, seed) for seed in range(3)]
+    fixed = normalize(torch.stack([decode(d, 32, None) for d in data]))
+    batch = {
+        "patches": torch.cat([patchify(decode_native(d, 8, 16, None), 8) for d in data]),
+        "grids": torch.tensor([[4, 4]] * 3),
+        "seq_len": 16,
+    }
+    packed = batch_input(batch, torch.device("cpu"), pool == "cls")
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(1, 999, (3, 16), generator=g)
+    tokens[:, 12:] = 0
+    local = torch.randn(3, 2, 3, 16, 16, generator=g)
+    out = {}
+    for name, images, patches in (("fixed", fixed, None), ("packed", packed, torch.full((3,), 16))):
+        aux = draw_aux(model, 3, True, torch.Generator().manual_seed(1), patches)
+        aux.local_images = local
+        with torch.no_grad():
+            out[name] = (aux, model(images, tokens, aux))
+    (aux_f, ref), (aux_p, got) = out["fixed"], out["packed"]
+    assert torch.equal(aux_f.mask, aux_p.mask) and torch.equal(aux_f.parallel, aux_p.parallel)
+    assert aux_f.mask.sum(1).tolist() == [8, 8, 8]  # round(0.5 * 16) patches each
+    assert set(got[4]) == {"caption", "distill", "masked"}
+    for k, v in ref[4].items():
+        torch.testing.assert_close(got[4][k], v, rtol=0, atol=1e-5, msg=k)
+    torch.testing.assert_close(got[0], ref[0], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("pool", ["cls", "map"])
+def test_packed_decoder_and_masked_tokens_equal_one_image_at_a_time(pool):
+    model = _siglip2(pool)
+    grids = [(2, 3), (4, 4), (1, 5), (3, 2), (6, 2)]
+    g = torch.Generator().manual_seed(0)
+    images = [torch.randn(3, gh * 8, gw * 8, generator=g) for gh, gw in grids]
+    packed = pack(torch.cat([patchify(x, 8) for x in images]), grids, 30, pool == "cls")
+    tokens = torch.randint(1, 999, (5, 16), generator=g)
+    sizes = torch.tensor([a * b for a, b in grids])
+    mask = draw_aux(model, 5, True, g, sizes).mask
+    assert mask is not None and mask.shape == (5, 16)
+    assert mask.sum(1).tolist() == [3, 8, 2, 3, 6]  # round(0.5 * n), as Python rounds
+    assert not (mask & ~packed.tok_valid).any()
+    with torch.no_grad():
+        _, vtokens = model.visual.forward_tokens(packed)
+        logits = model.decoder(vtokens, tokens, None, packed.tok_valid)
+        _, masked = model.visual.forward_tokens(packed, mask, model.mask_token)
+        for i, (x, n) in enumerate(zip(images, sizes.tolist(), strict=True)):
+            _, alone = model.visual.forward_tokens(x[None])
+            torch.testing.assert_close(vtokens[i, :n], alone[0], rtol=0, atol=1e-5)
+            own = model.decoder(alone, tokens[i : i + 1])
+            torch.testing.assert_close(logits[i], own[0], rtol=1e-4, atol=1e-5)
+            _, m = model.visual.forward_tokens(x[None], mask[i : i + 1, :n], model.mask_token)
+            torch.testing.assert_close(masked[i, :n], m[0], rtol=0, atol=1e-5)
+            assert not torch.allclose(m[0], alone[0], atol=1e-3)  # the mask did something
+
+
 def test_normalize_patches_matches_image_normalize():
     image = decode(_png(32, 32), 32, None)
     expect = patchify(normalize(image[None])[0], 8)
@@ -238,9 +325,7 @@ def test_default_loader_is_unchanged(shapes):
         ({"data.naflex_seq_lens": []}, "non-empty"),
         ({"data.naflex_seq_lens": [16, 0]}, ">= 1"),
         ({"data.naflex_seq_lens": 16}, "list of int"),
-        ({"data.naflex_seq_lens": [16], "model.decoder.layers": 1}, "model.decoder"),
-        ({"data.naflex_seq_lens": [16], "data.local_crops": 1}, "data.local_crops"),
-        ({"data.naflex_seq_lens": [16], "compile": True}, "compile"),
+        ({"data.naflex_seq_lens": [16], "compile": True}, "every packing would recompile"),
     ],
 )
 def test_bad_naflex_values_are_config_errors(tmp_path, over, match):
@@ -254,12 +339,10 @@ def test_example_config_naflex_overrides(shapes):
     example = Path(__file__).parents[2] / "docs/examples/siglip2-b16.toml"
     lines = [x for x in example.read_text().splitlines() if x.startswith("#   --set")]
     over = [m.strip("'") for line in lines for m in shlex.split(line[1:])[1::2]]
-    assert len(over) == 4
-    cfg = config_from_dict(
-        {"model": {"preset": "ViT-B-16-siglip2"}, "data": {"train_shards": shapes["train"]}},
-        [*over, "tokenizer.path=sp.model"],
-    )
+    assert len(over) == 1
+    cfg = load_config(example, [*over, f"data.train_shards={shapes['train']}"])
     assert cfg.data.naflex_seq_lens == [256, 576, 1024] and cfg.model.vision.pool == "map"
+    assert cfg.model.decoder.layers > 0 and cfg.model.distill.enabled and cfg.data.local_crops
     assert naflex_grid(480, 640, 256) == (14, 18)  # a 4:3 photo: 252 patches
 
 
@@ -287,3 +370,61 @@ def test_naflex_training_loss_is_finite_and_decreases(shapes, tmp_path):
     first, last = np.mean(losses[:8]), np.mean(losses[-8:])
     print(f"NaFlex loss: first 8 steps {first:.3f}, last 8 {last:.3f}")
     assert last < 0.8 * first
+
+
+def test_naflex_training_with_decoder_distillation_and_local_crops(shapes, tmp_path):
+    """train_step on NaFlex loader batches (with local crops) and every auxiliary loss:
+    each loss on a held-out packed batch goes down."""
+    from metaclip.train.images import normalize
+    from metaclip.train.siglip2 import aux_loss
+    from metaclip.train.tokenizer import build_tokenizer
+    from metaclip.train.train import build_optimizer, lr_lambda, train_step
+
+    over = {"model.loss": "sigmoid", "model.vision.pool": "map", "model.decoder.layers": 1}
+    over |= {"model.decoder.width": 64, "model.decoder.heads": 4}
+    over |= {"model.distill.start_fraction": 1.0, "data.local_crops": 2}
+    over |= {"data.local_crop_size": 16, "data.naflex_seq_lens": [4, 9, 16], "optim.lr": 2e-3}
+    cfg = config_from_dict(tiny_config(shapes, tmp_path, steps=60, **over))
+    tok = build_tokenizer(cfg.tokenizer, 16)
+    stream = ShardStream(
+        expand_shards(shapes["train"]),
+        rank=0,
+        world=1,
+        num_workers=0,
+        batch_size=32,
+        tokenizer=tok,
+        image_size=32,
+        seed=0,
+        local_crops=2,
+        local_crop_size=16,
+        naflex_seq_lens=[4, 9, 16],
+        patch_size=8,
+    )
+    it = iter(stream)
+    held = next(it)
+    assert held["local_images"].shape == (32, 2, 3, 16, 16) and "patches" in held
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    optim = build_optimizer(model, cfg.optim, torch.device("cpu"))
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lr_lambda(2, cfg.steps, 0.0))
+
+    @torch.no_grad()
+    def losses() -> dict[str, float]:
+        images = batch_input(held, torch.device("cpu"), cls=False)
+        gen = torch.Generator().manual_seed(123)
+        aux = draw_aux(model, 32, True, gen, images.tok_valid.sum(1))
+        aux.local_images = normalize(held["local_images"])
+        img, txt, scale, bias, extra = model(images, held["tokens"], aux)
+        out = {k: v.item() for k, v in extra.items()}
+        out["sigmoid"] = clip_loss((img, txt, scale, bias), "sigmoid").item()
+        out["total"] = out["sigmoid"] + aux_loss(extra, cfg.loss).item()
+        return out
+
+    before = losses()
+    for _ in range(cfg.steps):
+        train_step(model, [next(it)], optim, sched, cfg, torch.device("cpu"))
+    after = losses()
+    print(before, after)
+    assert set(after) == {"sigmoid", "caption", "distill", "masked", "total"}
+    for k in after:
+        assert after[k] < before[k], (k, before, after)

@@ -98,7 +98,6 @@ def test_map_head_shapes_and_parameter_count():
         ({"model.decoder.parallel_prob": 1.5}, "parallel_prob"),
         ({"model.distill.start_fraction": 0.2}, "local_crops"),
         ({"model.distill.mask_ratio": 1.0}, "mask_ratio"),
-        ({"model.decoder.layers": 1, "optim.accum_steps": 2}, "accum_steps"),
         ({"data.local_crops": 2, "data.local_crop_size": 12}, "local_crop_size"),
         ({"loss.caption_weight": -1.0}, "caption_weight"),
     ],
@@ -258,7 +257,7 @@ def _aux_losses(model, batch, cfg) -> dict[str, float]:
     img, txt, scale, bias, losses = model(images, tokens, aux)
     out = {k: v.item() for k, v in losses.items()}
     out["sigmoid"] = clip_loss((img, txt, scale, bias), "sigmoid").item()
-    out["total"] = out["sigmoid"] + aux_loss(losses, cfg).item()
+    out["total"] = out["sigmoid"] + aux_loss(losses, cfg.loss).item()
     return out
 
 
@@ -295,6 +294,7 @@ def test_two_rank_fsdp_with_auxiliary_losses_matches_single_process(tmp_path):
     assert r["teacher_grads"] == 0  # neither run gives the teacher a gradient
     assert r["max_grad"] > 1e-3
     assert r["loss_diff"] < 1e-5 and r["max_grad_diff"] < 1e-5, r
+    assert r["accum_loss_diff"] < 1e-5 and r["accum_max_grad_diff"] < 1e-5, r
     assert r["ema_diff"] < 1e-6, r
 
 
@@ -312,3 +312,64 @@ def test_siglip2_preset_and_example_config(shapes, tmp_path):
     assert cfg.data.local_crops == 2 and cfg.loss.masked_weight == 0.25
     big = build_model(cfg.model, device="meta")
     assert big.teacher is not None and big.decoder is not None
+
+
+# --- accumulation --------------------------------------------------------------------------
+
+
+def _accum_setup(pool: str):
+    """A model in its distillation phase (teacher apart from the student, decoder head not
+    0) and two uint8 micro-batches whose captions differ in padding."""
+    raw = tiny_config({"train": "x.tar", "tokenizer": "sp.model"}, "x", steps=10)
+    over = {"model.loss": "sigmoid", "model.vision.pool": pool, "model.decoder.layers": 1}
+    over |= {"model.decoder.width": 32, "model.decoder.heads": 2}
+    over |= {"model.decoder.parallel_prob": 0.5, "model.distill.start_fraction": 1.0}
+    over |= {"data.local_crops": 2, "data.local_crop_size": 16, "loss.masked_weight": 0.5}
+    cfg = config_from_dict(raw, [f"{k}={v}" for k, v in over.items()])
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    with torch.no_grad():
+        for p in model.teacher.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        model.decoder.head.weight.normal_(std=0.1)
+    g = torch.Generator().manual_seed(1)
+    batches = []
+    for pad_from in (3, 16):  # 4 x 3 targets, then 4 x 16: a plain 1/2 weighting is wrong
+        tokens = torch.randint(1, 999, (4, 16), generator=g)
+        tokens[:, pad_from:] = 0
+        images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=g)
+        local = torch.randint(0, 256, (4, 2, 3, 16, 16), dtype=torch.uint8, generator=g)
+        batches.append({"images": images, "tokens": tokens, "local_images": local})
+    return cfg, model, batches
+
+
+def _accum_grads(cfg, model, batches, step: int = 3):
+    from metaclip.train.siglip2 import step_aux
+    from metaclip.train.train import forward_backward
+
+    micro = [(normalize(b["images"]), b["tokens"]) for b in batches]
+    aux = step_aux(model, batches, micro, cfg, step, torch.device("cpu"))
+    loss = forward_backward(model, micro, cfg.model.loss, aux, cfg.loss)
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    return loss.item(), grads
+
+
+@pytest.mark.parametrize("pool", ["cls", "map"])
+def test_accumulation_with_decoder_and_distillation_equals_the_whole_batch(pool):
+    """accum 2 x 4 == accum 1 x 8 with every auxiliary loss on (its draws made once)."""
+    import copy
+
+    cfg, model, batches = _accum_setup(pool)
+    whole = [{k: torch.cat([b[k] for b in batches]) for k in batches[0]}]
+    first_only = copy.deepcopy(model)
+    want_loss, want = _accum_grads(cfg, copy.deepcopy(model), whole)
+    got_loss, got = _accum_grads(cfg, model, batches)
+    assert got_loss == pytest.approx(want_loss, rel=1e-6)
+    assert got.keys() == want.keys()
+    assert not any(n.startswith("teacher.") for n in got)
+    assert {"mask_token", "decoder.head.weight", "visual.conv1.weight"} <= got.keys()
+    for name, g in got.items():
+        torch.testing.assert_close(g, want[name], rtol=0, atol=1e-5, msg=name)
+    # the comparison can fail: one micro-batch alone has other gradients
+    _, half = _accum_grads(cfg, first_only, batches[:1])
+    assert (half["decoder.head.weight"] - want["decoder.head.weight"]).abs().max() > 1e-3

@@ -39,6 +39,22 @@ class BlockDiagonal:
     dense: torch.Tensor
     seqlens: list[int]
 
+    @classmethod
+    def from_segments(cls, segments: torch.Tensor, seqlens: list[int]) -> BlockDiagonal:
+        """``segments`` ``[R, T]``: each token's block id; ``seqlens``: its
+        :func:`run_lengths` (computed where ``segments`` is still on the host)."""
+        return cls(segments[:, None, :, None] == segments[:, None, None, :], seqlens)
+
+
+def run_lengths(segments: torch.Tensor) -> list[int]:
+    """The block lengths of ``segments`` ``[R, T]`` (adjacent blocks have different ids),
+    row after row: the ``seqlens`` of xformers' ``BlockDiagonalMask`` over the rows laid
+    end to end. A block never spans two rows, so that mask is the rows' dense masks."""
+    out: list[int] = []
+    for row in segments:
+        out += torch.unique_consecutive(row, return_counts=True)[1].tolist()
+    return out
+
 
 def xformers_installed() -> bool:
     return importlib.util.find_spec("xformers") is not None

@@ -435,24 +435,16 @@ class TrainConfig:
             _check(txt.pool == "argmax", "the OpenAI BPE tokenizer needs text.pool = 'argmax'")
             _check(txt.vocab_size >= 49408, "the OpenAI BPE tokenizer needs vocab_size >= 49408")
         m = self.model
-        aux = m.decoder.layers > 0 or m.distill.enabled
-        _check(
-            not aux or self.optim.accum_steps == 1,
-            "model.decoder / model.distill do not support optim.accum_steps > 1 yet",
-        )
         _check(
             not m.distill.enabled or self.data.local_crops > 0,
             "model.distill needs local crops: set data.local_crops >= 1",
         )
-        if self.data.naflex_seq_lens is not None:
-            unsupported = {
-                "model.decoder": m.decoder.layers > 0,
-                "model.distill": m.distill.enabled,
-                "data.local_crops": self.data.local_crops > 0,
-                "compile": self.compile,
-            }
-            on = [k for k, v in unsupported.items() if v]
-            _check(not on, f"data.naflex_seq_lens does not support {', '.join(on)} yet")
+        # a compiled block sees each packing's block lengths (a Python list) and row length
+        # as constants, so nearly every NaFlex batch would recompile it
+        _check(
+            self.data.naflex_seq_lens is None or not self.compile,
+            "compile does not support data.naflex_seq_lens: every packing would recompile",
+        )
         if self.data.local_crops:
             size = local_crop_size(self.data, m.vision)
             _check(

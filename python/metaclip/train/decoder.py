@@ -44,14 +44,17 @@ class DecoderBlock(nn.Module):
         self.ln_3 = nn.LayerNorm(width)
         self.mlp = MLP(width, int(width * mlp_ratio), quick_gelu)
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor, memory_mask=None
+    ) -> torch.Tensor:
+        """``memory_mask`` ``[B, 1, 1, N]`` bool: the memory tokens a row may read."""
         b, t, w = x.shape
         h = self.heads
         q, k, v = self.qkv(self.ln_1(x)).view(b, t, 3, h, -1).unbind(2)
         x = x + self.self_out(_sdpa(q, k, v, mask).reshape(b, t, w))
         q = self.q(self.ln_2(x)).view(b, t, h, -1)
         k, v = self.kv(memory.to(x.dtype)).view(b, memory.shape[1], 2, h, -1).unbind(2)
-        x = x + self.cross_out(_sdpa(q, k, v, None).reshape(b, t, w))
+        x = x + self.cross_out(_sdpa(q, k, v, memory_mask).reshape(b, t, w))
         return x + self.mlp(self.ln_3(x))
 
 
@@ -93,11 +96,16 @@ class CaptionDecoder(nn.Module):
         nn.init.zeros_(self.head.weight)  # uniform over the vocabulary at the start
 
     def forward(
-        self, memory: torch.Tensor, tokens: torch.Tensor, parallel: torch.Tensor | None = None
+        self,
+        memory: torch.Tensor,
+        tokens: torch.Tensor,
+        parallel: torch.Tensor | None = None,
+        memory_valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits ``[B, T, vocab]`` for the targets ``tokens`` ``[B, T]`` given the vision
         tokens ``memory`` ``[B, N, vision_width]``; ``parallel`` ``[B]`` bool rows see only
-        mask tokens and attend both ways."""
+        mask tokens and attend both ways; ``memory_valid`` ``[B, N]`` bool: each row's own
+        vision tokens (NaFlex images padded to the batch's largest)."""
         b, t = tokens.shape
         x = self.token_embedding(tokens[:, :-1])
         x = torch.cat([self.start_token.to(x.dtype).expand(b, 1, -1), x], dim=1)
@@ -107,20 +115,25 @@ class CaptionDecoder(nn.Module):
             mask = (mask | parallel[:, None, None])[:, None]  # [B, 1, T, T]
         x = x + self.positional_embedding[:t].to(x.dtype)
         mem = self.memory_proj(memory)
+        mem_mask = None if memory_valid is None else memory_valid[:, None, None, :]
         for block in self.resblocks:
-            x = block(x, mem, mask)
+            x = block(x, mem, mask, mem_mask)
         x = self.ln_final(x.to(self.ln_final.weight.dtype))
         return self.head(x)
 
 
-def caption_loss(logits: torch.Tensor, tokens: torch.Tensor, pad_id: int, group=None):
+def caption_loss(
+    logits: torch.Tensor, tokens: torch.Tensor, pad_id: int, count=None, group=None
+) -> torch.Tensor:
     """Cross-entropy over the non-pad targets of the global batch: each rank's sum divided by
     the global count over the world size, so the mean of the ranks' gradients (FSDP's) is
-    the global-batch gradient."""
+    the global-batch gradient. ``count``: this rank's non-pad targets the mean is over
+    (default: those of ``tokens``; the step's whole batch when accumulating)."""
     ce = F.cross_entropy(
         logits.float().flatten(0, 1), tokens.flatten(), ignore_index=pad_id, reduction="sum"
     )
-    count = (tokens != pad_id).sum().float()
+    if count is None:
+        count = (tokens != pad_id).sum().float()
     if dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
         count = count.clone()
         dist.all_reduce(count, group=group)

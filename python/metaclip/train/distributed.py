@@ -106,7 +106,8 @@ def parallelize(
     reshard_after_forward: bool = True,
 ) -> torch.nn.Module:
     """Apply AC, compile and FSDP2 in place: units per transformer block, the token
-    embedding, then the root. A 2-D ``mesh`` (replicate, shard) gives HSDP."""
+    embeddings (and the decoder's output layer), then the root. A 2-D ``mesh`` (replicate,
+    shard) gives HSDP."""
     ac = activation_checkpointing
     if isinstance(ac, bool):
         ac = "full" if ac else "none"
@@ -132,10 +133,12 @@ def parallelize(
         fully_shard(
             block, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard_after_forward and not keep
         )
-    # its own unit: the worldwide vocabulary (901,629 x width) is the largest tensor of all
-    fully_shard(
-        model.token_embedding, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard_after_forward
-    )
+    # own units: the worldwide vocabulary (901,629 x width) makes these the largest tensors
+    vocab: list[torch.nn.Module] = [model.token_embedding]
+    if model.decoder is not None:
+        vocab += [model.decoder.token_embedding, model.decoder.head]
+    for table in vocab:
+        fully_shard(table, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard_after_forward)
     fully_shard(model, mesh=mesh, mp_policy=root_mp, reshard_after_forward=reshard_after_forward)
     register_fsdp_forward_method(model, "encode_image")
     register_fsdp_forward_method(model, "encode_text")

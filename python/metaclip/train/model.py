@@ -158,14 +158,19 @@ class VisionTransformer(nn.Module):
 
     def forward_tokens(
         self,
-        x: torch.Tensor,
+        images: torch.Tensor | NaFlexBatch,
         mask: torch.Tensor | None = None,
         mask_token: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(pooled embedding ``[B, embed]``, normalized patch tokens ``[B, patches, width]``)
         at any image size that is a multiple of the patch size (position grid resized);
-        ``mask`` ``[B, patches]`` replaces those patch inputs by ``mask_token``."""
-        x = self.conv1(x)
+        ``mask`` ``[B, patches]`` replaces those patch inputs by ``mask_token``. Packed
+        images (NaFlex): each image's tokens padded to the largest (``images.tok_valid``)."""
+        if not isinstance(images, torch.Tensor):
+            from metaclip.train.naflex import encode_packed
+
+            return encode_packed(self, images, mask, mask_token)
+        x = self.conv1(images)
         h, w = x.shape[-2:]
         x = x.flatten(2).transpose(1, 2)
         if mask is not None:
@@ -281,9 +286,7 @@ class CLIP(nn.Module):
         if isinstance(images, torch.Tensor):
             x = self.visual(images)
         else:  # NaFlex: packed patches at native aspect ratios
-            from metaclip.train.naflex import encode_packed
-
-            x = encode_packed(self.visual, images)
+            x = self.visual.forward_tokens(images)[0]
         return F.normalize(x, dim=-1) if normalize else x
 
     def _encode_text(self, tokens: torch.Tensor, normalize: bool) -> torch.Tensor:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from metaclip.train.attention import BlockDiagonal
+from metaclip.train.attention import BlockDiagonal, run_lengths
 from metaclip.train.images import MEAN, STD, decode_with
 from metaclip.train.siglip2 import resize_grid
 
@@ -124,6 +124,10 @@ class NaFlexBatch:
     def __len__(self) -> int:
         return len(self.grids)
 
+    def block_mask(self) -> BlockDiagonal:
+        """The attention mask: each image (and each row's padding) attends only to itself."""
+        return BlockDiagonal.from_segments(self.segments, self.seqlens)
+
     def to(self, device: torch.device | str) -> NaFlexBatch:
         move = {
             k: getattr(self, k).to(device, non_blocking=True)
@@ -162,7 +166,6 @@ def pack(
     segments = torch.empty(rows, row_len, dtype=torch.long)
     for r in range(rows):
         segments[r] = -1 - r
-    seqlens: list[int] = []
     dest, cls_dest = [], []
     tok_index = torch.zeros(len(sizes), max(sizes, default=0), dtype=torch.long)
     tok_valid = torch.zeros(tok_index.shape, dtype=torch.bool)
@@ -174,16 +177,13 @@ def pack(
         dest.append(torch.arange(first, first + n))
         tok_index[i, :n] = dest[-1]
         tok_valid[i, :n] = True
-    for r in range(rows):  # run lengths of each row's segments (padding is one block)
-        _, counts = torch.unique_consecutive(segments[r], return_counts=True)
-        seqlens += counts.tolist()
     return NaFlexBatch(
         patches=patches,
         grids=grids,
         rows=rows,
         row_len=row_len,
         segments=segments,
-        seqlens=seqlens,
+        seqlens=run_lengths(segments),  # padding is one block
         dest=torch.cat(dest) if dest else torch.zeros(0, dtype=torch.long),
         cls_dest=torch.tensor(cls_dest, dtype=torch.long) if cls else None,
         tok_index=tok_index,
@@ -200,11 +200,21 @@ def batch_input(batch: dict, device: torch.device, cls: bool) -> NaFlexBatch:
     return packed
 
 
-def encode_packed(visual: VisionTransformer, batch: NaFlexBatch) -> torch.Tensor:
-    """The vision tower on packed images: pooled embeddings ``[B, embed]``, one per image,
-    as :meth:`VisionTransformer.forward` gives for each image alone (to float error)."""
+def encode_packed(
+    visual: VisionTransformer,
+    batch: NaFlexBatch,
+    mask: torch.Tensor | None = None,
+    mask_token: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The vision tower on packed images: (pooled embeddings ``[B, embed]``, each image's
+    normalized patch tokens ``[B, max patches, width]``, valid where ``batch.tok_valid``),
+    as :meth:`VisionTransformer.forward_tokens` gives for each image alone (to float error).
+    ``mask`` ``[B, max patches]`` replaces those patch inputs by ``mask_token``."""
     weight = visual.conv1.weight  # [width, 3, p, p]: the convolution as a matmul on patches
     x = batch.patches.to(weight.dtype) @ weight.flatten(1).t()
+    if mask is not None:
+        assert mask_token is not None
+        x = torch.where(mask[batch.tok_valid][:, None], mask_token.to(x.dtype), x)
     width = x.shape[-1]
     pos = visual.positional_embedding.to(x.dtype)
     cls = visual.class_embedding
@@ -216,11 +226,11 @@ def encode_packed(visual: VisionTransformer, batch: NaFlexBatch) -> torch.Tensor
         assert batch.cls_dest is not None
         first = (cls.to(x.dtype) + pos[0]).expand(len(batch), width)
         flat = flat.index_put((batch.cls_dest,), first)
-    seg = batch.segments
-    mask = BlockDiagonal(seg[:, None, :, None] == seg[:, None, None, :], batch.seqlens)
-    x = visual.transformer(visual.ln_pre(flat.view(batch.rows, batch.row_len, width)), mask)
+    x = visual.ln_pre(flat.view(batch.rows, batch.row_len, width))
+    x = visual.transformer(x, batch.block_mask())
     x = visual.ln_post(x.to(visual.ln_post.weight.dtype)).view(-1, width)
+    tokens = x[batch.tok_index]
     if cls is not None:
-        return x[batch.cls_dest] @ visual.proj
+        return x[batch.cls_dest] @ visual.proj, tokens
     assert visual.attn_pool is not None
-    return visual.attn_pool(x[batch.tok_index], batch.tok_valid) @ visual.proj
+    return visual.attn_pool(tokens, batch.tok_valid) @ visual.proj, tokens

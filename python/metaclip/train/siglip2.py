@@ -5,7 +5,8 @@
 - :func:`resize_grid`: the position grid interpolated to another patch grid (local crops).
 - :func:`aux_forward`: the towers plus the auxiliary losses (LocCa captioning, SILC/TIPS
   self-distillation) in one FSDP forward; :class:`AuxInputs` carries its random draws, so a
-  test can give every rank its rows of one global draw.
+  test can give every rank its rows of one global draw, and :func:`split_aux` every
+  micro-batch its rows of one step's draw (``optim.accum_steps``, exact).
 """
 
 from __future__ import annotations
@@ -76,12 +77,26 @@ class AuxInputs:
 
     distill: bool = False  # the distillation phase: teacher, local crops, masked prediction
     local_images: torch.Tensor | None = None  # [B, n, 3, s, s], normalized
-    mask: torch.Tensor | None = None  # [B, patches] bool, True = shown as the mask token
+    # [B, patches] bool, True = shown as the mask token; NaFlex: [B, max patches], aligned
+    # with NaFlexBatch.tok_index (False beyond an image's patches)
+    mask: torch.Tensor | None = None
     parallel: torch.Tensor | None = None  # [B] bool: CapPa parallel prediction for that row
+    # what each loss is divided by: the step's whole batch when it is accumulated over
+    # micro-batches (see split_aux); None: this call's own count
+    totals: dict[str, torch.Tensor] | None = None
 
 
-def draw_aux(model: CLIP, batch: int, distill: bool, generator: torch.Generator) -> AuxInputs:
-    """The random parts of :class:`AuxInputs` for one batch (masks, parallel rows)."""
+def draw_aux(
+    model: CLIP,
+    batch: int,
+    distill: bool,
+    generator: torch.Generator,
+    patches: torch.Tensor | None = None,
+) -> AuxInputs:
+    """The random parts of :class:`AuxInputs` for one batch (masks, parallel rows).
+
+    ``patches`` ``[B]``: each image's patch count (NaFlex); None: the model's square grid.
+    Each row masks ``round(mask_ratio * its patches)`` of them (at least one)."""
     cfg = model.cfg
     device = generator.device
     out = AuxInputs(distill=distill)
@@ -89,20 +104,51 @@ def draw_aux(model: CLIP, batch: int, distill: bool, generator: torch.Generator)
         u = torch.rand(batch, generator=generator, device=device)
         out.parallel = u < cfg.decoder.parallel_prob
     if distill:
-        patches = (cfg.vision.image_size // cfg.vision.patch_size) ** 2
-        k = max(1, round(cfg.distill.mask_ratio * patches))  # the same count in every row
-        order = torch.rand(batch, patches, generator=generator, device=device).argsort(dim=1)
-        out.mask = order.argsort(dim=1) < k
+        full = (cfg.vision.image_size // cfg.vision.patch_size) ** 2
+        n = torch.full((batch,), full) if patches is None else patches
+        n = n.to(device)
+        width = int(n.max()) if batch else 0
+        u = torch.rand(batch, width, generator=generator, device=device)
+        u = u.masked_fill(torch.arange(width, device=device) >= n[:, None], 2.0)  # sorts last
+        k = (cfg.distill.mask_ratio * n.double()).round().clamp_min(1)
+        out.mask = u.argsort(dim=1).argsort(dim=1) < k[:, None]
     return out
 
 
-def _cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (1 - F.cosine_similarity(a.float(), b.float(), dim=-1)).mean()
+def split_aux(aux: AuxInputs, micro: list, pad_id: int) -> list[AuxInputs]:
+    """One step's :class:`AuxInputs` (drawn for the union of the ``(images, tokens)``
+    micro-batches) cut into each micro-batch's rows, every part dividing its losses by the
+    whole batch's counts: the micro-batches' losses then sum to the whole batch's."""
+    sizes = [tokens.shape[0] for _, tokens in micro]
+
+    def rows(x: torch.Tensor | None) -> list:
+        return [None] * len(sizes) if x is None else list(x.split(sizes))
+
+    all_tokens = torch.cat([tokens for _, tokens in micro])
+    totals = {"caption": (all_tokens != pad_id).sum().float()}
+    if aux.local_images is not None:
+        totals["distill"] = torch.tensor(float(aux.local_images.shape[:2].numel()))
+    if aux.mask is not None:
+        totals["masked"] = aux.mask.sum().float()
+    out = []
+    for (images, _), local, mask, par in zip(
+        micro, rows(aux.local_images), rows(aux.mask), rows(aux.parallel), strict=True
+    ):
+        if mask is not None and hasattr(images, "tok_valid"):  # NaFlex: this batch's width
+            mask = mask[:, : images.tok_valid.shape[1]]
+        out.append(AuxInputs(aux.distill, local, mask, par, totals))
+    return out
 
 
-def aux_forward(model: CLIP, images: torch.Tensor, tokens: torch.Tensor, aux: AuxInputs):
+def _cosine_distance(a: torch.Tensor, b: torch.Tensor, total) -> torch.Tensor:
+    d = 1 - F.cosine_similarity(a.float(), b.float(), dim=-1)
+    return d.sum() / (d.numel() if total is None else total)
+
+
+def aux_forward(model: CLIP, images, tokens: torch.Tensor, aux: AuxInputs):
     """``model(images, tokens)``'s outputs plus a dict of unweighted auxiliary losses.
 
+    ``images``: a tensor or a packed :class:`~metaclip.train.naflex.NaFlexBatch`.
     ``caption``: the decoder's cross-entropy on the caption tokens (pad ignored), reading
     all vision tokens before pooling. ``distill``: cosine distance between the student's
     embedding of each local crop and the EMA teacher's embedding of the whole image.
@@ -111,13 +157,16 @@ def aux_forward(model: CLIP, images: torch.Tensor, tokens: torch.Tensor, aux: Au
     from metaclip.train.decoder import caption_loss
 
     emb, vtokens = model.visual.forward_tokens(images)
+    valid = getattr(images, "tok_valid", None)  # NaFlex: each image's own tokens
     img = F.normalize(emb, dim=-1)
     txt = model._encode_text(tokens, normalize=True)
     bias = None if model.logit_bias is None else model.logit_bias.clone()
+    total = aux.totals or {}
     losses: dict[str, torch.Tensor] = {}
     if model.decoder is not None:
-        logits = model.decoder(vtokens, tokens, aux.parallel)
-        losses["caption"] = caption_loss(logits, tokens, model.cfg.text.pad_id)
+        logits = model.decoder(vtokens, tokens, aux.parallel, valid)
+        pad = model.cfg.text.pad_id
+        losses["caption"] = caption_loss(logits, tokens, pad, total.get("caption"))
     if aux.distill:
         assert model.teacher is not None and model.mask_token is not None
         assert aux.local_images is not None and aux.mask is not None
@@ -125,9 +174,11 @@ def aux_forward(model: CLIP, images: torch.Tensor, tokens: torch.Tensor, aux: Au
             t_emb, t_tokens = model.teacher.forward_tokens(images)
         b, n = aux.local_images.shape[:2]
         s_emb, _ = model.visual.forward_tokens(aux.local_images.flatten(0, 1))
-        losses["distill"] = _cosine_distance(s_emb.view(b, n, -1), t_emb[:, None])
+        d = _cosine_distance(s_emb.view(b, n, -1), t_emb[:, None], total.get("distill"))
+        losses["distill"] = d
         _, m_tokens = model.visual.forward_tokens(images, aux.mask, model.mask_token)
-        losses["masked"] = _cosine_distance(m_tokens[aux.mask], t_tokens[aux.mask])
+        m = aux.mask
+        losses["masked"] = _cosine_distance(m_tokens[m], t_tokens[m], total.get("masked"))
     return img, txt, model.logit_scale.exp(), bias, losses
 
 
@@ -136,23 +187,23 @@ def uses_aux(cfg) -> bool:
     return cfg.model.decoder.layers > 0 or cfg.model.distill.enabled
 
 
-def aux_loss(losses: dict[str, torch.Tensor], cfg) -> torch.Tensor:
-    """The weighted sum of :func:`aux_forward`'s losses (``loss.*_weight``)."""
-    w = {"caption": cfg.loss.caption_weight, "distill": cfg.loss.distill_weight}
-    w["masked"] = cfg.loss.masked_weight
+def aux_loss(losses: dict[str, torch.Tensor], weights) -> torch.Tensor:
+    """The weighted sum of :func:`aux_forward`'s losses (a ``LossConfig``'s ``*_weight``)."""
+    w = {"caption": weights.caption_weight, "distill": weights.distill_weight}
+    w["masked"] = weights.masked_weight
     return sum((w[k] * v for k, v in losses.items()), torch.zeros(()))
 
 
-def forward_backward_aux(model, batch: dict, images, tokens, cfg, step: int, device):
-    """The training step's forward and backward with the auxiliary losses (one micro-batch).
+def step_aux(model, batches: list[dict], micro: list, cfg, step: int, device) -> list[AuxInputs]:
+    """The auxiliary inputs of one training step, one per micro-batch (:func:`split_aux`).
 
     ``step`` counts the steps done; the distillation phase copies the student into the
-    teacher at its first step. The random draws depend on (seed, step, rank) only."""
+    teacher at its first step. The random draws depend on (seed, step, rank) only and are
+    made for the step's whole batch, so k micro-batches of b draw what one of k*b does."""
     import torch.distributed as dist
 
     from metaclip.train.distill import distill_start, ema_update
     from metaclip.train.images import normalize
-    from metaclip.train.loss import clip_loss
 
     d = cfg.model.distill
     start = distill_start(d, cfg.steps)
@@ -161,13 +212,16 @@ def forward_backward_aux(model, batch: dict, images, tokens, cfg, step: int, dev
         ema_update(model.teacher, model.visual, 0.0)
     rank = dist.get_rank() if dist.is_initialized() else 0
     gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step * 8191 + rank)
-    aux = draw_aux(model, images.shape[0], distill, gen)
+    images = [x for x, _ in micro]
+    patches = None
+    if hasattr(images[0], "tok_valid"):  # NaFlex: each image's patch count
+        patches = torch.cat([x.tok_valid.sum(1) for x in images])
+    batch = sum(t.shape[0] for _, t in micro)
+    aux = draw_aux(model, batch, distill, gen, patches)
     if distill:
-        aux.local_images = normalize(batch["local_images"].to(device, non_blocking=True))
-    img, txt, scale, bias, losses = model(images, tokens, aux)
-    loss = clip_loss((img, txt, scale, bias), cfg.model.loss) + aux_loss(losses, cfg).to(img.device)
-    loss.backward()
-    return loss.detach()
+        local = torch.cat([b["local_images"] for b in batches])
+        aux.local_images = normalize(local.to(device, non_blocking=True))
+    return split_aux(aux, micro, cfg.model.text.pad_id)
 
 
 def after_step(model, cfg, step: int) -> None:

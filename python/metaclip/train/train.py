@@ -23,6 +23,7 @@ from metaclip.train import checkpoint as ckpt
 from metaclip.train import naflex, siglip2
 from metaclip.train.config import (
     ConfigError,
+    LossConfig,
     OptimConfig,
     TrainConfig,
     config_to_dict,
@@ -80,7 +81,13 @@ def reconcile_text_config(cfg: TrainConfig, tokenizer) -> TrainConfig:
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, text=text))
 
 
-def forward_backward(model, micro: list[tuple[torch.Tensor, torch.Tensor]], kind: str):
+def forward_backward(
+    model,
+    micro: list[tuple],
+    kind: str,
+    aux: list[siglip2.AuxInputs] | None = None,
+    weights: LossConfig | None = None,
+):
     """Loss over the union of the (images, tokens) micro-batches, gradients accumulated.
 
     One micro-batch is the plain step. Several follow GradCache: a no-grad forward of each
@@ -89,9 +96,21 @@ def forward_backward(model, micro: list[tuple[torch.Tensor, torch.Tensor]], kind
     back-propagates its slice of those feature gradients. Scale and bias enter the loss once,
     so their gradient is passed back through the first re-forward only. The result equals the
     full batch's gradients (the model has no dropout) with one micro-batch's activations held.
+
+    ``aux`` (:func:`siglip2.split_aux`, one per micro-batch) adds the auxiliary losses,
+    weighted by ``weights``: they are per sample, each part divided by the whole batch's
+    count, so each re-forward back-propagates its own and their sum is the whole batch's.
     """
+    parts: list = aux or [None] * len(micro)
+
+    def extra(out) -> torch.Tensor:  # the weighted auxiliary losses, if the model gave them
+        if len(out) == 4:
+            return torch.zeros((), device=out[0].device)
+        return siglip2.aux_loss(out[4], weights).to(out[0].device)
+
     if len(micro) == 1:
-        loss = clip_loss(model(*micro[0]), kind)
+        out = model(*micro[0], parts[0])
+        loss = clip_loss(out[:4], kind) + extra(out)
         loss.backward()
         return loss.detach()
     with torch.no_grad():
@@ -103,15 +122,18 @@ def forward_backward(model, micro: list[tuple[torch.Tensor, torch.Tensor]], kind
     loss.backward()
     sizes = [tokens.shape[0] for _, tokens in micro]  # images may be packed (NaFlex)
     g_img, g_txt = img.grad.split(sizes), txt.grad.split(sizes)  # type: ignore[union-attr]
+    total = loss.detach()
     for j, (images, tokens) in enumerate(micro):
-        out = model(images, tokens)
-        surrogate = (out[0] * g_img[j]).sum() + (out[1] * g_txt[j]).sum()
+        out = model(images, tokens, parts[j])
+        own = extra(out)
+        surrogate = (out[0] * g_img[j]).sum() + (out[1] * g_txt[j]).sum() + own
         if j == 0:
             surrogate = surrogate + (out[2] * scale.grad).sum()
             if bias is not None:
                 surrogate = surrogate + (out[3] * bias.grad).sum()
         surrogate.backward()
-    return loss.detach()
+        total = total + own.detach()
+    return total
 
 
 def _images(batch: dict, device, cls: bool):
@@ -135,10 +157,10 @@ def train_step(
     ]
     optimizer.zero_grad(set_to_none=True)
     step = scheduler.last_epoch  # steps done
-    if siglip2.uses_aux(cfg):  # decoder / distillation (config: one micro-batch)
-        loss = siglip2.forward_backward_aux(model, batches[0], *micro[0], cfg, step, device)
-    else:
-        loss = forward_backward(model, micro, cfg.model.loss)
+    aux = None
+    if siglip2.uses_aux(cfg):  # decoder / distillation
+        aux = siglip2.step_aux(model, batches, micro, cfg, step, device)
+    loss = forward_backward(model, micro, cfg.model.loss, aux, cfg.loss)
     if cfg.optim.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
     optimizer.step()
