@@ -12,11 +12,11 @@ from collections.abc import Iterable
 from typing import cast
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from metaclip.train.config import DecoderConfig, TextConfig
+from metaclip.train.loss import global_mean
 from metaclip.train.model import MLP
 
 
@@ -125,17 +125,12 @@ class CaptionDecoder(nn.Module):
 def caption_loss(
     logits: torch.Tensor, tokens: torch.Tensor, pad_id: int, count=None, group=None
 ) -> torch.Tensor:
-    """Cross-entropy over the non-pad targets of the global batch: each rank's sum divided by
-    the global count over the world size, so the mean of the ranks' gradients (FSDP's) is
-    the global-batch gradient. ``count``: this rank's non-pad targets the mean is over
-    (default: those of ``tokens``; the step's whole batch when accumulating)."""
+    """Cross-entropy over the non-pad targets of the global batch (:func:`global_mean`).
+    ``count``: this rank's non-pad targets the mean is over (default: those of ``tokens``;
+    the step's whole batch when accumulating)."""
     ce = F.cross_entropy(
         logits.float().flatten(0, 1), tokens.flatten(), ignore_index=pad_id, reduction="sum"
     )
     if count is None:
-        count = (tokens != pad_id).sum().float()
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
-        count = count.clone()
-        dist.all_reduce(count, group=group)
-        count = count / dist.get_world_size(group)
-    return ce / count.clamp_min(1.0)
+        count = (tokens != pad_id).sum()
+    return global_mean(ce, count, group)

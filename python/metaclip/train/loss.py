@@ -17,6 +17,19 @@ import torch.nn.functional as F
 MAX_LOGIT_SCALE = math.log(100.0)
 
 
+def global_mean(total: torch.Tensor, count, group=None) -> torch.Tensor:
+    """This rank's share of a mean over the global batch: its ``total`` over the global
+    ``count`` (summed over ranks) times the world size. The mean of the ranks' gradients
+    (what FSDP gives) is then the gradient of the global mean, whatever each rank's count
+    (NaFlex images mask different numbers of patches, captions have different lengths)."""
+    count = torch.as_tensor(count, dtype=torch.float32, device=total.device)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
+        count = count.detach().clone()
+        dist.all_reduce(count, group=group)
+        count = count / dist.get_world_size(group)
+    return total / count.clamp_min(1.0)
+
+
 class _GatherWithGrad(torch.autograd.Function):
     """all_gather along dim 0 whose backward sums every rank's gradient for the local slice."""
 

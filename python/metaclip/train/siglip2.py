@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metaclip.train.attention import attend
+from metaclip.train.loss import global_mean
 
 if TYPE_CHECKING:
     from metaclip.train.model import CLIP
@@ -141,8 +142,10 @@ def split_aux(aux: AuxInputs, micro: list, pad_id: int) -> list[AuxInputs]:
 
 
 def _cosine_distance(a: torch.Tensor, b: torch.Tensor, total) -> torch.Tensor:
+    """Mean cosine distance over the global batch (``total``: this rank's count to divide
+    by, default its own pairs)."""
     d = 1 - F.cosine_similarity(a.float(), b.float(), dim=-1)
-    return d.sum() / (d.numel() if total is None else total)
+    return global_mean(d.sum(), d.numel() if total is None else total)
 
 
 def aux_forward(model: CLIP, images, tokens: torch.Tensor, aux: AuxInputs):
