@@ -169,8 +169,8 @@ class Matcher:
         return self._m.memory_bytes()
 
     def automaton_bytes(self) -> int:
-        """Heap bytes of the substring automaton, which :meth:`load` copies out of the file
-        (each process holds its own); the word tables are used in place."""
+        """Bytes of the substring automaton's tables (part of :meth:`memory_bytes`; like the
+        word tables, a loaded matcher uses them in place from the file)."""
         return self._m.automaton_bytes()
 
     def match_text(self, text: str) -> list[int]:

@@ -142,7 +142,7 @@ impl Matcher {
         self.inner.n_words()
     }
 
-    /// Heap bytes of the substring automaton (copied, not mapped, by `load`).
+    /// Bytes of the substring automaton's tables (used in place by a loaded matcher).
     fn automaton_bytes(&self) -> usize {
         self.inner.automaton_bytes()
     }
