@@ -163,49 +163,38 @@ fn main() -> Result<(), BoxError> {
     ));
     drop(ac);
 
-    let values = || patterns.iter().zip(0u32..);
-    let t = Instant::now();
-    let da = DoubleArrayAhoCorasickBuilder::new()
-        .match_kind(DaachorseKind::Standard)
-        .build_with_values(values())
-        .map_err(|e| e.to_string())?;
-    let build = t.elapsed().as_secs_f64();
-    let (got, wall, cpu) = timed(repeat, || {
-        run_peer(&texts, |s, ids| {
-            ids.extend(da.find_overlapping_iter(s).map(|x| x.value()))
-        })
-    });
-    let name = "daachorse 5 bytewise (overlapping)";
-    rows.push(row(
-        name,
-        wall,
-        cpu,
-        build,
-        da.heap_bytes(),
-        Some(differ(&got)),
-    ));
-    drop(da);
-
-    let t = Instant::now();
-    let cw = CharwiseDoubleArrayAhoCorasickBuilder::new()
-        .match_kind(DaachorseKind::Standard)
-        .build_with_values(values())
-        .map_err(|e| e.to_string())?;
-    let build = t.elapsed().as_secs_f64();
-    let (got, wall, cpu) = timed(repeat, || {
-        run_peer(&texts, |s, ids| {
-            ids.extend(cw.find_overlapping_iter(s).map(|x| x.value()))
-        })
-    });
-    let name = "daachorse 5 charwise (overlapping)";
-    rows.push(row(
-        name,
-        wall,
-        cpu,
-        build,
-        cw.heap_bytes(),
-        Some(differ(&got)),
-    ));
+    // The two daachorse automata share their API but no trait: one macro measures both.
+    macro_rules! daachorse_row {
+        ($builder:ty, $name:expr) => {{
+            let t = Instant::now();
+            let da = <$builder>::new()
+                .match_kind(DaachorseKind::Standard)
+                .build_with_values(patterns.iter().zip(0u32..))
+                .map_err(|e| e.to_string())?;
+            let build = t.elapsed().as_secs_f64();
+            let (got, wall, cpu) = timed(repeat, || {
+                run_peer(&texts, |s, ids| {
+                    ids.extend(da.find_overlapping_iter(s).map(|x| x.value()))
+                })
+            });
+            rows.push(row(
+                $name,
+                wall,
+                cpu,
+                build,
+                da.heap_bytes(),
+                Some(differ(&got)),
+            ));
+        }};
+    }
+    daachorse_row!(
+        DoubleArrayAhoCorasickBuilder,
+        "daachorse 5 bytewise (overlapping)"
+    );
+    daachorse_row!(
+        CharwiseDoubleArrayAhoCorasickBuilder,
+        "daachorse 5 charwise (overlapping)"
+    );
 
     let out = json!({
         "entries": entries.len(),

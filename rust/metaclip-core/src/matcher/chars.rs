@@ -123,24 +123,10 @@ impl CharAutomaton {
 
     /// The state after reading `ch` in state `s`.
     #[inline(always)]
-    fn step(&self, states: &[State], mut s: u32, ch: char) -> u32 {
-        let c = self.code(ch);
-        if c == 0 {
-            return 0;
-        }
-        loop {
-            let base = states[s as usize].base;
-            // base 0: a leaf (no child to load)
-            if base != 0 {
-                let t = base.wrapping_add(c);
-                if states.get(t as usize).is_some_and(|n| n.check == s) {
-                    return t;
-                }
-            }
-            if s == 0 {
-                return 0;
-            }
-            s = states[s as usize].fail;
+    fn step(&self, states: &[State], s: u32, ch: char) -> u32 {
+        match self.code(ch) {
+            0 => 0,
+            c => next_state(states, s, c),
         }
     }
 
@@ -164,6 +150,26 @@ impl CharAutomaton {
             f(link.value);
             o = link.next;
         }
+    }
+}
+
+/// The state after code `c` (not 0) in state `s`: its child by `c`, else that of its
+/// failure state, and so on up to the root.
+#[inline(always)]
+fn next_state(states: &[State], mut s: u32, c: u32) -> u32 {
+    loop {
+        let base = states[s as usize].base;
+        // base 0: a leaf (no child to load)
+        if base != 0 {
+            let t = base.wrapping_add(c);
+            if states.get(t as usize).is_some_and(|n| n.check == s) {
+                return t;
+            }
+        }
+        if s == 0 {
+            return 0;
+        }
+        s = states[s as usize].fail;
     }
 }
 
@@ -387,13 +393,6 @@ fn place(trie: &Trie) -> Result<(Vec<State>, Vec<Placed>)> {
 /// Failure links and output chains, breadth first (a state's failure state is shallower,
 /// so it is done first); returns the output links.
 fn link(trie: &Trie, order: &[Placed], states: &mut [State]) -> Vec<Output> {
-    let goto = |states: &[State], s: u32, c: u32| -> Option<u32> {
-        let t = states[s as usize].base.wrapping_add(c);
-        states
-            .get(t as usize)
-            .is_some_and(|n| n.check == s)
-            .then_some(t)
-    };
     let mut outputs = Vec::new();
     for &(u, su) in order {
         let base = states[su as usize].base;
@@ -403,16 +402,7 @@ fn link(trie: &Trie, order: &[Placed], states: &mut [State]) -> Vec<Output> {
             let fail = if su == 0 {
                 0
             } else {
-                let mut f = states[su as usize].fail;
-                loop {
-                    if let Some(t) = goto(states, f, c) {
-                        break t;
-                    }
-                    if f == 0 {
-                        break 0;
-                    }
-                    f = states[f as usize].fail;
-                }
+                next_state(states, states[su as usize].fail, c)
             };
             let inherited = states[fail as usize].out;
             let value = trie.value[k as usize];

@@ -19,18 +19,22 @@ impl Matcher {
     /// checksum of the hashes, so the work cannot be optimised away.
     #[doc(hidden)]
     pub fn floor_hash<T: Texts + ?Sized>(&self, texts: &T) -> u64 {
-        let vocab = &self.words.vocab;
         let mut sum = 0u64;
+        self.each_token_hash(texts, |h| sum = sum.wrapping_add(h));
+        sum
+    }
+
+    /// `f` with the hash of every token of every valid text, as the matcher keys them.
+    #[inline(always)]
+    fn each_token_hash<T: Texts + ?Sized>(&self, texts: &T, mut f: impl FnMut(u64)) {
+        let vocab = &self.words.vocab;
         for i in 0..texts.len() {
             let Ok(text) = std::str::from_utf8(texts.get(i)) else {
                 continue;
             };
             let src = py_strip(text).as_bytes();
-            for_each_token(src, |s, e| {
-                sum = sum.wrapping_add(vocab.key_hash(src, s, e - s).1);
-            });
+            for_each_token(src, |s, e| f(vocab.key_hash(src, s, e - s).1));
         }
-        sum
     }
 
     /// Bench only: a plain hash set of the vocabulary's word hashes.
@@ -49,18 +53,10 @@ impl Matcher {
     /// number of tokens found.
     #[doc(hidden)]
     pub fn floor_probe<T: Texts + ?Sized>(&self, texts: &T, set: &HashSetFloor) -> u64 {
-        let vocab = &self.words.vocab;
         let mut found = 0u64;
-        for i in 0..texts.len() {
-            let Ok(text) = std::str::from_utf8(texts.get(i)) else {
-                continue;
-            };
-            let src = py_strip(text).as_bytes();
-            for_each_token(src, |s, e| {
-                let h = vocab.key_hash(src, s, e - s).1;
-                found += set.set.find(h, h, |_| true).is_some() as u64;
-            });
-        }
+        self.each_token_hash(texts, |h| {
+            found += set.set.find(h, h, |_| true).is_some() as u64
+        });
         found
     }
 }
