@@ -33,10 +33,12 @@ from PIL import Image
 
 from metaclip._tar import IMAGE_EXTS, StrictTarInfo
 from metaclip.exceptions import InputError
+from metaclip.pipeline import stages
 from metaclip.pipeline.config import Config
 from metaclip.pipeline.engine import Engine
 from metaclip.pipeline.io import atomic_write, fingerprint, read_json, save_npy, write_json
 from metaclip.pipeline.progress import Progress
+from metaclip.pipeline.workfiles import load_arrays
 
 MANIFEST = ".metaclip-shards.json"
 WORK = ".work"  # per-tar skip counts, so a resumed run reports the same totals
@@ -157,32 +159,32 @@ def _tar_member(name: str, data: bytes) -> tuple[tarfile.TarInfo, io.BytesIO]:
 
 
 def write_tar(path: Path, picked: list[tuple[int, Sample]], p: Plan) -> dict[str, dict]:
-    """One training tar of ``(position, sample)``; returns its skips per pool shard."""
+    """One training tar of ``(position, sample)``; returns its skips per pool shard. Each
+    image goes from the pool tar into the temporary tar in turn (one image in memory)."""
     skipped: dict[str, Counter] = {}
-    members = []
-    with contextlib.ExitStack() as stack:
-        files: dict[int, int] = {}  # pool shard -> descriptor, each opened once
-        for pos, s in picked:
-            where = p.index[s.shard].get(s.member) if s.member else None
-            reason = "missing_image" if where is None else None
-            if where is not None:
-                if s.shard not in files:
-                    files[s.shard] = stack.enter_context(open(p.pool[s.shard], "rb")).fileno()
-                data = os.pread(files[s.shard], where[1], where[0])
-                reason = check_image(data)
-            if reason is not None:
-                skipped.setdefault(str(p.pool[s.shard]), Counter())[reason] += 1
-                continue
-            ext = str(s.member).rpartition(".")[2].lower()
-            key = f"{pos:09d}"
-            members.append(_tar_member(f"{key}.{ext}", data))
-            blob = json.dumps(s.meta, ensure_ascii=False, default=str).encode()
-            members.append(_tar_member(f"{key}.json", blob))
 
     def write(tmp: Path) -> None:
-        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tf:
-            for info, data in members:
-                tf.addfile(info, data)
+        skipped.clear()  # counted again if the write is retried
+        with contextlib.ExitStack() as stack:
+            tf = stack.enter_context(tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT))
+            files: dict[int, int] = {}  # pool shard -> descriptor, each opened once
+            for pos, s in picked:
+                where = p.index[s.shard].get(s.member) if s.member else None
+                reason = "missing_image" if where is None else None
+                if where is not None:
+                    if s.shard not in files:
+                        f = stack.enter_context(open(p.pool[s.shard], "rb"))
+                        files[s.shard] = f.fileno()
+                    data = os.pread(files[s.shard], where[1], where[0])
+                    reason = check_image(data)
+                if reason is not None:
+                    skipped.setdefault(str(p.pool[s.shard]), Counter())[reason] += 1
+                    continue
+                ext = str(s.member).rpartition(".")[2].lower()
+                key = f"{pos:09d}"
+                tf.addfile(*_tar_member(f"{key}.{ext}", data))
+                blob = json.dumps(s.meta, ensure_ascii=False, default=str).encode()
+                tf.addfile(*_tar_member(f"{key}.json", blob))
 
     atomic_write(path, write)
     return {k: dict(sorted(v.items())) for k, v in sorted(skipped.items())}
@@ -316,9 +318,6 @@ def _write_parquet(path: Path, table: pa.Table) -> None:
 def _probabilities(engine: Engine, dest: Path) -> None:
     """``probs.npy`` (the run's entry probabilities, languages concatenated) and
     ``probs.json`` (each language's first index), which the trainer reads together."""
-    from metaclip.pipeline import stages
-    from metaclip.pipeline.workfiles import load_arrays
-
     (probs,) = load_arrays(engine.sample_dir / "probs.npy")
     save_npy(dest / "probs.npy", probs)
     cfg = engine.cfg
