@@ -11,7 +11,7 @@
 //! none; a file cut short (a crash before its pages reached the disk) fails the length
 //! check. Its contents are otherwise trusted as ours (checking them would read every
 //! page): a corrupted table makes lookups wrong, panic, or (a hash table with no empty
-//! slot left) probe forever, but never read out of bounds.
+//! slot left, a cycle of failure links) loop forever, but never read out of bounds.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
