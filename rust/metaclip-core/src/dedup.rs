@@ -84,6 +84,52 @@ unsafe fn rank_avx2(ids: &mut [u32]) -> usize {
     keep
 }
 
+/// A bitmap over all ids of a matcher, for texts with more ids than the AVX2 path ranks:
+/// marking each id and reading the marks back in order sorts and deduplicates in time
+/// linear in the ids plus one summary word per 4,096 ids, where `sort_unstable` took
+/// ~12% of the time on generated Thai (~50 ids per text).
+pub struct Bitmap {
+    leaves: Vec<u64>,
+    /// Bit `l` is set when `leaves[l]` has a mark.
+    summary: Vec<u64>,
+}
+
+impl Bitmap {
+    /// A bitmap for ids below `n`.
+    pub fn new(n: usize) -> Self {
+        let leaves = n.div_ceil(64);
+        Bitmap {
+            leaves: vec![0; leaves],
+            summary: vec![0; leaves.div_ceil(64)],
+        }
+    }
+
+    /// Like [`sort_dedup`]; every id must be below the `n` given to [`Bitmap::new`]. The
+    /// bitmap is clear again afterwards.
+    pub fn sort_dedup(&mut self, ids: &mut [u32]) -> usize {
+        for &id in ids.iter() {
+            let l = id as usize / 64;
+            self.leaves[l] |= 1 << (id % 64);
+            self.summary[l / 64] |= 1 << (l % 64);
+        }
+        let mut keep = 0;
+        for (s, word) in self.summary.iter_mut().enumerate() {
+            let mut w = std::mem::take(word);
+            while w != 0 {
+                let l = s * 64 + w.trailing_zeros() as usize;
+                w &= w - 1;
+                let mut x = std::mem::take(&mut self.leaves[l]);
+                while x != 0 {
+                    ids[keep] = (l * 64) as u32 + x.trailing_zeros();
+                    keep += 1;
+                    x &= x - 1;
+                }
+            }
+        }
+        keep
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +148,8 @@ mod tests {
             state = crate::sample::splitmix64(state);
             state
         };
+        // Reused throughout: it must be clear again after every call.
+        let mut bitmap = Bitmap::new(1 << 20);
         for avx2 in [false, has_avx2()] {
             for n in 0..=80 {
                 for round in 0..200 {
@@ -118,6 +166,11 @@ mod tests {
                         })
                         .collect();
                     let want = reference(&ids);
+                    if range <= 1 << 20 && round % 8 != 3 {
+                        let mut by_bits = ids.clone();
+                        let keep = bitmap.sort_dedup(&mut by_bits);
+                        assert_eq!(&by_bits[..keep], &want[..], "bitmap n {n} round {round}");
+                    }
                     let keep = sort_dedup(&mut ids, avx2);
                     assert_eq!(&ids[..keep], &want[..], "n {n} round {round} avx2 {avx2}");
                 }

@@ -49,12 +49,17 @@ struct Scratch {
     spaced: Vec<u8>,
     toks: Vec<(u32, u32)>,
     keys: Vec<TokenKey>,
+    /// For texts with many ids (made on first use).
+    bitmap: Option<dedup::Bitmap>,
 }
 
 /// Texts per parallel work item: large enough to amortise scheduling, small enough to balance.
 const CHUNK: usize = 2048;
 /// Texts whose tokens are hashed (and their slots prefetched) before any is looked up.
 const GROUP: usize = 16;
+
+/// Texts with more ids than this are sorted through a bitmap of all ids.
+const BITMAP_FROM: usize = 64;
 
 /// A built matcher over one metadata list.
 pub struct Matcher {
@@ -271,7 +276,14 @@ impl Matcher {
             spaced_into(text, self.mode == Mode::Fixed, &mut scratch.spaced);
             ac.for_each_match(as_str(&scratch.spaced), |v| out.push(v));
         }
-        let keep = dedup::sort_dedup(&mut out[start..], self.avx2);
+        let ids = &mut out[start..];
+        let keep = if ids.len() > BITMAP_FROM {
+            let n = self.n_entries;
+            let bitmap = scratch.bitmap.get_or_insert_with(|| dedup::Bitmap::new(n));
+            bitmap.sort_dedup(ids)
+        } else {
+            dedup::sort_dedup(ids, self.avx2)
+        };
         out.truncate(start + keep);
     }
 

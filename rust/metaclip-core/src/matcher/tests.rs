@@ -229,3 +229,35 @@ fn save_replaces_atomically() {
     assert_eq!(leftovers, 0);
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn texts_with_many_matches_sort_like_few() {
+    // Every 1- and 2-letter string over 12 Thai letters is an entry, so a text of 120
+    // letters matches far more than the 64 ids the rank sort takes (the bitmap path).
+    let letters: Vec<char> = "กขคงจฉชซฌญฎฏ".chars().collect();
+    let mut entries: Vec<String> = letters.iter().map(|c| c.to_string()).collect();
+    for a in &letters {
+        for b in &letters {
+            entries.push(format!("{a}{b}"));
+        }
+    }
+    let m = Matcher::new(&entries, Mode::Mc2).unwrap();
+    let mut state = 7u64;
+    let text: String = (0..120)
+        .map(|_| {
+            state = crate::sample::splitmix64(state);
+            letters[(state % 12) as usize]
+        })
+        .collect();
+    let mut want: Vec<u32> = (0..entries.len() as u32)
+        .filter(|&i| text.contains(entries[i as usize].as_str()))
+        .collect();
+    want.sort_unstable();
+    assert!(want.len() > 64, "{}", want.len());
+    assert_eq!(ids(&m, &text), want);
+    // And again through a batch, whose scratch bitmap is reused across texts.
+    let texts = vec![text.as_str(), "ก", text.as_str()];
+    let csr = m.match_batch(texts.as_slice(), 0..3, 1);
+    assert_eq!(&csr.ids[..want.len()], &want[..]);
+    assert_eq!(&csr.ids[csr.offsets[2] as usize..], &want[..]);
+}
