@@ -162,17 +162,16 @@ def python_peers(entries, texts, ours, mode="mc1", repeat=3, skip=()):
 
 
 def rust_bin() -> Path | None:
+    """bench/peers-rs, built or brought up to date first when cargo is here (a binary
+    left from an older checkout would measure that checkout's matcher)."""
     target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
     exe = target / "release" / "metaclip-peers"
-    if exe.exists():
-        return exe
     if shutil.which("cargo"):
         print("building bench/peers-rs (cargo build --release -p metaclip-peers)", file=sys.stderr)
         subprocess.run(
             ["cargo", "build", "--release", "-q", "-p", "metaclip-peers"], cwd=ROOT, check=True
         )
-        return exe if exe.exists() else None
-    return None
+    return exe if exe.exists() else None
 
 
 def rust_peers(entries, texts, workdir: Path, mode="mc1", repeat=3):

@@ -6,6 +6,9 @@
 //! - States: slot 0 is the root. The child of state `s` by code `c` is slot `base(s) + c`,
 //!   valid iff its `check` is `s`. A state also holds its failure link and the head of its
 //!   output chain: its own pattern's value, then those of its failure states.
+//! - Leaves (no children) fail at once on every step: their failure link names the
+//!   nearest state with children instead, and their base is that state's (see
+//!   `skip_leaves`).
 //!
 //! One 16-byte slot per state, so a step reads one cache line: the child's `check`, then
 //! (as the next state) its `base`, and its output head.
@@ -19,6 +22,8 @@ use crate::mapped::Buf;
 
 /// No state, no output.
 pub const NONE: u32 = u32::MAX;
+/// Added to a leaf's `base` by [`skip_leaves`] (real bases are below it).
+const LEAF: u32 = 1 << 31;
 /// 256-character pages covering every code point.
 pub const PAGES: usize = 0x11_0000 >> 8;
 /// Failed anchor slots after which searches for several children start further on: a
@@ -71,6 +76,7 @@ impl CharAutomaton {
         drop(seqs);
         let (mut states, order) = place(&trie)?;
         let outputs = link(&trie, &order, &mut states);
+        skip_leaves(&order, &mut states);
         Ok(CharAutomaton {
             pages: Buf::from_vec(pages),
             codes: Buf::from_vec(codes),
@@ -126,7 +132,7 @@ impl CharAutomaton {
     fn step(&self, states: &[State], s: u32, ch: char) -> u32 {
         match self.code(ch) {
             0 => 0,
-            c => next_state(states, s, c),
+            c => next_step(states, s, c),
         }
     }
 
@@ -150,6 +156,53 @@ impl CharAutomaton {
             f(link.value);
             o = link.next;
         }
+    }
+}
+
+/// [`next_state`] on the final tables, where a leaf's step starts at the nearest state
+/// with children among its failure states (see [`skip_leaves`]).
+#[inline(always)]
+fn next_step(states: &[State], mut s: u32, c: u32) -> u32 {
+    loop {
+        let st = states[s as usize];
+        // A leaf: its `base` is that of the state its `fail` names, and the child is
+        // that state's.
+        let (base, parent) = if st.base >= LEAF {
+            (st.base - LEAF, st.fail)
+        } else {
+            (st.base, s)
+        };
+        if base != 0 {
+            let t = base.wrapping_add(c);
+            if states.get(t as usize).is_some_and(|n| n.check == parent) {
+                return t;
+            }
+        }
+        if parent == 0 {
+            return 0;
+        }
+        s = states[parent as usize].fail;
+    }
+}
+
+/// Point each leaf (a state without children, other than the root) at the nearest state
+/// with children among its failure states, and give it that state's base plus `LEAF`: a
+/// step from a leaf, which always fails over to such a state, then skips the hops. On
+/// generated Thai most characters leave a leaf.
+fn skip_leaves(order: &[Placed], states: &mut [State]) {
+    // Breadth first: a failure state is shallower, so it is done before the states that
+    // fail to it.
+    for &(_, s) in order.iter().skip(1) {
+        let st = states[s as usize];
+        if st.base != 0 {
+            continue;
+        }
+        let f = states[st.fail as usize];
+        let parent = if f.base >= LEAF { f.fail } else { st.fail };
+        let base = states[parent as usize].base;
+        let st = &mut states[s as usize];
+        st.fail = parent;
+        st.base = LEAF + base;
     }
 }
 
@@ -369,7 +422,7 @@ fn place(trie: &Trie) -> Result<(Vec<State>, Vec<Placed>)> {
         }
         base[u as usize] = u32::try_from(b).map_err(|_| too_big())?;
     }
-    if slots.states.len() >= NONE as usize {
+    if slots.states.len() >= LEAF as usize {
         return Err(too_big());
     }
     let mut states = slots.states;
@@ -499,5 +552,39 @@ mod tests {
             CharAutomaton::build(patterns.iter().enumerate().map(|(i, p)| (*p, i as u32))).unwrap();
         let text: String = "กกกกก一丁七一丄一 กก一万一".repeat(3);
         assert_eq!(found(&ac, &text), naive(&patterns, &text));
+    }
+
+    #[test]
+    fn random_small_alphabets_like_a_scan() {
+        // Few letters and short patterns: leaves that fail to leaves, states that fail
+        // all the way to the root, and long output chains, in every combination.
+        let mut state = 0x5eed_u64;
+        let mut next = move |n: u64| {
+            state = crate::sample::splitmix64(state);
+            state % n
+        };
+        let letters = ['a', 'b', 'c', 'ก'];
+        for _ in 0..300 {
+            let mut owned: Vec<String> = (0..1 + next(12))
+                .map(|_| {
+                    (0..1 + next(4))
+                        .map(|_| letters[next(4) as usize])
+                        .collect()
+                })
+                .collect();
+            owned.sort();
+            owned.dedup();
+            let patterns: Vec<&str> = owned.iter().map(|s| s.as_str()).collect();
+            let ac = CharAutomaton::build(patterns.iter().enumerate().map(|(i, p)| (*p, i as u32)))
+                .unwrap();
+            for _ in 0..5 {
+                let text: String = (0..next(30)).map(|_| letters[next(4) as usize]).collect();
+                assert_eq!(
+                    found(&ac, &text),
+                    naive(&patterns, &text),
+                    "{patterns:?} {text:?}"
+                );
+            }
+        }
     }
 }

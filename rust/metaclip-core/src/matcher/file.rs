@@ -33,7 +33,7 @@ use crate::mapped::Buf;
 
 const MAGIC: [u8; 8] = *b"MCLIPMAT";
 /// Bumped whenever the layout or the meaning of any table changes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 const BYTE_ORDER: u32 = 0x0102_0304;
 const ALIGN: usize = 64;
 const N_SECTIONS: usize = 9;
