@@ -132,7 +132,7 @@ impl CharAutomaton {
     fn step(&self, states: &[State], s: u32, ch: char) -> u32 {
         match self.code(ch) {
             0 => 0,
-            c => next_step(states, s, c),
+            c => next_state(states, s, c),
         }
     }
 
@@ -159,10 +159,12 @@ impl CharAutomaton {
     }
 }
 
-/// [`next_state`] on the final tables, where a leaf's step starts at the nearest state
-/// with children among its failure states (see [`skip_leaves`]).
+/// The state after code `c` (not 0) in state `s`: its child by `c`, else that of its
+/// failure state, and so on up to the root. Once `skip_leaves` has run, a leaf's step
+/// starts at the nearest state with children among its failure states; before, no base
+/// has the `LEAF` mark and every state is its own parent.
 #[inline(always)]
-fn next_step(states: &[State], mut s: u32, c: u32) -> u32 {
+fn next_state(states: &[State], mut s: u32, c: u32) -> u32 {
     loop {
         let st = states[s as usize];
         // A leaf: its `base` is that of the state its `fail` names, and the child is
@@ -203,26 +205,6 @@ fn skip_leaves(order: &[Placed], states: &mut [State]) {
         let st = &mut states[s as usize];
         st.fail = parent;
         st.base = LEAF + base;
-    }
-}
-
-/// The state after code `c` (not 0) in state `s`: its child by `c`, else that of its
-/// failure state, and so on up to the root.
-#[inline(always)]
-fn next_state(states: &[State], mut s: u32, c: u32) -> u32 {
-    loop {
-        let base = states[s as usize].base;
-        // base 0: a leaf (no child to load)
-        if base != 0 {
-            let t = base.wrapping_add(c);
-            if states.get(t as usize).is_some_and(|n| n.check == s) {
-                return t;
-            }
-        }
-        if s == 0 {
-            return 0;
-        }
-        s = states[s as usize].fail;
     }
 }
 
