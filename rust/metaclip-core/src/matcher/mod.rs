@@ -58,7 +58,8 @@ const CHUNK: usize = 2048;
 /// Texts whose tokens are hashed (and their slots prefetched) before any is looked up.
 const GROUP: usize = 16;
 
-/// Texts with more ids than this are sorted through a bitmap of all ids.
+/// Texts with more ids than this (the most the AVX2 rank sort takes) are sorted through a
+/// bitmap of all ids.
 const BITMAP_FROM: usize = 64;
 
 /// A built matcher over one metadata list.
