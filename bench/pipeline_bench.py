@@ -130,6 +130,10 @@ def main() -> None:
     ap.add_argument("--texts", type=int, default=5_000_000)
     ap.add_argument("--shards", type=int, default=10)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument(
+        "--threads", type=int, default=0, help="as the CLI's: matching threads per shard "
+        "(0: cores / workers)",
+    )  # fmt: skip
     ap.add_argument("--t", type=float, default=20_000)
     ap.add_argument("--repeat", type=int, default=3, help="runs; the fastest is shown")
     ap.add_argument(
@@ -160,7 +164,7 @@ def main() -> None:
     pool = as_format(pool, args.format)
     cfg = Config(
         pool=(str(pool),), out=str(args.root / "pipeline-run"), metadata=str(md), t=args.t,
-        workers=args.workers, quiet=True, compression=args.compression,
+        workers=args.workers, threads=args.threads, quiet=True, compression=args.compression,
         rows_per_file=args.rows_per_file, pool_memory_mb=args.pool_memory_mb,
     )  # fmt: skip
     runs = [run_once(cfg) for _ in range(max(1, args.repeat))]
