@@ -55,7 +55,7 @@ def one_line(e: BaseException | str) -> str:
 
 def _all_reduce(t: torch.Tensor, op: Any) -> torch.Tensor:
     """All-reduce a small CPU tensor across ranks (on the GPU when the backend is NCCL)."""
-    if not dist.is_initialized() or dist.get_world_size() == 1:
+    if world_size() == 1:
         return t
     device = (
         torch.device("cuda", torch.cuda.current_device())

@@ -203,9 +203,8 @@ def step_aux(model, batches: list[dict], micro: list, cfg, step: int, device) ->
     ``step`` counts the steps done; the distillation phase copies the student into the
     teacher at its first step. The random draws depend on (seed, step, rank) only and are
     made for the step's whole batch, so k micro-batches of b draw what one of k*b does."""
-    import torch.distributed as dist
-
     from metaclip.train.distill import distill_start, ema_update
+    from metaclip.train.distributed import this_rank
     from metaclip.train.images import normalize
 
     d = cfg.model.distill
@@ -213,8 +212,8 @@ def step_aux(model, batches: list[dict], micro: list, cfg, step: int, device) ->
     distill = d.enabled and step >= start
     if distill and step == start:
         ema_update(model.teacher, model.visual, 0.0)
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    gen = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step * 8191 + rank)
+    seed = cfg.seed * 1_000_003 + step * 8191 + this_rank()
+    gen = torch.Generator(device=device).manual_seed(seed)
     images = [x for x, _ in micro]
     patches = None
     if hasattr(images[0], "tok_valid"):  # NaFlex: each image's patch count

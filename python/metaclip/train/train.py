@@ -36,6 +36,7 @@ from metaclip.train.distributed import (
     init_distributed,
     parallelize,
     shutdown,
+    world_size,
 )
 from metaclip.train.evaluate import MetricsLogger, evaluate
 from metaclip.train.images import normalize
@@ -188,7 +189,7 @@ class LossMonitor:
     def check(self, loss: torch.Tensor, step: int) -> float:
         # 0 means "none", so the earliest bad step over ranks is the min of the others
         first = torch.where(self.first_bad == 0, step + 1, self.first_bad)
-        if dist.is_initialized() and dist.get_world_size() > 1:
+        if world_size() > 1:
             dist.all_reduce(first, op=dist.ReduceOp.MIN)
         value = all_reduce_mean(loss).item()
         if int(first.item()) <= step:
