@@ -261,7 +261,7 @@ impl Matcher {
             words,
             n_word_entries,
             substr,
-            avx2: dedup::has_avx2(),
+            simd: dedup::Simd::detect(),
             digest: header.digest,
         })
     }

@@ -70,8 +70,8 @@ pub struct Matcher {
     n_word_entries: usize,
     /// Substring patterns; a match's value is its entry id.
     substr: Option<CharAutomaton>,
-    /// Whether `dedup::sort_dedup` may take its AVX2 path (checked once, here).
-    avx2: bool,
+    /// Which SIMD path `dedup::sort_dedup` may take (checked once, here).
+    simd: dedup::Simd,
     /// [`metadata_digest`] of the entries and mode (checked when loading a saved file).
     digest: [u8; 16],
 }
@@ -144,7 +144,7 @@ impl Matcher {
             words,
             n_word_entries,
             substr,
-            avx2: dedup::has_avx2(),
+            simd: dedup::Simd::detect(),
             digest: metadata_digest(entries, mode),
         })
     }
@@ -283,7 +283,7 @@ impl Matcher {
             let bitmap = scratch.bitmap.get_or_insert_with(|| dedup::Bitmap::new(n));
             bitmap.sort_dedup(ids)
         } else {
-            dedup::sort_dedup(ids, self.avx2)
+            dedup::sort_dedup(ids, self.simd)
         };
         out.truncate(start + keep);
     }
