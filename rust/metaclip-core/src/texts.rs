@@ -4,7 +4,12 @@
 use crate::error::{Error, Result};
 
 /// A random-access batch of texts as raw bytes (UTF-8 is checked while matching).
-pub trait Texts: Sync {
+///
+/// # Safety
+///
+/// [`Texts::all_utf8`] may return true only when every text of the range is valid UTF-8:
+/// the matcher then reads them as `str` unchecked.
+pub unsafe trait Texts: Sync {
     /// Number of texts.
     fn len(&self) -> usize;
     /// The bytes of text `i` (`i < len()`).
@@ -13,14 +18,24 @@ pub trait Texts: Sync {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// True when every text in `range` is known to be valid UTF-8, so the matcher need
+    /// not check them one by one (false: each is checked).
+    fn all_utf8(&self, range: std::ops::Range<usize>) -> bool {
+        let _ = range;
+        false
+    }
 }
 
-impl<S: AsRef<str> + Sync> Texts for [S] {
+// SAFETY: every text is a `str`.
+unsafe impl<S: AsRef<str> + Sync> Texts for [S] {
     fn len(&self) -> usize {
         <[S]>::len(self)
     }
     fn get(&self, i: usize) -> &[u8] {
         self[i].as_ref().as_bytes()
+    }
+    fn all_utf8(&self, _range: std::ops::Range<usize>) -> bool {
+        true
     }
 }
 
@@ -51,12 +66,26 @@ impl<'a> Packed<'a> {
     }
 }
 
-impl Texts for Packed<'_> {
+// SAFETY: `all_utf8` checks the bytes it vouches for.
+unsafe impl Texts for Packed<'_> {
     fn len(&self) -> usize {
         self.offsets.len() - 1
     }
     fn get(&self, i: usize) -> &[u8] {
         &self.data[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+    }
+    /// One check of the bytes the texts span, where checking ~76-byte texts one by one
+    /// costs a call and its setup each. Valid bytes split at a character's middle would
+    /// pass it, so every text must also start and end on a character boundary.
+    fn all_utf8(&self, range: std::ops::Range<usize>) -> bool {
+        let offs = &self.offsets[range.start..=range.end];
+        let (lo, hi) = (offs[0] as usize, offs[offs.len() - 1] as usize);
+        let is_boundary = |o: i64| {
+            let o = o as usize;
+            o <= lo || o >= hi || (self.data[o] as i8) >= -0x40
+        };
+        simdutf8::basic::from_utf8(&self.data[lo..hi]).is_ok()
+            && offs.iter().all(|&o| is_boundary(o))
     }
 }
 

@@ -325,11 +325,21 @@ impl Matcher {
             invalid: Vec::new(),
         };
         csr.offsets.push(0);
+        let all_utf8 = texts.all_utf8(r.clone());
+        let text_at = |i: usize| -> Option<&str> {
+            let bytes = texts.get(i);
+            if all_utf8 {
+                // SAFETY: `all_utf8` said every text of the range is valid UTF-8.
+                Some(unsafe { std::str::from_utf8_unchecked(bytes) })
+            } else {
+                std::str::from_utf8(bytes).ok()
+            }
+        };
         if self.mode == Mode::Fixed {
             for i in r {
-                match std::str::from_utf8(texts.get(i)) {
-                    Ok(text) => self.match_into(text, &mut scratch, &mut csr.ids),
-                    Err(_) => csr.invalid.push((i - base) as u64),
+                match text_at(i) {
+                    Some(text) => self.match_into(text, &mut scratch, &mut csr.ids),
+                    None => csr.invalid.push((i - base) as u64),
                 }
                 csr.offsets.push(csr.ids.len() as i64);
             }
@@ -344,7 +354,7 @@ impl Matcher {
             group.clear();
             scratch.keys.clear();
             for i in start..end {
-                let text = std::str::from_utf8(texts.get(i)).ok();
+                let text = text_at(i);
                 if let Some(t) = text {
                     self.push_keys(t, &mut scratch);
                 }

@@ -87,6 +87,40 @@ fn packed_texts_report_invalid_utf8() {
     assert_eq!(csr.invalid, vec![1]);
 }
 
+#[test]
+fn packed_texts_split_inside_a_character_are_invalid() {
+    // The bytes together are valid UTF-8, but the offsets cut "é" (C3 A9) in two.
+    let data = "dog é cat dog".as_bytes();
+    let offsets = [0i64, 5, 10, 14];
+    let packed = Packed::new(data, &offsets).unwrap();
+    let m = Matcher::new(&["dog", "cat"], Mode::Mc1).unwrap();
+    let csr = m.match_batch(&packed, 0..3, 1);
+    assert_eq!(csr.invalid, vec![0, 1]);
+    assert_eq!(csr.offsets, vec![0, 0, 0, 1]);
+    // Cut at the character's ends, the same bytes are three valid texts.
+    let offsets = [0i64, 4, 7, 14];
+    let packed = Packed::new(data, &offsets).unwrap();
+    let csr = m.match_batch(&packed, 0..3, 1);
+    assert!(csr.invalid.is_empty());
+    assert_eq!(csr.ids, vec![0, 0, 1]);
+}
+
+#[test]
+fn packed_texts_match_like_a_list() {
+    let texts = ["猫 dog", "", " cat, 猫", "dog dog é"];
+    let data: Vec<u8> = texts.concat().into_bytes();
+    let mut offsets = vec![0i64];
+    for t in texts {
+        offsets.push(offsets[offsets.len() - 1] + t.len() as i64);
+    }
+    let packed = Packed::new(&data, &offsets).unwrap();
+    let m = Matcher::new(&["dog", "cat", "猫"], Mode::Mc2).unwrap();
+    for range in [0..4, 1..3, 2..4] {
+        let got = m.match_batch(&packed, range.clone(), 1);
+        assert_eq!(got, m.match_batch(&texts[..], range, 1));
+    }
+}
+
 /// A small deterministic generator (no dev-dependency needed).
 struct Rng(u64);
 
