@@ -2,6 +2,21 @@
 //! array of (key, value) slots so a lookup touches one cache line, and that line can be
 //! prefetched while earlier tokens are still being looked up.
 
+/// Hint the CPU to load the cache line at `p` (any address: a prefetch never faults).
+#[inline(always)]
+pub fn prefetch_ptr(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: prefetch never faults, whatever the address.
+        #[allow(unused_unsafe)]
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// Never a valid key (callers guarantee it).
 pub const EMPTY: u64 = u64::MAX;
 
@@ -63,19 +78,13 @@ impl<V: Copy + Default> FlatMap<V> {
     /// Hint the CPU to load the slot line for `hash`.
     #[inline(always)]
     pub fn prefetch(&self, hash: u64) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let p = self.slots.as_ptr().wrapping_add(hash as usize & self.mask);
-            // SAFETY: prefetch never faults, and the pointer is within the slot array.
-            #[allow(unused_unsafe)]
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                    p as *const i8,
-                )
-            };
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = hash;
+        prefetch_ptr(self.slot_ptr(hash));
+    }
+
+    /// The address of `hash`'s first slot (for [`prefetch_ptr`]).
+    #[inline(always)]
+    pub fn slot_ptr(&self, hash: u64) -> *const u8 {
+        self.slots.as_ptr().wrapping_add(hash as usize & self.mask) as *const u8
     }
 
     /// The value of the first slot on `hash`'s probe path whose key is `key` and for

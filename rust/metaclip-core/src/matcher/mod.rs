@@ -49,6 +49,11 @@ struct Scratch {
     spaced: Vec<u8>,
     toks: Vec<(u32, u32)>,
     keys: Vec<TokenKey>,
+    /// Tokens (`toks` indices) that may start a longer entry, and where each text's end.
+    starts: Vec<u32>,
+    start_ends: Vec<usize>,
+    /// Per token of `toks`: the hash of its root edge to the next token.
+    pair_hashes: Vec<u64>,
     /// For texts with many ids (made on first use).
     bitmap: Option<dedup::Bitmap>,
 }
@@ -197,9 +202,16 @@ impl Matcher {
             text.as_bytes()
         };
         scratch.toks.clear();
+        scratch.starts.clear();
+        scratch.pair_hashes.clear();
         self.lookup_into(src, &scratch.keys, &mut scratch.toks);
-        let n = scratch.toks.len();
-        self.finish_looked_up(text, 0..n, scratch, out);
+        if self.n_word_entries > 0 {
+            let (toks, hashes) = (&scratch.toks, &mut scratch.pair_hashes);
+            self.words.pair_hashes(toks, hashes);
+            self.words.find_starts(toks, hashes, 0, &mut scratch.starts);
+        }
+        let (n, m) = (scratch.toks.len(), scratch.starts.len());
+        self.finish_looked_up(text, 0..n, 0..m, scratch, out);
     }
 
     /// Pass 1 for one text: key and hash of every word-level token, prefetching its slot.
@@ -232,33 +244,55 @@ impl Matcher {
     }
 
     /// Pass 2 for a group of texts (their keys are consecutive in `scratch.keys`): the
-    /// word ids of all tokens into `scratch.toks`, then prefetch every first trie edge.
+    /// word ids of all tokens into `scratch.toks`, then the tokens that may start a longer
+    /// entry (their first trie edges prefetched) into `scratch.starts`.
     fn lookup_group(&self, group: &[(Option<&str>, usize)], scratch: &mut Scratch) {
         scratch.toks.clear();
+        scratch.starts.clear();
+        scratch.start_ends.clear();
+        scratch.pair_hashes.clear();
         let mut from = 0;
         for &(text, to) in group {
             if let Some(t) = text {
-                self.lookup_into(t.as_bytes(), &scratch.keys[from..to], &mut scratch.toks);
+                let keys = &scratch.keys[from..to];
+                self.lookup_into(t.as_bytes(), keys, &mut scratch.toks);
             }
+            from = to;
+        }
+        if self.n_word_entries == 0 {
+            scratch.start_ends.resize(group.len(), 0);
+            return;
+        }
+        // The filter words for every text, then the filter checks: the words are in cache
+        // by the time they are read.
+        let mut from = 0;
+        for &(_, to) in group {
+            self.words
+                .pair_hashes(&scratch.toks[from..to], &mut scratch.pair_hashes);
+            from = to;
+        }
+        let mut from = 0;
+        for &(_, to) in group {
+            let (toks, hashes) = (&scratch.toks[from..to], &scratch.pair_hashes[from..to]);
+            self.words
+                .find_starts(toks, hashes, from as u32, &mut scratch.starts);
+            scratch.start_ends.push(scratch.starts.len());
             from = to;
         }
     }
 
-    /// Append the (word id, root info) of each keyed token of `src` to `toks`, then
-    /// prefetch the first trie edges of those tokens.
+    /// Append the (word id, root info) of each keyed token of `src` to `toks`.
     #[inline]
     fn lookup_into(&self, src: &[u8], keys: &[TokenKey], toks: &mut Vec<(u32, u32)>) {
         if self.n_word_entries == 0 {
             return;
         }
         let vocab = &self.words.vocab;
-        let first = toks.len();
         toks.extend(keys.iter().map(|&(key, hash, s, n)| {
             vocab
                 .get(key, hash, src, s as usize, n as usize)
                 .unwrap_or((NONE, NO_ENTRY))
         }));
-        self.words.prefetch_edges(&mut toks[first..]);
     }
 
     /// Pass 3 for one text of a looked-up group: walk, substring automaton, sort, dedup.
@@ -266,12 +300,15 @@ impl Matcher {
         &self,
         text: &str,
         toks: Range<usize>,
+        starts: Range<usize>,
         scratch: &mut Scratch,
         out: &mut Vec<u32>,
     ) {
         let start = out.len();
         if self.n_word_entries > 0 {
-            self.words.walk(&scratch.toks[toks], out);
+            let base = toks.start as u32;
+            self.words
+                .walk(&scratch.toks[toks], &scratch.starts[starts], base, out);
         }
         if let Some(ac) = &self.substr {
             spaced_into(text, self.mode == Mode::Fixed, &mut scratch.spaced);
@@ -362,14 +399,18 @@ impl Matcher {
             }
             // Pass 2 for the whole group, then prefetch the first trie edges of all texts.
             self.lookup_group(&group, &mut scratch);
-            let mut from = 0;
+            let (mut from, mut starts_from) = (0, 0);
             for (k, &(text, to)) in group.iter().enumerate() {
+                let starts_to = scratch.start_ends[k];
                 match text {
-                    Some(t) => self.finish_looked_up(t, from..to, &mut scratch, &mut csr.ids),
+                    Some(t) => {
+                        let (toks, starts) = (from..to, starts_from..starts_to);
+                        self.finish_looked_up(t, toks, starts, &mut scratch, &mut csr.ids)
+                    }
                     None => csr.invalid.push((start + k - base) as u64),
                 }
                 csr.offsets.push(csr.ids.len() as i64);
-                from = to;
+                (from, starts_from) = (to, starts_to);
             }
             start = end;
         }

@@ -2,7 +2,7 @@
 
 use super::vocab::{mix, Vocab};
 use crate::error::{Error, Result};
-use crate::flat::FlatMap;
+use crate::flat::{prefetch_ptr, FlatMap};
 use crate::mapped::Buf;
 
 /// The word id of a token that is not in the vocabulary.
@@ -118,59 +118,96 @@ impl WordTrie {
         Ok(None)
     }
 
-    /// Push the entry ids whose words occur as consecutive tokens of `toks`
-    /// (each token: `(word id, root info)`, id `NONE` when not in the vocabulary).
+    /// Push the entry ids whose words occur as consecutive tokens of `toks` (each token:
+    /// `(word id, root info)`, id `NONE` when not in the vocabulary). `starts` are the
+    /// tokens (as `toks` indices + `base`) that may start a longer entry, from
+    /// [`WordTrie::find_starts`].
     #[inline]
-    pub(super) fn walk(&self, toks: &[(u32, u32)], out: &mut Vec<u32>) {
-        for start in 0..toks.len() {
-            let (wid, mut info) = toks[start];
-            if wid == NONE {
-                continue;
-            }
-            let mut node = ROOT | wid as u64;
+    pub(super) fn walk(&self, toks: &[(u32, u32)], starts: &[u32], base: u32, out: &mut Vec<u32>) {
+        // One-word entries, without a branch per token (whether a token is an entry is
+        // data, and a branch on it mispredicts).
+        out.reserve(toks.len());
+        let spare = out.spare_capacity_mut();
+        let mut kept = 0;
+        for &(_, info) in toks {
+            let entry = info & NO_ENTRY;
+            spare[kept].write(entry);
+            kept += (entry != NO_ENTRY) as usize;
+        }
+        let len = out.len() + kept;
+        // SAFETY: the first `kept` spare slots were written.
+        unsafe { out.set_len(len) };
+        // Longer entries: only from the tokens that may start one.
+        for &s in starts {
+            let start = (s - base) as usize;
+            let mut node = ROOT | toks[start].0 as u64;
             let mut next = start + 1;
-            loop {
+            while next < toks.len() && toks[next].0 != NONE {
+                let key = edge_key(node, toks[next].0);
+                let Some(&[child, info]) = self.edges.find(mix(key), key, |_| true) else {
+                    break;
+                };
                 let entry = info & NO_ENTRY;
                 if entry != NO_ENTRY {
                     out.push(entry);
                 }
-                if info & HAS_CHILDREN == 0 || next >= toks.len() || toks[next].0 == NONE {
+                if info & HAS_CHILDREN == 0 {
                     break;
                 }
-                let key = edge_key(node, toks[next].0);
-                let hash = mix(key);
-                match self.edges.find(hash, key, |_| true) {
-                    Some(&[child, child_info]) => {
-                        node = child as u64;
-                        info = child_info;
-                    }
-                    None => break,
-                }
+                node = child as u64;
                 next += 1;
             }
         }
     }
 
-    /// Prefetch the first edge of every token that starts a longer entry with the next
-    /// token, and clear `HAS_CHILDREN` on the others (so `walk` never probes for them).
+    /// Push, for each token of `toks` but the last, the `mix` hash of the root edge from
+    /// its word to the next token's word, prefetching the filter word it reads, so that
+    /// [`WordTrie::find_starts`] finds it in cache (and a 0 for the last token).
     #[inline]
-    pub(super) fn prefetch_edges(&self, toks: &mut [(u32, u32)]) {
+    pub(super) fn pair_hashes(&self, toks: &[(u32, u32)], hashes: &mut Vec<u64>) {
+        for w in toks.windows(2) {
+            let hash = mix(edge_key(ROOT | w[0].0 as u64, w[1].0));
+            let b = (hash >> self.first_shift) as usize;
+            prefetch_ptr(self.first.as_ptr().wrapping_add(b / 64) as *const u8);
+            hashes.push(hash);
+        }
+        if !toks.is_empty() {
+            hashes.push(0);
+        }
+    }
+
+    /// Append to `starts` the tokens of `toks` (as indices + `base`) whose word and the
+    /// next token's word begin a longer entry, as far as the filter tells, and prefetch
+    /// that first edge. `hashes` are from [`WordTrie::pair_hashes`]. No branch on the
+    /// outcome: it is data, and mispredicts.
+    #[inline]
+    pub(super) fn find_starts(
+        &self,
+        toks: &[(u32, u32)],
+        hashes: &[u64],
+        base: u32,
+        starts: &mut Vec<u32>,
+    ) {
         let Some(last) = toks.len().checked_sub(1) else {
             return;
         };
+        starts.reserve(last);
+        let spare = starts.spare_capacity_mut();
+        let mut n = 0;
+        // A line that is in cache anyway, prefetched when no edge is wanted.
+        let idle = self.first.as_ptr() as *const u8;
         for i in 0..last {
-            let (wid, info) = toks[i];
-            if info & HAS_CHILDREN == 0 {
-                continue;
-            }
+            let info = toks[i].1;
             let next = toks[i + 1].0;
-            let hash = mix(edge_key(ROOT | wid as u64, next));
-            if next != NONE && self.may_start(hash) {
-                self.edges.prefetch(hash);
-            } else {
-                toks[i].1 = info & !HAS_CHILDREN;
-            }
+            let hash = hashes[i];
+            let may = (info & HAS_CHILDREN != 0) & (next != NONE) & self.may_start(hash);
+            prefetch_ptr(if may { self.edges.slot_ptr(hash) } else { idle });
+            spare[n].write(base + i as u32);
+            n += may as usize;
         }
+        let len = starts.len() + n;
+        // SAFETY: the first `n` spare slots were written.
+        unsafe { starts.set_len(len) };
     }
 
     pub(super) fn memory_bytes(&self) -> usize {
