@@ -116,13 +116,26 @@ unsafe fn rank_avx2(ids: &mut [u32]) -> usize {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,popcnt")]
 unsafe fn rank_avx512(ids: &mut [u32]) -> usize {
+    debug_assert!((2..=MAX_RANKED).contains(&ids.len()));
+    // A register count known at compile time keeps the ids in registers.
+    // SAFETY (all four): the caller checked AVX-512F and POPCNT; R * 16 >= ids.len().
+    match ids.len().div_ceil(16) {
+        1 => unsafe { rank_regs::<1>(ids) },
+        2 => unsafe { rank_regs::<2>(ids) },
+        3 => unsafe { rank_regs::<3>(ids) },
+        _ => unsafe { rank_regs::<4>(ids) },
+    }
+}
+
+/// [`rank_avx512`] for `16 * (R - 1) < ids.len() <= 16 * R`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,popcnt")]
+unsafe fn rank_regs<const R: usize>(ids: &mut [u32]) -> usize {
     use std::arch::x86_64::*;
     let n = ids.len();
-    debug_assert!((2..=MAX_RANKED).contains(&n));
-    let regs = n.div_ceil(16);
     let pad = _mm512_set1_epi32(PAD as i32);
-    let mut v = [pad; MAX_RANKED / 16];
-    for (r, reg) in v.iter_mut().enumerate().take(regs) {
+    let mut v = [pad; R];
+    for (r, reg) in v.iter_mut().enumerate() {
         let lanes = (n - 16 * r).min(16);
         let mask = (u32::MAX >> (32 - lanes)) as __mmask16;
         // SAFETY: a masked load reads only the lanes in `mask`, all within `ids`.
@@ -133,14 +146,14 @@ unsafe fn rank_avx512(ids: &mut [u32]) -> usize {
     for &id in &ids[..] {
         let x = _mm512_set1_epi32(id as i32);
         let mut rank = 0;
-        for reg in &v[..regs] {
+        for reg in &v {
             rank += (_mm512_cmplt_epu32_mask(*reg, x) as u32).count_ones();
         }
         // rank < n: only the other ids can be smaller than this one.
         placed[rank as usize] = id;
     }
     let mut keep = 0;
-    for r in 0..regs {
+    for r in 0..R {
         // SAFETY: `placed` holds 64 values, so 16 from 16 * r (r < 4) are in bounds.
         let p = unsafe { _mm512_loadu_si512(placed.as_ptr().add(16 * r) as *const _) };
         let used = _mm512_cmpneq_epu32_mask(p, pad);
