@@ -1,5 +1,6 @@
 //! Profile the matcher without Python: `cargo run --release --example match_file --
-//! metadata.json texts.txt [threads] [mc1|mc2|fixed] [packed]` prints texts/s (wall and CPU time).
+//! metadata.json texts.txt [threads] [mc1|mc2|fixed] [packed]` prints texts/s (wall and
+//! CPU time); `packed` hands the texts over as an Arrow column does.
 
 use std::time::Instant;
 

@@ -39,7 +39,7 @@ impl Simd {
         Simd::Scalar
     }
 
-    /// Every path this CPU runs (for tests).
+    /// Every path this CPU runs (for tests; the variants are in order of width).
     pub fn available() -> Vec<Self> {
         let best = Self::detect();
         [Simd::Scalar, Simd::Avx2, Simd::Avx512]
@@ -77,6 +77,7 @@ pub fn sort_dedup(ids: &mut [u32], simd: Simd) -> usize {
     }
     keep
 }
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,popcnt")]
 unsafe fn rank_avx2(ids: &mut [u32]) -> usize {
@@ -168,7 +169,7 @@ unsafe fn rank_regs<const R: usize>(ids: &mut [u32]) -> usize {
     keep
 }
 
-/// A bitmap over all ids of a matcher, for texts with more ids than the AVX2 path ranks:
+/// A bitmap over all ids of a matcher, for texts with more ids than the SIMD paths rank:
 /// marking each id and reading the marks back in order sorts and deduplicates in time
 /// linear in the ids plus one summary word per 4,096 ids, where `sort_unstable` took
 /// ~12% of the time on generated Thai (~50 ids per text).

@@ -49,7 +49,8 @@ struct Scratch {
     spaced: Vec<u8>,
     toks: Vec<(u32, u32)>,
     keys: Vec<TokenKey>,
-    /// Tokens (`toks` indices) that may start a longer entry, and where each text's end.
+    /// Tokens (`toks` indices) that may start a longer entry, and where each text's
+    /// run of them ends.
     starts: Vec<u32>,
     start_ends: Vec<usize>,
     /// Per token of `toks`: the hash of its root edge to the next token.
