@@ -295,3 +295,58 @@ fn texts_with_many_matches_sort_like_few() {
     assert_eq!(&csr.ids[..want.len()], &want[..]);
     assert_eq!(&csr.ids[csr.offsets[2] as usize..], &want[..]);
 }
+
+#[test]
+fn word_entries_match_like_a_scan() {
+    // Many multi-word entries sharing first words (so the root filter passes pairs that
+    // start no entry, and walks go deeper than one edge), against the spec's rule:
+    // " " + entry + " " occurs in the spaced text.
+    let words = [
+        "a",
+        "hot",
+        "dog",
+        "x",
+        "St.",
+        "abcdefghij",
+        "abcdefghijklmnopq",
+        ",",
+    ];
+    let mut rng = Rng(0x51ed_2701_aa3c_9d11);
+    let phrase = |rng: &mut Rng, max: u64| {
+        let n = 1 + rng.next() % max;
+        (0..n)
+            .map(|_| rng.pick(&words))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut seen = std::collections::HashSet::new();
+    let entries: Vec<String> = (0..400)
+        .map(|_| phrase(&mut rng, 4))
+        .filter(|e| seen.insert(e.clone()))
+        .collect();
+    let m = Matcher::new(&entries, Mode::Mc1).unwrap();
+    let texts: Vec<String> = (0..2000)
+        .map(|_| {
+            phrase(&mut rng, 14)
+                .replace(" ,", ",")
+                .replace("x x", "x  x")
+        })
+        .collect();
+    let csr = m.match_batch(texts.as_slice(), 0..texts.len(), 1);
+    let mut spaced = Vec::new();
+    let mut deep = 0;
+    for (i, text) in texts.iter().enumerate() {
+        spaced_into(text, false, &mut spaced);
+        let hay = as_str(&spaced);
+        let want: Vec<u32> = (0..entries.len() as u32)
+            .filter(|&e| hay.contains(&format!(" {} ", entries[e as usize])))
+            .collect();
+        deep += want
+            .iter()
+            .filter(|&&e| entries[e as usize].matches(' ').count() >= 2)
+            .count();
+        let got = &csr.ids[csr.offsets[i] as usize..csr.offsets[i + 1] as usize];
+        assert_eq!(got, &want[..], "{text:?}");
+    }
+    assert!(deep > 100, "too few matches of three or more words: {deep}");
+}
