@@ -34,20 +34,25 @@ const SHORT: usize = 7;
 /// Words of up to 15 bytes are checked inline: bytes 7..15 sit in the slot's `tail`.
 const INLINE: usize = 15;
 
-/// `n <= 8` bytes of `buf` from `at`, little-endian, zero above: one unaligned load when
-/// 8 bytes are in bounds (assembling them byte by byte on the stack stalls the load).
+/// `n <= 8` bytes of `buf` from `at`, little-endian, zero above: one unaligned load of the
+/// 8 bytes from `at`, or of the last 8 of `buf` shifted down when those run past its end
+/// (so a text's last word costs no copy and no branch of its own).
 #[inline(always)]
 fn load_le(buf: &[u8], at: usize, n: usize) -> u64 {
-    if let Some(w) = buf
-        .get(at..at + 8)
-        .and_then(|w| <[u8; 8]>::try_from(w).ok())
-    {
-        let v = u64::from_le_bytes(w);
-        return if n >= 8 {
-            v
-        } else {
-            v & ((1u64 << (8 * n)) - 1)
-        };
+    let keep = if n >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * n)) - 1
+    };
+    if let Some(last) = buf.len().checked_sub(8) {
+        let from = at.min(last);
+        if let Some(w) = buf
+            .get(from..from + 8)
+            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+        {
+            // `at - from` is at most 7 whenever n > 0 (and n = 0 keeps nothing).
+            return u64::from_le_bytes(w).wrapping_shr(8 * (at - from) as u32) & keep;
+        }
     }
     let mut tmp = [0u8; 8];
     tmp[..n].copy_from_slice(&buf[at..at + n]);
