@@ -125,22 +125,32 @@ pub fn for_each_token(b: &[u8], mut f: impl FnMut(usize, usize)) {
     f(start, b.len());
 }
 
-/// Bit `k` set iff `b[at + k]` (k < 16, within `b`) is a space, tab, newline, return or
-/// wrapped mark.
+/// Bit `k` set iff `b[at + k]` (k < 16, within `b`; `at < b.len()`) is a space, tab,
+/// newline, return or wrapped mark.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn special_mask(b: &[u8], at: usize) -> u32 {
-    use std::arch::x86_64::*;
+    if let Some(full) = b.get(at..at + 16) {
+        return block_mask(full);
+    }
+    if let Some(from) = b.len().checked_sub(16) {
+        // The last 16 bytes, shifted down to `at`: a text's last block costs no copy.
+        return b.get(from..).map_or(0, block_mask) >> (at - from);
+    }
+    // Zero bytes are never special, so padding adds no bits.
     let mut tail = [0u8; 16];
-    let block: &[u8] = match b.get(at..at + 16) {
-        Some(full) => full,
-        None => {
-            // Zero bytes are never special, so padding adds no bits.
-            tail[..b.len() - at].copy_from_slice(&b[at..]);
-            &tail
-        }
-    };
-    // SAFETY: SSE2 is part of the x86_64 baseline; the load reads the 16 bytes of `block`.
+    let rest = b.get(at..).unwrap_or_default();
+    tail[..rest.len()].copy_from_slice(rest);
+    block_mask(&tail)
+}
+
+/// [`special_mask`] of the first 16 bytes of `block` (at least 16).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn block_mask(block: &[u8]) -> u32 {
+    use std::arch::x86_64::*;
+    assert!(block.len() >= 16);
+    // SAFETY: SSE2 is part of the x86_64 baseline; the load reads 16 bytes of `block`.
     unsafe {
         let v = _mm_loadu_si128(block.as_ptr() as *const __m128i);
         let eq = |c: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(c as i8));
