@@ -135,7 +135,7 @@ fn special_mask(b: &[u8], at: usize) -> u32 {
     }
     if let Some(from) = b.len().checked_sub(16) {
         // The last 16 bytes, shifted down to `at`: a text's last block costs no copy.
-        return b.get(from..).map_or(0, block_mask) >> (at - from);
+        return block_mask(&b[from..]) >> (at - from);
     }
     // Zero bytes are never special, so padding adds no bits.
     let mut tail = [0u8; 16];

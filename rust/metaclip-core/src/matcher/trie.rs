@@ -57,11 +57,18 @@ impl WordTrie {
         self.first = Buf::from_vec(first);
     }
 
+    /// The filter bit of a root edge (`hash` = `mix` of its key): (word index, bit).
+    #[inline(always)]
+    fn filter_bit(&self, hash: u64) -> (usize, u32) {
+        let b = (hash >> self.first_shift) as usize;
+        (b / 64, (b % 64) as u32)
+    }
+
     /// False when no entry starts with this root edge (`hash` = `mix` of its key).
     #[inline(always)]
     fn may_start(&self, hash: u64) -> bool {
-        let b = (hash >> self.first_shift) as usize;
-        self.first[b / 64] & (1 << (b % 64)) != 0
+        let (w, bit) = self.filter_bit(hash);
+        self.first[w] & (1 << bit) != 0
     }
 
     /// Insert; returns the entry already stored at this node, if any (a duplicate).
@@ -126,17 +133,10 @@ impl WordTrie {
     pub(super) fn walk(&self, toks: &[(u32, u32)], starts: &[u32], base: u32, out: &mut Vec<u32>) {
         // One-word entries, without a branch per token (whether a token is an entry is
         // data, and a branch on it mispredicts).
-        out.reserve(toks.len());
-        let spare = out.spare_capacity_mut();
-        let mut kept = 0;
-        for &(_, info) in toks {
-            let entry = info & NO_ENTRY;
-            spare[kept].write(entry);
-            kept += (entry != NO_ENTRY) as usize;
-        }
-        let len = out.len() + kept;
-        // SAFETY: the first `kept` spare slots were written.
-        unsafe { out.set_len(len) };
+        extend_where(out, toks.len(), |k| {
+            let entry = toks[k].1 & NO_ENTRY;
+            (entry, entry != NO_ENTRY)
+        });
         // Longer entries: only from the tokens that may start one.
         for &s in starts {
             let start = (s - base) as usize;
@@ -167,8 +167,8 @@ impl WordTrie {
     pub(super) fn pair_hashes(&self, toks: &[(u32, u32)], hashes: &mut Vec<u64>) {
         for w in toks.windows(2) {
             let hash = mix(edge_key(ROOT | w[0].0 as u64, w[1].0));
-            let b = (hash >> self.first_shift) as usize;
-            prefetch_ptr(self.first.as_ptr().wrapping_add(b / 64) as *const u8);
+            let (w, _) = self.filter_bit(hash);
+            prefetch_ptr(self.first.as_ptr().wrapping_add(w) as *const u8);
             hashes.push(hash);
         }
         if !toks.is_empty() {
@@ -191,23 +191,15 @@ impl WordTrie {
         let Some(last) = toks.len().checked_sub(1) else {
             return;
         };
-        starts.reserve(last);
-        let spare = starts.spare_capacity_mut();
-        let mut n = 0;
         // A line that is in cache anyway, prefetched when no edge is wanted.
         let idle = self.first.as_ptr() as *const u8;
-        for i in 0..last {
-            let info = toks[i].1;
+        extend_where(starts, last, |i| {
             let next = toks[i + 1].0;
             let hash = hashes[i];
-            let may = (info & HAS_CHILDREN != 0) & (next != NONE) & self.may_start(hash);
+            let may = (toks[i].1 & HAS_CHILDREN != 0) & (next != NONE) & self.may_start(hash);
             prefetch_ptr(if may { self.edges.slot_ptr(hash) } else { idle });
-            spare[n].write(base + i as u32);
-            n += may as usize;
-        }
-        let len = starts.len() + n;
-        // SAFETY: the first `n` spare slots were written.
-        unsafe { starts.set_len(len) };
+            (base + i as u32, may)
+        });
     }
 
     pub(super) fn memory_bytes(&self) -> usize {
@@ -246,4 +238,21 @@ impl WordTrie {
             first_shift,
         })
     }
+}
+
+/// Append `item(k).0` for each `k < n` whose `item(k).1` holds, with no branch on it:
+/// every value is written, and the length advances by the flag.
+#[inline(always)]
+fn extend_where(out: &mut Vec<u32>, n: usize, mut item: impl FnMut(usize) -> (u32, bool)) {
+    out.reserve(n);
+    let spare = out.spare_capacity_mut();
+    let mut kept = 0;
+    for k in 0..n {
+        let (value, keep) = item(k);
+        spare[kept].write(value);
+        kept += keep as usize;
+    }
+    let len = out.len() + kept;
+    // SAFETY: the first `kept` spare slots were written (kept <= n <= spare.len()).
+    unsafe { out.set_len(len) };
 }
